@@ -1,0 +1,23 @@
+# The one test command: `make test` (see README). CI runs exactly this.
+CARGO ?= cargo
+
+.PHONY: test lint unit crds build release
+
+test: lint unit
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+unit:
+	$(CARGO) test --workspace --locked
+
+# Regenerate crds/ from the Rust API types (a test fails when they are stale).
+crds:
+	$(CARGO) run -q -p netprobe-operator -- crdgen --out crds
+
+build:
+	$(CARGO) build --workspace --locked
+
+release:
+	$(CARGO) build --workspace --locked --release

@@ -1,0 +1,38 @@
+//! Names shared by the operator, the agent, the chart and the tests. They are
+//! part of the public contract (`kubectl get cm -l netprobe.dev/plan`), so they
+//! live in one place.
+
+/// API group of both kinds.
+pub const GROUP: &str = "netprobe.dev";
+/// Served version of both kinds.
+pub const VERSION: &str = "v1alpha1";
+
+/// Label on every plan ConfigMap; its value is the plan's ConfigMap name, so a
+/// selector on the key alone lists all plans.
+pub const PLAN_LABEL: &str = "netprobe.dev/plan";
+/// Label: kind of the source resource (`NetworkProbe` or `ClusterNetworkProbe`).
+pub const SOURCE_KIND_LABEL: &str = "netprobe.dev/source-kind";
+/// Label: namespace of the source resource (absent for cluster-scoped sources).
+pub const SOURCE_NAMESPACE_LABEL: &str = "netprobe.dev/source-namespace";
+/// Label: name of the source resource.
+pub const SOURCE_NAME_LABEL: &str = "netprobe.dev/source-name";
+/// Label: uid of the source resource, so a recreated probe of the same name is
+/// never confused with its predecessor.
+pub const SOURCE_UID_LABEL: &str = "netprobe.dev/source-uid";
+/// Key of the plan document inside the ConfigMap's `data`.
+pub const PLAN_DATA_KEY: &str = "plan.json";
+/// Finalizer the operator puts on namespaced probes: their plan lives in the
+/// operator namespace, where an ownerReference cannot point across namespaces.
+pub const FINALIZER: &str = "netprobe.dev/plan-cleanup";
+/// Field manager of the operator for every write it makes.
+pub const OPERATOR_MANAGER: &str = "netprobe-operator";
+/// Prefix of an agent's field manager; the node name follows.
+pub const AGENT_MANAGER_PREFIX: &str = "netprobe-agent/";
+/// Default namespace the operator and agents are installed into.
+pub const DEFAULT_NAMESPACE: &str = "netprobe-system";
+
+/// Field manager an agent on `node` uses, so each agent owns exactly its own
+/// `status.nodes[]` entry under server-side apply.
+pub fn agent_manager(node: &str) -> String {
+    format!("{AGENT_MANAGER_PREFIX}{node}")
+}

@@ -1,0 +1,21 @@
+//! The netprobe API: what a user declares (`NetworkProbe`, `ClusterNetworkProbe`),
+//! what the operator hands to agents (`ProbePlan`), and the pure helpers both
+//! sides need to agree on (selector matching, validation, well-known keys).
+//!
+//! Nothing in this crate performs I/O, so the operator, the agent and the tests
+//! all share exactly one definition of meaning.
+
+pub mod keys;
+pub mod plan;
+pub mod selector;
+pub mod spec;
+pub mod status;
+pub mod validate;
+
+pub use plan::{PLAN_FORMAT_VERSION, PlanError, PlanScope, PlanSource, PlannedProbe, ProbePlan};
+pub use spec::{
+    ClusterNetworkProbe, ClusterNetworkProbeSpec, Granularity, HistogramOptions, MetricsSpec, NetworkProbe,
+    NetworkProbeSpec, PacketDropsOptions, Probe, ProbeType, TcpRetransmitsOptions,
+};
+pub use status::{NodePhase, NodeProbeStatus, ProbeStatus};
+pub use validate::{FieldError, validate_spec};

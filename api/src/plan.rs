@@ -1,0 +1,534 @@
+//! Where a NetworkProbe becomes a plan: the normalized, defaulted document the
+//! operator writes into a ConfigMap for the agents. Same spec, same bytes, so
+//! an unchanged probe never causes a write.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::selector::Selector;
+use crate::spec::{Granularity, NetworkProbeSpec, Probe, ProbeType};
+use crate::validate::FieldError;
+
+/// Version of the plan document. An agent refuses a plan whose version it
+/// does not know instead of guessing; bump on any incompatible change.
+pub const PLAN_FORMAT_VERSION: u32 = 1;
+
+/// Default series budget per probe per node.
+pub const DEFAULT_MAX_SERIES_PER_NODE: u32 = 1000;
+
+/// Connect latency buckets (seconds): sub-millisecond on a LAN up to the
+/// 1 s, 3 s, 7 s of SYN retransmissions.
+pub const DEFAULT_CONNECT_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Smoothed RTT buckets (seconds): tens of microseconds on veth up to a second.
+pub const DEFAULT_RTT_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+/// Which resource a plan comes from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanSource {
+    /// `NetworkProbe` or `ClusterNetworkProbe`.
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub name: String,
+    pub uid: String,
+    /// metadata.generation of the source when the plan was built.
+    pub generation: i64,
+}
+
+impl PlanSource {
+    pub(crate) fn for_validation() -> Self {
+        PlanSource {
+            kind: "NetworkProbe".into(),
+            namespace: Some("validation".into()),
+            name: "validation".into(),
+            uid: String::new(),
+            generation: 0,
+        }
+    }
+
+    /// `<kind>/<namespace>/<name>` or `<kind>/<name>`: the `probe` label of
+    /// every series and the key agents use in logs.
+    pub fn key(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{}/{}/{}", self.kind, ns, self.name),
+            None => format!("{}/{}", self.kind, self.name),
+        }
+    }
+}
+
+/// Which pods a plan may ever select: the boundary of a namespaced probe is
+/// part of the plan, so an agent cannot cross it whatever the pod selector says.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum PlanScope {
+    /// Pods of exactly this namespace (a NetworkProbe).
+    Namespace { namespace: String },
+    /// Pods of namespaces matching the selector (a ClusterNetworkProbe).
+    #[serde(rename_all = "camelCase")]
+    Cluster { namespace_selector: Selector },
+}
+
+/// One probe type with every option defaulted.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "type", rename_all_fields = "camelCase")]
+pub enum PlannedProbe {
+    TcpRetransmits {
+        peer_labels: bool,
+    },
+    TcpResets {},
+    TcpConnectLatency {
+        buckets: Vec<f64>,
+    },
+    TcpRtt {
+        buckets: Vec<f64>,
+    },
+    /// Empty `reasons` counts every reason except NOT_SPECIFIED.
+    PacketDrops {
+        reasons: Vec<String>,
+    },
+}
+
+impl PlannedProbe {
+    pub fn probe_type(&self) -> ProbeType {
+        match self {
+            PlannedProbe::TcpRetransmits { .. } => ProbeType::TcpRetransmits,
+            PlannedProbe::TcpResets {} => ProbeType::TcpResets,
+            PlannedProbe::TcpConnectLatency { .. } => ProbeType::TcpConnectLatency,
+            PlannedProbe::TcpRtt { .. } => ProbeType::TcpRtt,
+            PlannedProbe::PacketDrops { .. } => ProbeType::PacketDrops,
+        }
+    }
+}
+
+/// Series labelling and budget, defaulted.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedMetrics {
+    pub granularity: Granularity,
+    pub max_series_per_node: u32,
+}
+
+/// The plan an agent executes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbePlan {
+    pub format_version: u32,
+    pub source: PlanSource,
+    pub scope: PlanScope,
+    /// Sorted by type, each type at most once.
+    pub probes: Vec<PlannedProbe>,
+    pub pod_selector: Selector,
+    pub node_selector: Selector,
+    pub metrics: PlannedMetrics,
+}
+
+/// Why an agent cannot use a plan document.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("plan is not valid JSON for this agent: {0}")]
+    Decode(#[from] serde_json::Error),
+    #[error("plan format version {found} is not supported (this agent understands {supported})")]
+    UnsupportedVersion { found: u32, supported: u32 },
+    #[error("plan document has no formatVersion")]
+    MissingVersion,
+}
+
+impl ProbePlan {
+    /// Validate `spec` and build its plan. `namespace_selector` is given for
+    /// a ClusterNetworkProbe; a NetworkProbe's scope is its own namespace.
+    /// Every meaning error is returned at once, each naming its field.
+    pub fn build(
+        source: PlanSource,
+        spec: &NetworkProbeSpec,
+        namespace_selector: Option<&LabelSelector>,
+    ) -> Result<ProbePlan, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let mut keep = |r: Result<Selector, Vec<FieldError>>| match r {
+            Ok(s) => s,
+            Err(e) => {
+                errors.extend(e);
+                Selector::default()
+            }
+        };
+        let pod_selector = keep(Selector::parse(spec.pod_selector.as_ref(), "spec.podSelector"));
+        let node_selector = keep(Selector::parse(spec.node_selector.as_ref(), "spec.nodeSelector"));
+        let scope = match &source.namespace {
+            Some(ns) => PlanScope::Namespace { namespace: ns.clone() },
+            None => PlanScope::Cluster {
+                namespace_selector: keep(Selector::parse(namespace_selector, "spec.namespaceSelector")),
+            },
+        };
+
+        if spec.probes.is_empty() {
+            errors.push(FieldError::new("spec.probes", "must list at least one probe"));
+        }
+        let mut seen = BTreeSet::new();
+        let mut probes = Vec::new();
+        for (i, p) in spec.probes.iter().enumerate() {
+            let field = format!("spec.probes[{i}]");
+            if !seen.insert(p.type_) {
+                errors.push(FieldError::new(
+                    format!("{field}.type"),
+                    format!("probe type {} appears more than once", p.type_),
+                ));
+                continue;
+            }
+            match plan_probe(p, &field) {
+                Ok(pp) => probes.push(pp),
+                Err(e) => errors.extend(e),
+            }
+        }
+        probes.sort_by_key(PlannedProbe::probe_type);
+
+        let metrics = spec.metrics.clone().unwrap_or_default();
+        let max_series_per_node = metrics.max_series_per_node.unwrap_or(DEFAULT_MAX_SERIES_PER_NODE);
+        if !(1..=100_000).contains(&max_series_per_node) {
+            errors.push(FieldError::new(
+                "spec.metrics.maxSeriesPerNode",
+                format!("{max_series_per_node} is outside 1..=100000"),
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(ProbePlan {
+            format_version: PLAN_FORMAT_VERSION,
+            source,
+            scope,
+            probes,
+            pod_selector,
+            node_selector,
+            metrics: PlannedMetrics {
+                granularity: metrics.granularity.unwrap_or_default(),
+                max_series_per_node,
+            },
+        })
+    }
+
+    /// The ConfigMap payload: pretty JSON (plans are meant to be read with
+    /// kubectl) with a fixed field order, hence deterministic.
+    pub fn to_json(&self) -> String {
+        // A ProbePlan holds only strings, numbers, bools, sequences and
+        // string-keyed maps: serialization cannot fail.
+        let mut s = serde_json::to_string_pretty(self).unwrap_or_default();
+        s.push('\n');
+        s
+    }
+
+    /// Decode a plan, refusing unknown format versions before looking at the
+    /// rest, so a newer operator's plan fails with a clear reason.
+    pub fn from_json(s: &str) -> Result<ProbePlan, PlanError> {
+        let raw: serde_json::Value = serde_json::from_str(s)?;
+        let found = raw
+            .get("formatVersion")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or(PlanError::MissingVersion)?;
+        if found != u64::from(PLAN_FORMAT_VERSION) {
+            return Err(PlanError::UnsupportedVersion {
+                found: u32::try_from(found).unwrap_or(u32::MAX),
+                supported: PLAN_FORMAT_VERSION,
+            });
+        }
+        Ok(serde_json::from_value(raw)?)
+    }
+
+    /// Probe types in plan order.
+    pub fn probe_types(&self) -> Vec<ProbeType> {
+        self.probes.iter().map(PlannedProbe::probe_type).collect()
+    }
+}
+
+fn plan_probe(p: &Probe, field: &str) -> Result<PlannedProbe, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    // Options of another type are a mistake the user should hear about
+    // (the CEL rules say the same at admission).
+    let present = [
+        (ProbeType::TcpRetransmits, p.tcp_retransmits.is_some()),
+        (ProbeType::TcpConnectLatency, p.tcp_connect_latency.is_some()),
+        (ProbeType::TcpRtt, p.tcp_rtt.is_some()),
+        (ProbeType::PacketDrops, p.packet_drops.is_some()),
+    ];
+    for (t, is_set) in present {
+        if is_set && t != p.type_ {
+            errors.push(FieldError::new(
+                format!("{field}.{}", t.options_field()),
+                format!("options for {t} are not allowed on a probe of type {}", p.type_),
+            ));
+        }
+    }
+    let mut buckets = |opts: Option<&crate::spec::HistogramOptions>, default: &[f64]| -> Vec<f64> {
+        let b = opts.and_then(|o| o.buckets.clone()).unwrap_or_else(|| default.to_vec());
+        let f = format!("{field}.{}.buckets", p.type_.options_field());
+        if b.is_empty() || b.len() > 32 {
+            errors.push(FieldError::new(&f, "must hold 1 to 32 bounds"));
+        }
+        if b.iter().any(|x| !x.is_finite() || *x <= 0.0) {
+            errors.push(FieldError::new(&f, "bounds must be positive finite numbers of seconds"));
+        }
+        if b.windows(2).any(|w| w[0] >= w[1]) {
+            errors.push(FieldError::new(&f, "bounds must be strictly increasing"));
+        }
+        b
+    };
+    let planned = match p.type_ {
+        ProbeType::TcpRetransmits => PlannedProbe::TcpRetransmits {
+            peer_labels: p.tcp_retransmits.as_ref().and_then(|o| o.peer_labels).unwrap_or(false),
+        },
+        ProbeType::TcpResets => PlannedProbe::TcpResets {},
+        ProbeType::TcpConnectLatency => PlannedProbe::TcpConnectLatency {
+            buckets: buckets(p.tcp_connect_latency.as_ref(), DEFAULT_CONNECT_BUCKETS),
+        },
+        ProbeType::TcpRtt => PlannedProbe::TcpRtt {
+            buckets: buckets(p.tcp_rtt.as_ref(), DEFAULT_RTT_BUCKETS),
+        },
+        ProbeType::PacketDrops => {
+            let reasons: BTreeSet<String> = p
+                .packet_drops
+                .as_ref()
+                .and_then(|o| o.reasons.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
+            for r in &reasons {
+                let ok = r.len() <= 64
+                    && r.starts_with(|c: char| c.is_ascii_uppercase())
+                    && r.bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+                if !ok {
+                    errors.push(FieldError::new(
+                        format!("{field}.packetDrops.reasons"),
+                        format!("{r:?} is not a drop reason name (like NETFILTER_DROP)"),
+                    ));
+                }
+            }
+            PlannedProbe::PacketDrops {
+                reasons: reasons.into_iter().collect(),
+            }
+        }
+    };
+    if errors.is_empty() { Ok(planned) } else { Err(errors) }
+}
+
+/// Name of the plan ConfigMap of a source. A namespace cannot contain dots, so
+/// `nprobe.<namespace>.<name>` is unique; names too long for a ConfigMap are
+/// cut and suffixed with a hash of the full name.
+pub fn plan_configmap_name(kind: &str, namespace: Option<&str>, name: &str) -> String {
+    let full = match namespace {
+        Some(ns) => format!("nprobe.{ns}.{name}"),
+        None if kind == "ClusterNetworkProbe" => format!("cnprobe.{name}"),
+        None => format!("{}.{name}", kind.to_ascii_lowercase()),
+    };
+    if full.len() <= 253 {
+        return full;
+    }
+    let digest = Sha256::digest(full.as_bytes());
+    let hash: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
+    let mut cut = full[..242].trim_end_matches(['.', '-']).to_string();
+    cut.push('-');
+    cut.push_str(&hash);
+    cut
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{HistogramOptions, MetricsSpec, PacketDropsOptions, TcpRetransmitsOptions};
+
+    fn source(ns: Option<&str>) -> PlanSource {
+        PlanSource {
+            kind: if ns.is_some() {
+                "NetworkProbe"
+            } else {
+                "ClusterNetworkProbe"
+            }
+            .into(),
+            namespace: ns.map(Into::into),
+            name: "p".into(),
+            uid: "u".into(),
+            generation: 3,
+        }
+    }
+
+    fn spec(probes: Vec<Probe>) -> NetworkProbeSpec {
+        NetworkProbeSpec {
+            probes,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_are_filled_and_probes_sorted() {
+        let s = spec(vec![
+            Probe::new(ProbeType::TcpRtt),
+            Probe::new(ProbeType::TcpRetransmits),
+        ]);
+        let plan = ProbePlan::build(source(Some("shop")), &s, None).unwrap();
+        assert_eq!(plan.format_version, PLAN_FORMAT_VERSION);
+        assert_eq!(plan.probe_types(), vec![ProbeType::TcpRetransmits, ProbeType::TcpRtt]);
+        assert_eq!(
+            plan.probes[1],
+            PlannedProbe::TcpRtt {
+                buckets: DEFAULT_RTT_BUCKETS.to_vec()
+            }
+        );
+        assert_eq!(
+            plan.metrics,
+            PlannedMetrics {
+                granularity: Granularity::Pod,
+                max_series_per_node: 1000
+            }
+        );
+        assert_eq!(
+            plan.scope,
+            PlanScope::Namespace {
+                namespace: "shop".into()
+            }
+        );
+    }
+
+    #[test]
+    fn same_meaning_same_bytes() {
+        let mut a = spec(vec![
+            Probe {
+                packet_drops: Some(PacketDropsOptions {
+                    reasons: Some(vec!["B".into(), "A".into(), "B".into()]),
+                }),
+                ..Probe::new(ProbeType::PacketDrops)
+            },
+            Probe::new(ProbeType::TcpResets),
+        ]);
+        let b_plan = {
+            let mut b = a.clone();
+            b.probes.reverse();
+            if let Some(o) = b.probes[1].packet_drops.as_mut() {
+                o.reasons = Some(vec!["A".into(), "B".into()]);
+            }
+            ProbePlan::build(source(Some("x")), &b, None).unwrap().to_json()
+        };
+        let a_plan = ProbePlan::build(source(Some("x")), &a, None).unwrap().to_json();
+        assert_eq!(a_plan, b_plan);
+        assert_eq!(a_plan, ProbePlan::build(source(Some("x")), &a, None).unwrap().to_json());
+        a.suspend = Some(false);
+        let round = ProbePlan::from_json(&a_plan).unwrap();
+        assert_eq!(round.to_json(), a_plan);
+    }
+
+    #[test]
+    fn meaning_errors_name_their_fields() {
+        let mut s = spec(vec![
+            Probe {
+                tcp_rtt: Some(HistogramOptions {
+                    buckets: Some(vec![0.1, 0.1]),
+                }),
+                ..Probe::new(ProbeType::TcpConnectLatency)
+            },
+            Probe {
+                tcp_connect_latency: Some(HistogramOptions {
+                    buckets: Some(vec![-1.0]),
+                }),
+                ..Probe::new(ProbeType::TcpConnectLatency)
+            },
+            Probe {
+                tcp_retransmits: Some(TcpRetransmitsOptions {
+                    peer_labels: Some(true),
+                }),
+                ..Probe::new(ProbeType::TcpRtt)
+            },
+            Probe {
+                packet_drops: Some(PacketDropsOptions {
+                    reasons: Some(vec!["lower".into()]),
+                }),
+                ..Probe::new(ProbeType::PacketDrops)
+            },
+        ]);
+        s.metrics = Some(MetricsSpec {
+            max_series_per_node: Some(0),
+            ..Default::default()
+        });
+        let errs = ProbePlan::build(source(Some("x")), &s, None).unwrap_err();
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "spec.probes[0].tcpRtt",
+                "spec.probes[1].type",
+                "spec.probes[2].tcpRetransmits",
+                "spec.probes[3].packetDrops.reasons",
+                "spec.metrics.maxSeriesPerNode",
+            ],
+            "{errs:?}"
+        );
+        let s = spec(vec![Probe {
+            tcp_connect_latency: Some(HistogramOptions {
+                buckets: Some(vec![0.2, 0.1]),
+            }),
+            ..Probe::new(ProbeType::TcpConnectLatency)
+        }]);
+        let errs = ProbePlan::build(source(Some("x")), &s, None).unwrap_err();
+        assert_eq!(errs[0].field, "spec.probes[0].tcpConnectLatency.buckets");
+        assert!(errs[0].message.contains("strictly increasing"));
+        assert!(
+            !ProbePlan::build(source(Some("x")), &spec(vec![]), None)
+                .unwrap_err()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn cluster_scope_carries_namespace_selector() {
+        let sel = LabelSelector {
+            match_labels: Some([("team".to_string(), "a".to_string())].into()),
+            ..Default::default()
+        };
+        let plan = ProbePlan::build(source(None), &spec(vec![Probe::new(ProbeType::TcpResets)]), Some(&sel)).unwrap();
+        match plan.scope {
+            PlanScope::Cluster { namespace_selector } => {
+                assert_eq!(
+                    namespace_selector.match_labels.get("team").map(String::as_str),
+                    Some("a")
+                )
+            }
+            other => panic!("unexpected scope {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_versions_and_garbage_are_refused() {
+        let plan = ProbePlan::build(source(Some("x")), &spec(vec![Probe::new(ProbeType::TcpResets)]), None).unwrap();
+        let json = plan.to_json().replace("\"formatVersion\": 1", "\"formatVersion\": 2");
+        assert!(matches!(
+            ProbePlan::from_json(&json),
+            Err(PlanError::UnsupportedVersion { found: 2, .. })
+        ));
+        assert!(matches!(ProbePlan::from_json("{not json"), Err(PlanError::Decode(_))));
+        assert!(matches!(ProbePlan::from_json("{}"), Err(PlanError::MissingVersion)));
+        let bad_type = plan.to_json().replace("TcpResets", "TcpTeleport");
+        assert!(matches!(ProbePlan::from_json(&bad_type), Err(PlanError::Decode(_))));
+    }
+
+    #[test]
+    fn configmap_names_are_unique_and_bounded() {
+        assert_eq!(plan_configmap_name("NetworkProbe", Some("a-b"), "c"), "nprobe.a-b.c");
+        assert_ne!(
+            plan_configmap_name("NetworkProbe", Some("a"), "b-c"),
+            plan_configmap_name("NetworkProbe", Some("a-b"), "c")
+        );
+        assert_eq!(plan_configmap_name("ClusterNetworkProbe", None, "all"), "cnprobe.all");
+        let long = "x".repeat(253);
+        let n = plan_configmap_name("NetworkProbe", Some("ns"), &long);
+        assert!(n.len() <= 253, "{}", n.len());
+        assert_ne!(
+            n,
+            plan_configmap_name("NetworkProbe", Some("ns"), &format!("{}y", "x".repeat(252)))
+        );
+    }
+}

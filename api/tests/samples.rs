@@ -1,0 +1,122 @@
+//! Every file in config/samples must be a probe the API server would admit
+//! (schema and CEL rules, evaluated client-side with kube's CEL engine) and
+//! the operator would plan (meaning validation): samples are documentation
+//! that must keep working.
+
+use std::path::PathBuf;
+
+use kube::core::cel::validate_cel;
+use kube::{CustomResourceExt, Resource};
+use netprobe_api::{ClusterNetworkProbe, NetworkProbe, ProbeType, validate_spec};
+
+fn samples_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/samples")
+}
+
+#[test]
+fn every_sample_is_admitted_and_valid() {
+    let mut kinds = Vec::new();
+    let mut types = std::collections::BTreeSet::new();
+    let mut entries: Vec<_> = std::fs::read_dir(samples_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    for path in entries
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+    {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let raw: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+        let kind = raw["kind"].as_str().unwrap().to_string();
+        match kind.as_str() {
+            "NetworkProbe" => {
+                let p: NetworkProbe = serde_json::from_value(raw).unwrap();
+                validate_cel(&p).unwrap_or_else(|e| panic!("{}: CEL: {e:?}", path.display()));
+                let errs = validate_spec(&p.spec, None);
+                assert!(errs.is_empty(), "{}: {errs:?}", path.display());
+                assert!(
+                    p.meta().namespace.is_some(),
+                    "{}: namespaced sample needs a namespace",
+                    path.display()
+                );
+                types.extend(p.spec.probes.iter().map(|p| p.type_));
+            }
+            "ClusterNetworkProbe" => {
+                let p: ClusterNetworkProbe = serde_json::from_value(raw).unwrap();
+                validate_cel(&p).unwrap_or_else(|e| panic!("{}: CEL: {e:?}", path.display()));
+                let errs = validate_spec(&p.spec.probe, p.spec.namespace_selector.as_ref());
+                assert!(errs.is_empty(), "{}: {errs:?}", path.display());
+            }
+            other => panic!("{}: unexpected kind {other}", path.display()),
+        }
+        kinds.push(kind);
+    }
+    assert!(
+        kinds.iter().any(|k| k == "ClusterNetworkProbe"),
+        "need a ClusterNetworkProbe sample"
+    );
+    for t in ProbeType::ALL {
+        assert!(types.contains(&t), "no NetworkProbe sample of type {t}");
+    }
+}
+
+fn probe(spec: serde_json::Value) -> NetworkProbe {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "netprobe.dev/v1alpha1", "kind": "NetworkProbe",
+        "metadata": {"name": "t", "namespace": "n"}, "spec": spec,
+    }))
+    .unwrap()
+}
+
+#[test]
+fn cel_rules_reject_cross_field_mistakes() {
+    let ok = probe(serde_json::json!({"probes": [{"type": "TcpRtt", "tcpRtt": {"buckets": [0.001, 0.01]}}]}));
+    validate_cel(&ok).unwrap();
+    let bad = [
+        (
+            serde_json::json!({"probes": [{"type": "TcpRtt"}, {"type": "TcpRtt"}]}),
+            "only once",
+        ),
+        (
+            serde_json::json!({"probes": [{"type": "TcpRtt", "tcpConnectLatency": {}}]}),
+            "only allowed when type is TcpConnectLatency",
+        ),
+        (
+            serde_json::json!({"probes": [{"type": "TcpRtt", "tcpRtt": {"buckets": [0.1, 0.01]}}]}),
+            "strictly increasing",
+        ),
+        (
+            serde_json::json!({"probes": [{"type": "TcpRtt", "tcpRtt": {"buckets": [0.1, 0.1]}}]}),
+            "strictly increasing",
+        ),
+        (
+            serde_json::json!({"probes": [{"type": "TcpRtt", "tcpRtt": {"buckets": [0.0, 0.1]}}]}),
+            "positive",
+        ),
+    ];
+    for (spec, want) in bad {
+        let err = validate_cel(&probe(spec.clone())).expect_err(&spec.to_string());
+        assert!(format!("{err:?}").contains(want), "{spec}: {err:?}");
+    }
+}
+
+#[test]
+fn crd_declares_list_maps_and_printer_columns() {
+    let crd = serde_json::to_value(NetworkProbe::crd()).unwrap();
+    let v = &crd["spec"]["versions"][0];
+    let status = &v["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"];
+    assert_eq!(status["nodes"]["x-kubernetes-list-type"], "map");
+    assert_eq!(status["nodes"]["x-kubernetes-list-map-keys"][0], "nodeName");
+    assert_eq!(status["conditions"]["x-kubernetes-list-map-keys"][0], "type");
+    let cols: Vec<&str> = v["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(cols, ["Types", "Nodes", "Pods", "Ready", "Age"]);
+    let ccrd = serde_json::to_value(ClusterNetworkProbe::crd()).unwrap();
+    assert_eq!(ccrd["spec"]["scope"], "Cluster");
+    assert!(ccrd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["namespaceSelector"].is_object());
+}

@@ -1,0 +1,348 @@
+//! The one reconcile path of both kinds: validate, write or remove the plan
+//! ConfigMap, and aggregate agents' reports into status. Every write is
+//! skipped when the object already says what it would write, so a resync of
+//! an unchanged probe makes no API call beyond reads.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Node};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::Store;
+use kube::{Resource, ResourceExt};
+use netprobe_api::keys::{self, FINALIZER, OPERATOR_MANAGER, PLAN_DATA_KEY, PLAN_LABEL};
+use netprobe_api::plan::plan_configmap_name;
+use netprobe_api::validate::summarize;
+use netprobe_api::{ProbePlan, ProbeType};
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use crate::aggregate::{self, NotDeployed, Summary};
+use crate::source::{ProbeSource, SourceKind};
+use crate::telemetry::Metrics;
+
+/// How often an unchanged probe is looked at again (status also follows
+/// every agent write through the watch; this is the safety net).
+pub const RESYNC: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+/// What every reconcile needs.
+pub struct Context {
+    pub client: kube::Client,
+    /// Namespace holding the plan ConfigMaps (the operator's own).
+    pub namespace: String,
+    /// Nodes, to know which should report for a probe.
+    pub nodes: Store<Node>,
+    pub recorder: Option<Recorder>,
+    pub metrics: Metrics,
+}
+
+impl Context {
+    fn probes(&self, src: &ProbeSource) -> Api<DynamicObject> {
+        let ar = src.kind.api_resource();
+        match &src.namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &ar),
+            None => Api::all_with(self.client.clone(), &ar),
+        }
+    }
+
+    fn configmaps(&self) -> Api<ConfigMap> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    async fn event(&self, obj: &DynamicObject, kind: SourceKind, type_: EventType, reason: &str, note: String) {
+        let Some(recorder) = &self.recorder else { return };
+        let reference = obj.object_ref(&kind.api_resource());
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&ev, &reference).await {
+            // Events are best effort; never fail a reconcile for one.
+            debug!(error = %e, "could not publish event");
+        }
+    }
+}
+
+/// Reconcile one probe of either kind.
+pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>, kind: SourceKind) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(&obj, &ctx, kind).await;
+    ctx.metrics.observe(kind.kind(), started.elapsed(), result.is_ok());
+    result
+}
+
+async fn reconcile_inner(obj: &DynamicObject, ctx: &Context, kind: SourceKind) -> Result<Action, Error> {
+    let src = ProbeSource::parse(kind, obj);
+    let cm_name = plan_configmap_name(kind.kind(), src.namespace.as_deref(), &src.name);
+
+    if src.deleting {
+        if delete_plan(ctx, &cm_name, &src.uid).await? {
+            info!(probe = %src.display(), plan = %cm_name, "probe deleted: plan removed");
+        }
+        if src.finalizers.iter().any(|f| f == FINALIZER) {
+            let rest: Vec<&String> = src.finalizers.iter().filter(|f| *f != FINALIZER).collect();
+            let patch = json!([
+                {"op": "test", "path": "/metadata/finalizers", "value": src.finalizers},
+                {"op": "replace", "path": "/metadata/finalizers", "value": rest},
+            ]);
+            ctx.probes(&src)
+                .patch(
+                    &src.name,
+                    &PatchParams::default(),
+                    &Patch::<()>::Json(serde_json::from_value(patch).map_err(kube::Error::SerdeError)?),
+                )
+                .await?;
+        }
+        return Ok(Action::await_change());
+    }
+
+    if kind.uses_finalizer() && !src.finalizers.iter().any(|f| f == FINALIZER) {
+        let patch = if src.finalizers.is_empty() {
+            json!([
+                {"op": "test", "path": "/metadata/resourceVersion", "value": src.resource_version},
+                {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
+            ])
+        } else {
+            json!([
+                {"op": "test", "path": "/metadata/finalizers", "value": src.finalizers},
+                {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER},
+            ])
+        };
+        ctx.probes(&src)
+            .patch(
+                &src.name,
+                &PatchParams::default(),
+                &Patch::<()>::Json(serde_json::from_value(patch).map_err(kube::Error::SerdeError)?),
+            )
+            .await?;
+    }
+
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let prior = src.status.conditions.clone();
+    let types: Vec<ProbeType> = match &src.spec {
+        Ok(r) => r.spec.probes.iter().map(|p| p.type_).collect(),
+        Err(_) => Vec::new(),
+    };
+    let plan = match &src.spec {
+        Err(msg) => Err(NotDeployed::InvalidSpec(msg.clone())),
+        Ok(read) => match ProbePlan::build(src.plan_source(), &read.spec, read.namespace_selector.as_ref()) {
+            Err(errors) => Err(NotDeployed::InvalidSpec(summarize(&errors, aggregate::MAX_MESSAGE))),
+            Ok(_) if read.spec.suspend == Some(true) => Err(NotDeployed::Suspended),
+            Ok(plan) => Ok(plan),
+        },
+    };
+
+    let summary = match plan {
+        Err(why) => {
+            if delete_plan(ctx, &cm_name, &src.uid).await? {
+                info!(probe = %src.display(), plan = %cm_name, ?why, "plan removed");
+                ctx.event(
+                    obj,
+                    kind,
+                    EventType::Normal,
+                    "PlanRemoved",
+                    format!("plan {cm_name} removed: {}", reason_of(&why)),
+                )
+                .await;
+            }
+            if let NotDeployed::InvalidSpec(msg) = &why
+                && !is_true(&prior, aggregate::INVALID_SPEC)
+            {
+                warn!(probe = %src.display(), %msg, "invalid spec");
+                ctx.event(obj, kind, EventType::Warning, "InvalidSpec", msg.clone())
+                    .await;
+            }
+            aggregate::not_deployed(&why, &types, src.generation, &prior, &now)
+        }
+        Ok(plan) => {
+            if write_plan(ctx, &src, &cm_name, &plan).await? {
+                info!(probe = %src.display(), plan = %cm_name, generation = src.generation, "plan written");
+                ctx.event(
+                    obj,
+                    kind,
+                    EventType::Normal,
+                    "PlanWritten",
+                    format!("plan {cm_name} at generation {}", src.generation),
+                )
+                .await;
+            }
+            let expected: BTreeSet<String> = ctx
+                .nodes
+                .state()
+                .iter()
+                .filter(|n| n.metadata.deletion_timestamp.is_none())
+                .filter(|n| {
+                    plan.node_selector
+                        .matches(n.metadata.labels.as_ref().unwrap_or(&BTreeMap::new()))
+                })
+                .map(|n| n.name_any())
+                .collect();
+            aggregate::deployed(src.generation, &types, &expected, &src.status.nodes, &prior, &now)
+        }
+    };
+
+    let was_ready = is_true(&prior, aggregate::READY);
+    if write_status(ctx, &src, &summary).await? {
+        let ready = is_true(&summary.conditions, aggregate::READY);
+        if ready != was_ready {
+            let c = summary.conditions.iter().find(|c| c.type_ == aggregate::READY);
+            let note = c.map(|c| c.message.clone()).unwrap_or_default();
+            let reason = c.map(|c| c.reason.clone()).unwrap_or_default();
+            ctx.event(
+                obj,
+                kind,
+                if ready { EventType::Normal } else { EventType::Warning },
+                &reason,
+                note,
+            )
+            .await;
+        }
+    }
+    Ok(Action::requeue(RESYNC))
+}
+
+fn reason_of(why: &NotDeployed) -> &str {
+    match why {
+        NotDeployed::InvalidSpec(_) => "invalid spec",
+        NotDeployed::Suspended => "suspended",
+    }
+}
+
+fn is_true(conds: &[Condition], type_: &str) -> bool {
+    conds.iter().any(|c| c.type_ == type_ && c.status == "True")
+}
+
+/// The ConfigMap that carries `plan`.
+pub fn desired_configmap(src: &ProbeSource, name: &str, namespace: &str, plan: &ProbePlan) -> ConfigMap {
+    let mut labels = BTreeMap::from([
+        (PLAN_LABEL.to_string(), label_value(name)),
+        (keys::SOURCE_KIND_LABEL.to_string(), src.kind.kind().to_string()),
+        (keys::SOURCE_UID_LABEL.to_string(), src.uid.clone()),
+    ]);
+    if let Some(ns) = &src.namespace {
+        labels.insert(keys::SOURCE_NAMESPACE_LABEL.to_string(), ns.clone());
+    }
+    if src.name.len() <= 63 {
+        labels.insert(keys::SOURCE_NAME_LABEL.to_string(), src.name.clone());
+    }
+    let owner_references = match src.kind {
+        // A cluster-scoped owner may own a namespaced dependent: the garbage
+        // collector removes the plan with its probe.
+        SourceKind::Cluster => Some(vec![OwnerReference {
+            api_version: format!("{}/{}", keys::GROUP, keys::VERSION),
+            kind: src.kind.kind().into(),
+            name: src.name.clone(),
+            uid: src.uid.clone(),
+            controller: Some(true),
+            block_owner_deletion: None,
+        }]),
+        SourceKind::Namespaced => None,
+    };
+    ConfigMap {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(namespace.into()),
+            labels: Some(labels),
+            owner_references,
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(PLAN_DATA_KEY.to_string(), plan.to_json())])),
+        ..Default::default()
+    }
+}
+
+/// A label value can hold 63 characters; the plan name can be longer, and
+/// the label only needs to exist, so long names are cut.
+fn label_value(s: &str) -> String {
+    let cut: String = s.chars().take(63).collect();
+    cut.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()).to_string()
+}
+
+/// Write the plan ConfigMap if it differs from what is stored; true if written.
+async fn write_plan(ctx: &Context, src: &ProbeSource, name: &str, plan: &ProbePlan) -> Result<bool, Error> {
+    let desired = desired_configmap(src, name, &ctx.namespace, plan);
+    let api = ctx.configmaps();
+    if let Some(current) = api.get_opt(name).await? {
+        let labels_ok = desired.labels().iter().all(|(k, v)| current.labels().get(k) == Some(v));
+        let owners_ok = desired.metadata.owner_references.as_ref().is_none_or(|want| {
+            want.iter()
+                .all(|w| current.owner_references().iter().any(|o| o.uid == w.uid))
+        });
+        if current.data == desired.data && labels_ok && owners_ok {
+            return Ok(false);
+        }
+    }
+    let mut body = serde_json::to_value(&desired).map_err(kube::Error::SerdeError)?;
+    body["apiVersion"] = json!("v1");
+    body["kind"] = json!("ConfigMap");
+    api.patch(name, &PatchParams::apply(OPERATOR_MANAGER).force(), &Patch::Apply(body))
+        .await?;
+    Ok(true)
+}
+
+/// Delete the plan ConfigMap of source `uid` if it exists; true if deleted.
+/// A plan of another uid (a newer probe of the same name) is left alone.
+pub async fn delete_plan(ctx: &Context, name: &str, uid: &str) -> Result<bool, Error> {
+    let api = ctx.configmaps();
+    let Some(cm) = api.get_opt(name).await? else {
+        return Ok(false);
+    };
+    if cm.labels().get(keys::SOURCE_UID_LABEL).is_some_and(|u| u != uid) {
+        return Ok(false);
+    }
+    match api.delete(name, &Default::default()).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Apply the operator's part of status if it differs; true if written.
+async fn write_status(ctx: &Context, src: &ProbeSource, s: &Summary) -> Result<bool, Error> {
+    let st = &src.status;
+    let same = st.observed_generation == Some(src.generation)
+        && st.conditions == s.conditions
+        && st.probe_types == s.probe_types
+        && st.nodes_ready == s.nodes_ready
+        && st.pods_matched == s.pods_matched;
+    if same {
+        return Ok(false);
+    }
+    let mut status = json!({"observedGeneration": src.generation, "conditions": s.conditions});
+    if let Some(t) = &s.probe_types {
+        status["probeTypes"] = json!(t);
+    }
+    if let Some(n) = &s.nodes_ready {
+        status["nodesReady"] = json!(n);
+    }
+    if let Some(p) = s.pods_matched {
+        status["podsMatched"] = json!(p);
+    }
+    let body = json!({
+        "apiVersion": format!("{}/{}", keys::GROUP, keys::VERSION),
+        "kind": src.kind.kind(),
+        "metadata": {"name": src.name},
+        "status": status,
+    });
+    ctx.probes(src)
+        .patch_status(
+            &src.name,
+            &PatchParams::apply(OPERATOR_MANAGER).force(),
+            &Patch::Apply(body),
+        )
+        .await?;
+    Ok(true)
+}

@@ -1,0 +1,143 @@
+//! The operator's own signals: logs, Prometheus metrics, health endpoints.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// Reconcile counters and timings, registered in one registry.
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    reconciles: IntCounterVec,
+    errors: IntCounterVec,
+    duration: HistogramVec,
+    pub leader: IntGauge,
+    pub orphans_removed: IntCounter,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let reconciles = IntCounterVec::new(
+            Opts::new(
+                "netprobe_operator_reconciles_total",
+                "Reconciles run, by kind of probe.",
+            ),
+            &["kind"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "netprobe_operator_reconcile_errors_total",
+                "Reconciles that failed, by kind of probe.",
+            ),
+            &["kind"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "netprobe_operator_reconcile_duration_seconds",
+                "Time spent in one reconcile.",
+            )
+            .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
+            &["kind"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let leader = IntGauge::new(
+            "netprobe_operator_leader",
+            "1 while this replica holds the leader lease.",
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let orphans_removed = IntCounter::new(
+            "netprobe_operator_orphan_plans_removed_total",
+            "Plan ConfigMaps removed because their source was gone.",
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        for c in [
+            Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(errors.clone()),
+            Box::new(duration.clone()),
+            Box::new(leader.clone()),
+            Box::new(orphans_removed.clone()),
+        ] {
+            registry
+                .register(c)
+                .unwrap_or_else(|e| unreachable!("distinct metric names: {e}"));
+        }
+        Metrics {
+            registry,
+            reconciles,
+            errors,
+            duration,
+            leader,
+            orphans_removed,
+        }
+    }
+
+    pub fn observe(&self, kind: &str, took: Duration, ok: bool) {
+        self.reconciles.with_label_values(&[kind]).inc();
+        if !ok {
+            self.errors.with_label_values(&[kind]).inc();
+        }
+        self.duration.with_label_values(&[kind]).observe(took.as_secs_f64());
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Serve `/metrics`, `/healthz` and `/readyz` (ready once `ready` is set).
+pub async fn serve(addr: SocketAddr, metrics: Metrics, ready: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(move || async move { metrics.render() }))
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || async move {
+                if ready.load(Ordering::Relaxed) {
+                    (StatusCode::OK, "ok")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "starting")
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+/// Log format chosen on the command line.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Install the tracing subscriber (RUST_LOG overrides the default level).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,624 @@
+use std::collections::BTreeMap;
+
+use http::Uri;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use serde_json::{Map, Value, json};
+
+use crate::apply::{self, ListMaps};
+use crate::select::{FieldQuery, LabelQuery};
+
+/// One served resource type.
+#[derive(Clone, Debug)]
+struct ResType {
+    kind: String,
+    namespaced: bool,
+    status_subresource: bool,
+    list_maps: ListMaps,
+}
+
+/// A request as the stand-in saw it.
+#[derive(Clone, Debug)]
+pub struct Record {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub content_type: Option<String>,
+    pub status: u16,
+}
+
+impl Record {
+    /// True for requests that can change state.
+    pub fn is_write(&self) -> bool {
+        !matches!(self.method.as_str(), "GET" | "HEAD" | "OPTIONS")
+    }
+}
+
+type ObjKey = (String, String, String, String); // (apiVersion path, plural, namespace, name)
+
+/// The stand-in's whole state.
+#[derive(Default)]
+pub struct Store {
+    rv: u64,
+    uid: u64,
+    types: BTreeMap<(String, String), ResType>,
+    objects: BTreeMap<ObjKey, Value>,
+    /// Last applied configuration per (object, manager, subresource).
+    applied: BTreeMap<(ObjKey, String, bool), Value>,
+    pub log: Vec<Record>,
+    /// When set, every request fails with this status (an unreachable or
+    /// broken API server).
+    pub fail_with: Option<u16>,
+}
+
+fn api_path(api_version: &str) -> String {
+    if api_version.contains('/') {
+        format!("apis/{api_version}")
+    } else {
+        format!("api/{api_version}")
+    }
+}
+
+fn status_err(code: u16, reason: &str, message: impl Into<String>) -> (u16, Value) {
+    (
+        code,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+               "message": message.into(), "reason": reason, "code": code}),
+    )
+}
+
+fn now() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+impl Store {
+    fn builtin(&mut self) {
+        if !self.types.is_empty() {
+            return;
+        }
+        let t = |kind: &str, namespaced: bool| ResType {
+            kind: kind.into(),
+            namespaced,
+            status_subresource: kind != "ConfigMap" && kind != "Lease" && kind != "Event",
+            list_maps: ListMaps::from([("metadata.ownerReferences".to_string(), vec!["uid".to_string()])]),
+        };
+        for (av, plural, kind, ns) in [
+            ("v1", "configmaps", "ConfigMap", true),
+            ("v1", "pods", "Pod", true),
+            ("v1", "nodes", "Node", false),
+            ("v1", "namespaces", "Namespace", false),
+            ("v1", "events", "Event", true),
+            ("events.k8s.io/v1", "events", "Event", true),
+            ("coordination.k8s.io/v1", "leases", "Lease", true),
+            (
+                "apiextensions.k8s.io/v1",
+                "customresourcedefinitions",
+                "CustomResourceDefinition",
+                false,
+            ),
+        ] {
+            self.types.insert((api_path(av), plural.into()), t(kind, ns));
+        }
+    }
+
+    pub fn register_crd(&mut self, crd: &CustomResourceDefinition) {
+        self.builtin();
+        let spec = &crd.spec;
+        for v in &spec.versions {
+            let mut list_maps = ListMaps::from([("metadata.ownerReferences".to_string(), vec!["uid".to_string()])]);
+            if let Some(schema) = v.schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()) {
+                let schema = serde_json::to_value(schema).unwrap_or_default();
+                collect_list_maps(&schema, "", &mut list_maps);
+            }
+            self.types.insert(
+                (format!("apis/{}/{}", spec.group, v.name), spec.names.plural.clone()),
+                ResType {
+                    kind: spec.names.kind.clone(),
+                    namespaced: spec.scope == "Namespaced",
+                    status_subresource: v.subresources.as_ref().is_some_and(|s| s.status.is_some()),
+                    list_maps,
+                },
+            );
+        }
+    }
+
+    /// Writes recorded so far.
+    pub fn writes(&self) -> Vec<&Record> {
+        self.log.iter().filter(|r| r.is_write()).collect()
+    }
+
+    pub fn seed(&mut self, api_version: &str, plural: &str, mut obj: Value) -> Value {
+        self.builtin();
+        let ns = obj["metadata"]["namespace"].as_str().unwrap_or("").to_string();
+        let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let key = (api_path(api_version), plural.to_string(), ns, name);
+        self.stamp_new(&mut obj);
+        self.objects.insert(key, obj.clone());
+        obj
+    }
+
+    pub fn get_obj(&self, api_version: &str, plural: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
+        self.objects
+            .get(&(
+                api_path(api_version),
+                plural.to_string(),
+                namespace.unwrap_or("").to_string(),
+                name.to_string(),
+            ))
+            .cloned()
+    }
+
+    /// All objects of a type.
+    pub fn list_objs(&self, api_version: &str, plural: &str) -> Vec<Value> {
+        let p = api_path(api_version);
+        self.objects
+            .iter()
+            .filter(|(k, _)| k.0 == p && k.1 == plural)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    fn next_rv(&mut self) -> String {
+        self.rv += 1;
+        self.rv.to_string()
+    }
+
+    fn stamp_new(&mut self, obj: &mut Value) {
+        self.uid += 1;
+        let uid = format!("00000000-0000-4000-8000-{:012}", self.uid);
+        let rv = self.next_rv();
+        let m = ensure_obj(&mut obj["metadata"]);
+        m.entry("uid").or_insert(json!(uid));
+        m.insert("resourceVersion".into(), json!(rv));
+        m.entry("creationTimestamp").or_insert(json!(now()));
+        if obj.get("spec").is_some() {
+            ensure_obj(&mut obj["metadata"]).entry("generation").or_insert(json!(1));
+        }
+    }
+
+    /// Answer one request.
+    pub fn handle(&mut self, method: &str, uri: &Uri, content_type: Option<&str>, body: &[u8]) -> (u16, Value) {
+        self.builtin();
+        let path = uri.path().to_string();
+        let query = uri.query().unwrap_or("").to_string();
+        let (status, value) = match self.fail_with {
+            Some(code) => status_err(code, "ServiceUnavailable", "the stand-in is failing on purpose"),
+            None => self.route(method, &path, &query, content_type, body),
+        };
+        self.log.push(Record {
+            method: method.to_string(),
+            path,
+            query,
+            content_type: content_type.map(str::to_string),
+            status,
+        });
+        (status, value)
+    }
+
+    fn route(&mut self, method: &str, path: &str, query: &str, ct: Option<&str>, body: &[u8]) -> (u16, Value) {
+        let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let (prefix, rest) = match segs.as_slice() {
+            ["api", v, rest @ ..] => (format!("api/{v}"), rest),
+            ["apis", g, v, rest @ ..] => (format!("apis/{g}/{v}"), rest),
+            _ => return status_err(404, "NotFound", format!("no route for {path}")),
+        };
+        let (ns, plural, name, sub) = match rest {
+            ["namespaces", ns, plural, tail @ ..] => (Some(*ns), *plural, tail.first().copied(), tail.get(1).copied()),
+            [plural, tail @ ..] => (None, *plural, tail.first().copied(), tail.get(1).copied()),
+            [] => return status_err(404, "NotFound", "discovery is not served in-process"),
+        };
+        let Some(rt) = self.types.get(&(prefix.clone(), plural.to_string())).cloned() else {
+            return status_err(
+                404,
+                "NotFound",
+                format!("the server could not find the requested resource {prefix}/{plural}"),
+            );
+        };
+        let params: BTreeMap<String, String> = query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), percent_decode(v)))
+            .collect();
+        let ns = ns.map(str::to_string);
+        let body: Value = if body.is_empty() {
+            Value::Null
+        } else {
+            match serde_json::from_slice(body) {
+                Ok(v) => v,
+                Err(e) => return status_err(400, "BadRequest", format!("body is not JSON: {e}")),
+            }
+        };
+        let status_sub = sub == Some("status");
+        match (method, name) {
+            ("GET", None) => self.list(&prefix, plural, &rt, ns.as_deref(), &params),
+            ("GET", Some(n)) => {
+                match self
+                    .objects
+                    .get(&(prefix.clone(), plural.into(), ns.clone().unwrap_or_default(), n.into()))
+                {
+                    Some(o) => (200, o.clone()),
+                    None => status_err(404, "NotFound", format!("{plural} \"{n}\" not found")),
+                }
+            }
+            ("POST", None) => self.create(&prefix, plural, &rt, ns, body),
+            ("PUT", Some(n)) => self.replace(&prefix, plural, &rt, ns, n, body, status_sub),
+            ("PATCH", Some(n)) => self.patch(&prefix, plural, &rt, ns, n, ct.unwrap_or(""), body, status_sub, &params),
+            ("DELETE", Some(n)) => self.delete(&prefix, plural, ns, n),
+            _ => status_err(405, "MethodNotAllowed", format!("{method} {path} is not supported")),
+        }
+    }
+
+    fn list(
+        &self,
+        prefix: &str,
+        plural: &str,
+        rt: &ResType,
+        ns: Option<&str>,
+        params: &BTreeMap<String, String>,
+    ) -> (u16, Value) {
+        let lq = match params.get("labelSelector").map(|s| LabelQuery::parse(s)).transpose() {
+            Ok(q) => q.unwrap_or_default(),
+            Err(e) => return status_err(400, "BadRequest", e),
+        };
+        let fq = match params.get("fieldSelector").map(|s| FieldQuery::parse(s)).transpose() {
+            Ok(q) => q.unwrap_or_default(),
+            Err(e) => return status_err(400, "BadRequest", e),
+        };
+        let items: Vec<Value> = self
+            .objects
+            .iter()
+            .filter(|(k, _)| k.0 == prefix && k.1 == plural && ns.is_none_or(|n| k.2 == n))
+            .map(|(_, v)| v)
+            .filter(|v| lq.matches(v) && fq.matches(v))
+            .cloned()
+            .collect();
+        (
+            200,
+            json!({"apiVersion": api_version_of(prefix), "kind": format!("{}List", rt.kind),
+                   "metadata": {"resourceVersion": self.rv.to_string()}, "items": items}),
+        )
+    }
+
+    fn key(prefix: &str, plural: &str, ns: Option<String>, name: &str) -> ObjKey {
+        (
+            prefix.to_string(),
+            plural.to_string(),
+            ns.unwrap_or_default(),
+            name.to_string(),
+        )
+    }
+
+    fn create(
+        &mut self,
+        prefix: &str,
+        plural: &str,
+        rt: &ResType,
+        ns: Option<String>,
+        mut body: Value,
+    ) -> (u16, Value) {
+        if !body.is_object() {
+            return status_err(400, "BadRequest", "object expected");
+        }
+        if rt.namespaced != ns.is_some() {
+            return status_err(400, "BadRequest", "namespace does not match the resource scope");
+        }
+        let m = ensure_obj(&mut body["metadata"]);
+        if m.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
+            match m.get("generateName").and_then(Value::as_str) {
+                Some(g) => {
+                    let n = format!("{g}{:05}", self.uid + 1);
+                    ensure_obj(&mut body["metadata"]).insert("name".into(), json!(n));
+                }
+                None => return status_err(422, "Invalid", "metadata.name: Required value"),
+            }
+        }
+        if let Some(n) = &ns {
+            ensure_obj(&mut body["metadata"]).insert("namespace".into(), json!(n));
+        }
+        let name = body["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let key = Self::key(prefix, plural, ns, &name);
+        if self.objects.contains_key(&key) {
+            return status_err(409, "AlreadyExists", format!("{plural} \"{name}\" already exists"));
+        }
+        body["apiVersion"] = json!(api_version_of(prefix));
+        body["kind"] = json!(rt.kind);
+        let m = ensure_obj(&mut body["metadata"]);
+        m.remove("resourceVersion");
+        m.remove("uid");
+        self.stamp_new(&mut body);
+        self.objects.insert(key, body.clone());
+        (201, body)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn replace(
+        &mut self,
+        prefix: &str,
+        plural: &str,
+        rt: &ResType,
+        ns: Option<String>,
+        name: &str,
+        body: Value,
+        status_sub: bool,
+    ) -> (u16, Value) {
+        let key = Self::key(prefix, plural, ns, name);
+        let Some(old) = self.objects.get(&key).cloned() else {
+            return status_err(404, "NotFound", format!("{plural} \"{name}\" not found"));
+        };
+        if let Some(rv) = body["metadata"]["resourceVersion"].as_str()
+            && Some(rv) != old["metadata"]["resourceVersion"].as_str()
+        {
+            return status_err(
+                409,
+                "Conflict",
+                "the object has been modified; please apply your changes to the latest version and try again",
+            );
+        }
+        self.commit(key, rt, old, body, status_sub)
+    }
+
+    /// Store `new` in place of `old`, keeping what the caller may not change.
+    fn commit(&mut self, key: ObjKey, rt: &ResType, old: Value, mut new: Value, status_sub: bool) -> (u16, Value) {
+        if rt.status_subresource {
+            if status_sub {
+                let status = new.get("status").cloned();
+                new = old.clone();
+                match status {
+                    Some(s) => new["status"] = s,
+                    None => {
+                        if let Some(o) = new.as_object_mut() {
+                            o.remove("status");
+                        }
+                    }
+                }
+            } else {
+                match old.get("status") {
+                    Some(s) => new["status"] = s.clone(),
+                    None => {
+                        if let Some(o) = new.as_object_mut() {
+                            o.remove("status");
+                        }
+                    }
+                }
+            }
+        }
+        for f in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "generation",
+            "namespace",
+            "name",
+        ] {
+            match old["metadata"].get(f) {
+                Some(v) => {
+                    ensure_obj(&mut new["metadata"]).insert(f.into(), v.clone());
+                }
+                None => {
+                    ensure_obj(&mut new["metadata"]).remove(f);
+                }
+            }
+        }
+        new["apiVersion"] = old["apiVersion"].clone();
+        new["kind"] = old["kind"].clone();
+        if new.get("spec").is_some() && new.get("spec") != old.get("spec") {
+            let g = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
+            ensure_obj(&mut new["metadata"]).insert("generation".into(), json!(g));
+        }
+        if new == old {
+            return (200, old);
+        }
+        let rv = self.next_rv();
+        ensure_obj(&mut new["metadata"]).insert("resourceVersion".into(), json!(rv));
+        let terminating = new["metadata"].get("deletionTimestamp").is_some();
+        let no_finalizers = new["metadata"]["finalizers"].as_array().is_none_or(Vec::is_empty);
+        if terminating && no_finalizers {
+            self.remove(&key);
+            return (200, new);
+        }
+        self.objects.insert(key, new.clone());
+        (200, new)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn patch(
+        &mut self,
+        prefix: &str,
+        plural: &str,
+        rt: &ResType,
+        ns: Option<String>,
+        name: &str,
+        ct: &str,
+        body: Value,
+        status_sub: bool,
+        params: &BTreeMap<String, String>,
+    ) -> (u16, Value) {
+        let key = Self::key(prefix, plural, ns.clone(), name);
+        let existing = self.objects.get(&key).cloned();
+        let ct = ct.split(';').next().unwrap_or("").trim();
+        if ct == "application/apply-patch+yaml" {
+            let Some(manager) = params.get("fieldManager").cloned() else {
+                return status_err(400, "BadRequest", "fieldManager is required for apply patch");
+            };
+            let akey = (key.clone(), manager, status_sub);
+            let prev = self.applied.get(&akey).cloned();
+            let mut applied = body.clone();
+            // Apply on the main resource ignores status, on /status everything but status.
+            if rt.status_subresource
+                && let Some(o) = applied.as_object_mut()
+            {
+                {
+                    if status_sub {
+                        o.retain(|k, _| k == "status" || k == "apiVersion" || k == "kind" || k == "metadata");
+                        if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+                            m.retain(|k, _| k == "name" || k == "namespace");
+                        }
+                    } else {
+                        o.remove("status");
+                    }
+                }
+            }
+            let Some(old) = existing else {
+                if status_sub {
+                    return status_err(404, "NotFound", format!("{plural} \"{name}\" not found"));
+                }
+                self.applied.insert(akey, applied.clone());
+                return self.create(prefix, plural, rt, ns, applied);
+            };
+            let mut new = old.clone();
+            if let Some(p) = &prev {
+                apply::prune(&mut new, p, Some(&applied), "", &rt.list_maps);
+            }
+            apply::merge(&mut new, &applied, "", &rt.list_maps);
+            self.applied.insert(akey, applied);
+            return self.commit(key, rt, old, new, status_sub);
+        }
+        let Some(old) = existing else {
+            return status_err(404, "NotFound", format!("{plural} \"{name}\" not found"));
+        };
+        let mut new = old.clone();
+        match ct {
+            "application/json-patch+json" => {
+                let patch: json_patch::Patch = match serde_json::from_value(body) {
+                    Ok(p) => p,
+                    Err(e) => return status_err(400, "BadRequest", format!("invalid JSON patch: {e}")),
+                };
+                if let Err(e) = json_patch::patch(&mut new, &patch) {
+                    return status_err(422, "Invalid", format!("JSON patch failed: {e}"));
+                }
+            }
+            "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+                if let Some(rv) = body["metadata"]["resourceVersion"].as_str()
+                    && Some(rv) != old["metadata"]["resourceVersion"].as_str()
+                {
+                    return status_err(409, "Conflict", "the object has been modified");
+                }
+                json_patch::merge(&mut new, &body);
+            }
+            other => {
+                return status_err(
+                    415,
+                    "UnsupportedMediaType",
+                    format!("patch type {other:?} is not supported"),
+                );
+            }
+        }
+        self.commit(key, rt, old, new, status_sub)
+    }
+
+    fn delete(&mut self, prefix: &str, plural: &str, ns: Option<String>, name: &str) -> (u16, Value) {
+        let key = Self::key(prefix, plural, ns, name);
+        let Some(mut obj) = self.objects.get(&key).cloned() else {
+            return status_err(404, "NotFound", format!("{plural} \"{name}\" not found"));
+        };
+        let has_finalizers = obj["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+        if has_finalizers {
+            if obj["metadata"].get("deletionTimestamp").is_none() {
+                let rv = self.next_rv();
+                let m = ensure_obj(&mut obj["metadata"]);
+                m.insert("deletionTimestamp".into(), json!(now()));
+                m.insert("resourceVersion".into(), json!(rv));
+                self.objects.insert(key, obj.clone());
+            }
+            return (200, obj);
+        }
+        self.remove(&key);
+        (200, obj)
+    }
+
+    /// Remove an object and, like the garbage collector, its dependents.
+    fn remove(&mut self, key: &ObjKey) {
+        let Some(obj) = self.objects.remove(key) else { return };
+        self.applied.retain(|(k, _, _), _| k != key);
+        let uid = obj["metadata"]["uid"].clone();
+        let dependents: Vec<ObjKey> = self
+            .objects
+            .iter()
+            .filter(|(_, v)| {
+                v["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_some_and(|o| o.iter().any(|r| r["uid"] == uid))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for d in dependents {
+            let _ = self.delete(&d.0, &d.1, if d.2.is_empty() { None } else { Some(d.2.clone()) }, &d.3);
+        }
+    }
+}
+
+fn ensure_obj(v: &mut Value) -> &mut Map<String, Value> {
+    if !v.is_object() {
+        *v = Value::Object(Map::new());
+    }
+    match v {
+        Value::Object(m) => m,
+        _ => unreachable!("just made an object"),
+    }
+}
+
+fn api_version_of(prefix: &str) -> String {
+    prefix
+        .trim_start_matches("apis/")
+        .trim_start_matches("api/")
+        .to_string()
+}
+
+fn collect_list_maps(schema: &Value, path: &str, out: &mut ListMaps) {
+    if schema["x-kubernetes-list-type"] == "map"
+        && let Some(keys) = schema["x-kubernetes-list-map-keys"].as_array()
+    {
+        out.insert(
+            path.to_string(),
+            keys.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+        );
+    }
+    if let Some(props) = schema["properties"].as_object() {
+        for (k, v) in props {
+            let p = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            collect_list_maps(v, &p, out);
+        }
+    }
+    if schema.get("items").is_some() {
+        collect_list_maps(&schema["items"], path, out);
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(x) => {
+                        out.push(x);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
