@@ -1,0 +1,106 @@
+/* Map key and value layouts shared with userspace.
+ *
+ * Mirrored, field for field, by ebpf/src/layout.rs; a test compares every
+ * struct here with the compiled object's BTF. Change both together.
+ */
+#ifndef NETPROBE_LAYOUT_H
+#define NETPROBE_LAYOUT_H
+
+#define NP_SLOT_NONE 0xffffffffu
+
+/* Map sizes (entries). Pods per node are bounded by the kubelet (110 by
+ * default, rarely above 500); 4096 leaves room for standalone cgroups. */
+#define NP_MAX_PODS 4096
+/* Leaf cgroups (containers and other cgroups that own sockets) whose pod
+ * lookup is cached; LRU, so it never fills, it evicts. */
+#define NP_LEAF_CACHE 16384
+/* (pod, metric, sub) counters: pods x (drop reasons, buckets). */
+#define NP_COUNTERS 65536
+/* (pod, peer) retransmit counters when peer labels are on. */
+#define NP_PEERS 16384
+/* Histogram bounds per latency type. */
+#define NP_MAX_BOUNDS 64
+
+/* Pod flags. */
+#define NP_POD_PEER_LABELS 1u
+
+/* Socket state flags. */
+#define NP_SOCK_SYN_PENDING 1u
+#define NP_SOCK_RTT 2u
+
+enum np_metric {
+	NP_M_RETRANS_SEGS = 1,
+	NP_M_RST_SENT = 2,
+	NP_M_RST_RECV = 3,
+	NP_M_CONNECT_BUCKET = 4,
+	NP_M_CONNECT_SUM = 5,
+	NP_M_CONNECT_FAIL = 6,
+	NP_M_RTT_BUCKET = 7,
+	NP_M_RTT_SUM = 8,
+	NP_M_DROPS = 9,
+};
+
+enum np_connect_fail {
+	NP_FAIL_REFUSED = 0,
+	NP_FAIL_TIMEOUT = 1,
+	NP_FAIL_UNREACHABLE = 2,
+	NP_FAIL_ABORTED = 3,
+	NP_FAIL_OTHER = 4,
+};
+
+enum np_error {
+	NP_E_COUNTERS_FULL = 0,
+	NP_E_PEERS_FULL = 1,
+	NP_E_SOCK_STORAGE = 2,
+	NP_E_LEAF_CACHE = 3,
+	NP_E_MAX = 4,
+};
+
+enum np_bounds_index {
+	NP_B_CONNECT = 0,
+	NP_B_RTT = 1,
+};
+
+struct np_pod_info {
+	__u32 slot;
+	__u32 flags;
+};
+
+struct np_leaf {
+	__u32 slot;
+	__u32 generation;
+	__u32 flags;
+	__u32 _pad;
+};
+
+struct np_config {
+	__u32 generation;
+	__u32 _pad;
+};
+
+struct np_bounds {
+	__u32 n;
+	__u32 _pad;
+	__u64 le_ns[NP_MAX_BOUNDS];
+};
+
+struct np_counter_key {
+	__u32 slot;
+	__u16 metric;
+	__u16 sub;
+};
+
+struct np_peer_key {
+	__u32 slot;
+	__u16 family;
+	__u16 port;
+	__u8 addr[16];
+};
+
+struct np_sock_state {
+	__u64 syn_ns;
+	__u32 flags;
+	__u32 _pad;
+};
+
+#endif

@@ -1,0 +1,463 @@
+// SPDX-License-Identifier: (MIT OR GPL-2.0)
+/* netprobe's kernel side: every probe type, attributed to pods.
+ *
+ * Attribution (DESIGN.md): a full socket is attributed by its cgroup v2,
+ * walked up to the pod-level cgroup the agent registered in pod_by_cgroup;
+ * anything without a full socket (timewait and request socks, packets before
+ * socket lookup) by network namespace inode in pod_by_netns. The walk result
+ * per leaf cgroup is cached in leaf_cache and stamped with the agent's
+ * configuration generation, so in steady state an event costs one cache
+ * lookup before the counter update, selected pod or not.
+ */
+#include <linux/bpf.h>
+#include "kernel_types.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+#include "layout.h"
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+#define MAX_CGROUP_DEPTH 12
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, NP_MAX_PODS);
+	__type(key, __u64);
+	__type(value, struct np_pod_info);
+} pod_by_cgroup SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, NP_MAX_PODS);
+	__type(key, __u32);
+	__type(value, struct np_pod_info);
+} pod_by_netns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, NP_LEAF_CACHE);
+	__type(key, __u64);
+	__type(value, struct np_leaf);
+} leaf_cache SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct np_config);
+} config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct np_bounds);
+} bounds SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, NP_COUNTERS);
+	__type(key, struct np_counter_key);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, NP_PEERS);
+	__type(key, struct np_peer_key);
+	__type(value, __u64);
+} retrans_peers SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NP_E_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} errors SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct np_sock_state);
+} sock_state SEC(".maps");
+
+static __always_inline void count_error(__u32 which)
+{
+	__u64 *v = bpf_map_lookup_elem(&errors, &which);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline __u32 config_gen(void)
+{
+	__u32 zero = 0;
+	struct np_config *c = bpf_map_lookup_elem(&config, &zero);
+	return c ? c->generation : 0;
+}
+
+/* The pod of a cgroup: the nearest ancestor (or itself) registered by the
+ * agent, cached per leaf. */
+static __always_inline struct np_pod_info *pod_of_cgroup(struct cgroup *cg, struct np_pod_info *out)
+{
+	if (!cg)
+		return 0;
+	__u64 leaf = BPF_CORE_READ(cg, kn, id);
+	__u32 gen = config_gen();
+	struct np_leaf *cached = bpf_map_lookup_elem(&leaf_cache, &leaf);
+	struct np_pod_info *found = 0;
+	if (!cached || cached->generation != gen) {
+		int level = BPF_CORE_READ(cg, level);
+		struct np_leaf fresh = { .slot = NP_SLOT_NONE, .generation = gen, .flags = 0 };
+		for (int i = 0; i < MAX_CGROUP_DEPTH; i++) {
+			int l = level - i;
+			if (l < 0)
+				break;
+			struct cgroup *anc = 0;
+			bpf_probe_read_kernel(&anc, sizeof(anc), &cg->ancestors[l]);
+			if (!anc)
+				break;
+			__u64 id = BPF_CORE_READ(anc, kn, id);
+			found = bpf_map_lookup_elem(&pod_by_cgroup, &id);
+			if (found) {
+				fresh.slot = found->slot;
+				fresh.flags = found->flags;
+				break;
+			}
+		}
+		if (bpf_map_update_elem(&leaf_cache, &leaf, &fresh, BPF_ANY))
+			count_error(NP_E_LEAF_CACHE);
+		if (!found)
+			return 0;
+		*out = *found;
+		return out;
+	}
+	if (cached->slot == NP_SLOT_NONE)
+		return 0;
+	out->slot = cached->slot;
+	out->flags = cached->flags;
+	return out;
+}
+
+static __always_inline struct np_pod_info *pod_of_netns(struct net *net, struct np_pod_info *out)
+{
+	if (!net)
+		return 0;
+	__u32 inum = BPF_CORE_READ(net, ns.inum);
+	struct np_pod_info *p = bpf_map_lookup_elem(&pod_by_netns, &inum);
+	if (!p)
+		return 0;
+	*out = *p;
+	return out;
+}
+
+static __always_inline int is_fullsock(const struct sock *sk)
+{
+	unsigned char state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	return state != TCP_TIME_WAIT && state != TCP_NEW_SYN_RECV;
+}
+
+/* Socket attribution: cgroup of a full socket, else its network namespace. */
+static __always_inline struct np_pod_info *pod_of_sock(const struct sock *sk, struct np_pod_info *out)
+{
+	if (!sk)
+		return 0;
+	if (is_fullsock(sk))
+		return pod_of_cgroup(BPF_CORE_READ(sk, sk_cgrp_data.cgroup), out);
+	return pod_of_netns(BPF_CORE_READ(sk, __sk_common.skc_net.net), out);
+}
+
+/* Packet attribution: its socket if any, else the device's namespace. */
+static __always_inline struct np_pod_info *pod_of_skb(const struct sk_buff *skb, const struct sock *sk,
+						      struct np_pod_info *out)
+{
+	if (!sk && skb)
+		sk = BPF_CORE_READ(skb, sk);
+	if (sk)
+		return pod_of_sock(sk, out);
+	if (!skb)
+		return 0;
+	return pod_of_netns(BPF_CORE_READ(skb, dev, nd_net.net), out);
+}
+
+static __always_inline void count(__u32 slot, __u16 metric, __u16 sub, __u64 n)
+{
+	struct np_counter_key key = { .slot = slot, .metric = metric, .sub = sub };
+	__u64 *v = bpf_map_lookup_elem(&counters, &key);
+	if (v) {
+		*v += n;
+		return;
+	}
+	long err = bpf_map_update_elem(&counters, &key, &n, BPF_NOEXIST);
+	if (err == -17 /* EEXIST: another CPU created it */) {
+		v = bpf_map_lookup_elem(&counters, &key);
+		if (v)
+			*v += n;
+	} else if (err) {
+		count_error(NP_E_COUNTERS_FULL);
+	}
+}
+
+/* Index of the first bound >= v (Prometheus `le`), or n for +Inf. */
+static __always_inline __u16 bucket_of(__u32 which, __u64 v)
+{
+	struct np_bounds *b = bpf_map_lookup_elem(&bounds, &which);
+	if (!b)
+		return 0;
+	__u32 n = b->n;
+	if (n > NP_MAX_BOUNDS)
+		n = NP_MAX_BOUNDS;
+	__u32 lo = 0, hi = n;
+	for (int i = 0; i < 7; i++) {
+		if (lo >= hi)
+			break;
+		__u32 mid = (lo + hi) / 2;
+		if (mid >= NP_MAX_BOUNDS)
+			break;
+		if (v <= b->le_ns[mid])
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return lo;
+}
+
+static __always_inline void observe(__u32 slot, __u32 which, __u16 bucket_metric, __u16 sum_metric, __u64 v)
+{
+	count(slot, bucket_metric, bucket_of(which, v), 1);
+	count(slot, sum_metric, 0, v);
+}
+
+/* ---- TcpRetransmits --------------------------------------------------- */
+
+static __always_inline void count_peer(const struct sock *sk, __u32 slot, __u64 segs)
+{
+	struct np_peer_key key = { .slot = slot };
+	key.family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	key.port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (key.family == AF_INET)
+		BPF_CORE_READ_INTO(&key.addr, sk, __sk_common.skc_daddr);
+	else
+		BPF_CORE_READ_INTO(&key.addr, sk, __sk_common.skc_v6_daddr);
+	__u64 *v = bpf_map_lookup_elem(&retrans_peers, &key);
+	if (v) {
+		*v += segs;
+		return;
+	}
+	long err = bpf_map_update_elem(&retrans_peers, &key, &segs, BPF_NOEXIST);
+	if (err == -17) {
+		v = bpf_map_lookup_elem(&retrans_peers, &key);
+		if (v)
+			*v += segs;
+	} else if (err) {
+		count_error(NP_E_PEERS_FULL);
+	}
+}
+
+static __always_inline void retransmitted(const struct sock *sk, const struct sk_buff *skb)
+{
+	struct np_pod_info pod;
+	if (!pod_of_sock(sk, &pod))
+		return;
+	/* TcpRetransSegs counts segments: a GSO skb carries tcp_gso_segs. */
+	struct tcp_skb_cb *cb = (struct tcp_skb_cb *)&skb->cb[0];
+	__u64 segs = BPF_CORE_READ(cb, tcp_gso_segs);
+	if (segs == 0)
+		segs = 1;
+	count(pod.slot, NP_M_RETRANS_SEGS, 0, segs);
+	if (pod.flags & NP_POD_PEER_LABELS)
+		count_peer(sk, pod.slot, segs);
+}
+
+/* Linux >= 6.16: the tracepoint also fires for failed attempts (err != 0),
+ * which TcpRetransSegs counts only when they failed after the count. */
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(np_retransmit_skb, const struct sock *sk, const struct sk_buff *skb, int err)
+{
+	if (err == 0)
+		retransmitted(sk, skb);
+	return 0;
+}
+
+/* Older kernels: fires only for successful retransmits. */
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(np_retransmit_skb_v1, const struct sock *sk, const struct sk_buff *skb)
+{
+	retransmitted(sk, skb);
+	return 0;
+}
+
+/* SYN-ACK retransmits of a listener count in TcpRetransSegs too. */
+SEC("tp_btf/tcp_retransmit_synack")
+int BPF_PROG(np_retransmit_synack, const struct sock *sk, const struct request_sock *req)
+{
+	struct np_pod_info pod;
+	if (pod_of_sock(sk, &pod))
+		count(pod.slot, NP_M_RETRANS_SEGS, 0, 1);
+	return 0;
+}
+
+/* ---- TcpResets -------------------------------------------------------- */
+
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(np_send_reset, const struct sock *sk, const struct sk_buff *skb)
+{
+	struct np_pod_info pod;
+	if (pod_of_skb(skb, sk, &pod))
+		count(pod.slot, NP_M_RST_SENT, 0, 1);
+	return 0;
+}
+
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(np_receive_reset, struct sock *sk)
+{
+	struct np_pod_info pod;
+	if (pod_of_sock(sk, &pod))
+		count(pod.slot, NP_M_RST_RECV, 0, 1);
+	return 0;
+}
+
+/* ---- TcpConnectLatency ------------------------------------------------ */
+
+static __always_inline int is_tcp(const struct sock *sk)
+{
+	return BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP;
+}
+
+static __always_inline __u16 fail_reason(const struct sock *sk)
+{
+	int err = BPF_CORE_READ(sk, sk_err);
+	switch (err) {
+	case ECONNREFUSED:
+		return NP_FAIL_REFUSED;
+	case ETIMEDOUT:
+		return NP_FAIL_TIMEOUT;
+	case EHOSTUNREACH:
+	case ENETUNREACH:
+		return NP_FAIL_UNREACHABLE;
+	case 0:
+		return NP_FAIL_ABORTED;
+	default:
+		return NP_FAIL_OTHER;
+	}
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(np_connect_state, const struct sock *sk, const int oldstate, const int newstate)
+{
+	if (newstate == TCP_SYN_SENT) {
+		if (!is_tcp(sk))
+			return 0;
+		struct np_pod_info pod;
+		if (!pod_of_sock(sk, &pod))
+			return 0;
+		struct np_sock_state *st =
+			bpf_sk_storage_get(&sock_state, (struct sock *)sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (!st) {
+			count_error(NP_E_SOCK_STORAGE);
+			return 0;
+		}
+		st->syn_ns = bpf_ktime_get_ns();
+		st->flags |= NP_SOCK_SYN_PENDING;
+		return 0;
+	}
+	if (oldstate != TCP_SYN_SENT)
+		return 0;
+	struct np_sock_state *st = bpf_sk_storage_get(&sock_state, (struct sock *)sk, 0, 0);
+	if (!st || !(st->flags & NP_SOCK_SYN_PENDING))
+		return 0;
+	st->flags &= ~NP_SOCK_SYN_PENDING;
+	struct np_pod_info pod;
+	if (!pod_of_sock(sk, &pod))
+		return 0;
+	if (newstate == TCP_ESTABLISHED)
+		observe(pod.slot, NP_B_CONNECT, NP_M_CONNECT_BUCKET, NP_M_CONNECT_SUM, bpf_ktime_get_ns() - st->syn_ns);
+	else if (newstate == TCP_CLOSE)
+		count(pod.slot, NP_M_CONNECT_FAIL, fail_reason(sk), 1);
+	return 0;
+}
+
+/* ---- TcpRtt ----------------------------------------------------------- */
+
+static __always_inline void sample_rtt(struct sock *sk)
+{
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return;
+	__u64 srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
+	if (srtt_us == 0)
+		return;
+	struct np_pod_info pod;
+	if (pod_of_sock(sk, &pod))
+		observe(pod.slot, NP_B_RTT, NP_M_RTT_BUCKET, NP_M_RTT_SUM, srtt_us * 1000);
+}
+
+/* Marks established connections of selected pods for the periodic sampler
+ * below, and samples once more when a connection leaves ESTABLISHED, so
+ * short connections are seen too. Nothing runs per ACK. */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(np_rtt_state, struct sock *sk, const int oldstate, const int newstate)
+{
+	if (newstate == TCP_ESTABLISHED) {
+		if (!is_tcp(sk))
+			return 0;
+		struct np_pod_info pod;
+		if (!pod_of_sock(sk, &pod))
+			return 0;
+		struct np_sock_state *st = bpf_sk_storage_get(&sock_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (!st) {
+			count_error(NP_E_SOCK_STORAGE);
+			return 0;
+		}
+		st->flags |= NP_SOCK_RTT;
+		return 0;
+	}
+	if (oldstate != TCP_ESTABLISHED)
+		return 0;
+	struct np_sock_state *st = bpf_sk_storage_get(&sock_state, sk, 0, 0);
+	if (!st || !(st->flags & NP_SOCK_RTT))
+		return 0;
+	st->flags &= ~NP_SOCK_RTT;
+	sample_rtt(sk);
+	return 0;
+}
+
+/* Run by the agent every sampling interval over the sockets marked above. */
+SEC("iter/bpf_sk_storage_map")
+int np_rtt_iter(struct bpf_iter__bpf_sk_storage_map *ctx)
+{
+	struct sock *sk = ctx->sk;
+	struct np_sock_state *st = ctx->value;
+	if (!sk || !st || !(st->flags & NP_SOCK_RTT))
+		return 0;
+	if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_ESTABLISHED)
+		return 0;
+	sample_rtt(sk);
+	return 0;
+}
+
+/* ---- PacketDrops ------------------------------------------------------ */
+
+static __always_inline void dropped(const struct sk_buff *skb, __u32 reason, const struct sock *rx_sk)
+{
+	struct np_pod_info pod;
+	if (pod_of_skb(skb, rx_sk, &pod))
+		count(pod.slot, NP_M_DROPS, (__u16)reason, 1);
+}
+
+/* Linux >= 6.12 passes the receiving socket when known. */
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(np_kfree_skb, struct sk_buff *skb, void *location, int reason, struct sock *rx_sk)
+{
+	dropped(skb, reason, rx_sk);
+	return 0;
+}
+
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(np_kfree_skb_v1, struct sk_buff *skb, void *location, int reason)
+{
+	dropped(skb, reason, 0);
+	return 0;
+}

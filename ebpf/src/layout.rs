@@ -1,0 +1,178 @@
+//! The Rust mirror of every map key and value in `bpf/layout.h` — the one
+//! place userspace learns the kernel side's memory layout. A test compares
+//! each struct with the compiled object's BTF, so a change on one side only
+//! fails the build's tests instead of corrupting counters.
+
+/// Slot value meaning "no pod".
+pub const SLOT_NONE: u32 = u32::MAX;
+pub const MAX_PODS: u32 = 4096;
+pub const LEAF_CACHE: u32 = 16384;
+pub const COUNTERS: u32 = 65536;
+pub const PEERS: u32 = 16384;
+pub const MAX_BOUNDS: usize = 64;
+
+/// `np_pod_info.flags`: count retransmits per peer for this pod.
+pub const POD_PEER_LABELS: u32 = 1;
+
+/// `np_counter_key.metric` values.
+pub mod metric {
+    pub const RETRANS_SEGS: u16 = 1;
+    pub const RST_SENT: u16 = 2;
+    pub const RST_RECV: u16 = 3;
+    pub const CONNECT_BUCKET: u16 = 4;
+    pub const CONNECT_SUM: u16 = 5;
+    pub const CONNECT_FAIL: u16 = 6;
+    pub const RTT_BUCKET: u16 = 7;
+    pub const RTT_SUM: u16 = 8;
+    pub const DROPS: u16 = 9;
+}
+
+/// `np_counter_key.sub` of CONNECT_FAIL, in order, as metric label values.
+pub const CONNECT_FAIL_REASONS: [&str; 5] = ["refused", "timeout", "unreachable", "aborted", "other"];
+
+/// Indices of the `errors` per-CPU array, as metric label values.
+pub const ERROR_NAMES: [&str; 4] = ["counters", "retrans_peers", "sock_state", "leaf_cache"];
+
+/// Indices of the `bounds` array.
+pub const BOUNDS_CONNECT: u32 = 0;
+pub const BOUNDS_RTT: u32 = 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PodInfo {
+    pub slot: u32,
+    pub flags: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Leaf {
+    pub slot: u32,
+    pub generation: u32,
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    pub generation: u32,
+    pub _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    pub n: u32,
+    pub _pad: u32,
+    pub le_ns: [u64; MAX_BOUNDS],
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Bounds {
+            n: 0,
+            _pad: 0,
+            le_ns: [0; MAX_BOUNDS],
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CounterKey {
+    pub slot: u32,
+    pub metric: u16,
+    pub sub: u16,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerKey {
+    pub slot: u32,
+    pub family: u16,
+    pub port: u16,
+    pub addr: [u8; 16],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockState {
+    pub syn_ns: u64,
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+// SAFETY: plain-old-data: repr(C), no padding beyond explicit fields, every
+// bit pattern valid.
+unsafe impl aya::Pod for PodInfo {}
+unsafe impl aya::Pod for Leaf {}
+unsafe impl aya::Pod for Config {}
+unsafe impl aya::Pod for Bounds {}
+unsafe impl aya::Pod for CounterKey {}
+unsafe impl aya::Pod for PeerKey {}
+unsafe impl aya::Pod for SockState {}
+
+/// A mirrored struct: C name, size, and (field, offset) pairs.
+pub type Mirrored = (&'static str, usize, Vec<(&'static str, usize)>);
+
+/// Every mirrored struct, for the layout test.
+pub fn mirrored() -> Vec<Mirrored> {
+    use std::mem::{offset_of, size_of};
+    vec![
+        (
+            "np_pod_info",
+            size_of::<PodInfo>(),
+            vec![
+                ("slot", offset_of!(PodInfo, slot)),
+                ("flags", offset_of!(PodInfo, flags)),
+            ],
+        ),
+        (
+            "np_leaf",
+            size_of::<Leaf>(),
+            vec![
+                ("slot", offset_of!(Leaf, slot)),
+                ("generation", offset_of!(Leaf, generation)),
+                ("flags", offset_of!(Leaf, flags)),
+            ],
+        ),
+        (
+            "np_config",
+            size_of::<Config>(),
+            vec![("generation", offset_of!(Config, generation))],
+        ),
+        (
+            "np_bounds",
+            size_of::<Bounds>(),
+            vec![("n", offset_of!(Bounds, n)), ("le_ns", offset_of!(Bounds, le_ns))],
+        ),
+        (
+            "np_counter_key",
+            size_of::<CounterKey>(),
+            vec![
+                ("slot", offset_of!(CounterKey, slot)),
+                ("metric", offset_of!(CounterKey, metric)),
+                ("sub", offset_of!(CounterKey, sub)),
+            ],
+        ),
+        (
+            "np_peer_key",
+            size_of::<PeerKey>(),
+            vec![
+                ("slot", offset_of!(PeerKey, slot)),
+                ("family", offset_of!(PeerKey, family)),
+                ("port", offset_of!(PeerKey, port)),
+                ("addr", offset_of!(PeerKey, addr)),
+            ],
+        ),
+        (
+            "np_sock_state",
+            size_of::<SockState>(),
+            vec![
+                ("syn_ns", offset_of!(SockState, syn_ns)),
+                ("flags", offset_of!(SockState, flags)),
+            ],
+        ),
+    ]
+}

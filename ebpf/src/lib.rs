@@ -1,0 +1,168 @@
+//! netprobe's eBPF side: the C programs (`src/bpf/`, CO-RE, compiled by clang
+//! in `build.rs` and embedded here), the names the agent loads them by, and
+//! the Rust mirror of their map layouts ([`layout`]).
+//!
+//! Kernel types: `src/bpf/kernel_types.h` declares only the fields the
+//! programs read, marked `preserve_access_index`, instead of a generated
+//! `vmlinux.h`. The build then needs no BTF of the build machine (container
+//! and CI builds work anywhere), the header is small enough to review, and
+//! CO-RE relocations still resolve every field against the node's kernel at
+//! load time.
+
+pub mod btf;
+pub mod layout;
+
+/// The compiled object, aligned for the ELF parser.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netprobe.bpf.o"));
+
+/// Program names in the object (the C function names).
+pub mod programs {
+    pub const RETRANSMIT_SKB: &str = "np_retransmit_skb";
+    pub const RETRANSMIT_SKB_V1: &str = "np_retransmit_skb_v1";
+    pub const RETRANSMIT_SYNACK: &str = "np_retransmit_synack";
+    pub const SEND_RESET: &str = "np_send_reset";
+    pub const RECEIVE_RESET: &str = "np_receive_reset";
+    pub const CONNECT_STATE: &str = "np_connect_state";
+    pub const RTT_STATE: &str = "np_rtt_state";
+    pub const RTT_ITER: &str = "np_rtt_iter";
+    pub const KFREE_SKB: &str = "np_kfree_skb";
+    pub const KFREE_SKB_V1: &str = "np_kfree_skb_v1";
+}
+
+/// Map names in the object.
+pub mod maps {
+    pub const POD_BY_CGROUP: &str = "pod_by_cgroup";
+    pub const POD_BY_NETNS: &str = "pod_by_netns";
+    pub const LEAF_CACHE: &str = "leaf_cache";
+    pub const CONFIG: &str = "config";
+    pub const BOUNDS: &str = "bounds";
+    pub const COUNTERS: &str = "counters";
+    pub const RETRANS_PEERS: &str = "retrans_peers";
+    pub const ERRORS: &str = "errors";
+    pub const SOCK_STATE: &str = "sock_state";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_match_the_object_btf() {
+        let btf = btf::Btf::from_object(OBJECT).expect("object has BTF");
+        for (name, size, fields) in layout::mirrored() {
+            assert_eq!(btf.struct_size(name), Some(size as u32), "size of struct {name}");
+            let members = btf.struct_members(name).expect(name);
+            for (field, offset) in fields {
+                let m = members
+                    .iter()
+                    .find(|m| m.name == field)
+                    .unwrap_or_else(|| panic!("{name}.{field} missing in C"));
+                assert_eq!(m.offset as usize, offset, "offset of {name}.{field}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_named_program_and_map_is_in_the_object() {
+        let obj = aya_obj_names(OBJECT);
+        for p in [
+            programs::RETRANSMIT_SKB,
+            programs::RETRANSMIT_SKB_V1,
+            programs::RETRANSMIT_SYNACK,
+            programs::SEND_RESET,
+            programs::RECEIVE_RESET,
+            programs::CONNECT_STATE,
+            programs::RTT_STATE,
+            programs::RTT_ITER,
+            programs::KFREE_SKB,
+            programs::KFREE_SKB_V1,
+            maps::POD_BY_CGROUP,
+            maps::POD_BY_NETNS,
+            maps::LEAF_CACHE,
+            maps::CONFIG,
+            maps::BOUNDS,
+            maps::COUNTERS,
+            maps::RETRANS_PEERS,
+            maps::ERRORS,
+            maps::SOCK_STATE,
+        ] {
+            assert!(obj.iter().any(|s| s == p), "{p} not in object symbols");
+        }
+    }
+
+    fn aya_obj_names(elf: &[u8]) -> Vec<String> {
+        use object::{Object, ObjectSymbol};
+        let f = object::File::parse(elf).unwrap();
+        f.symbols().filter_map(|s| s.name().ok().map(str::to_string)).collect()
+    }
+
+    /// Constants of layout.h (`#define NAME value` and `NAME = value,`).
+    fn c_constants() -> std::collections::HashMap<String, u64> {
+        let text = include_str!("bpf/layout.h");
+        let mut out = std::collections::HashMap::new();
+        for line in text.lines().map(str::trim) {
+            let (name, value) = if let Some(rest) = line.strip_prefix("#define ") {
+                match rest.split_once(char::is_whitespace) {
+                    Some((n, v)) => (n, v.trim()),
+                    None => continue,
+                }
+            } else if let Some((n, v)) = line.trim_end_matches(',').split_once(" = ") {
+                (n, v)
+            } else {
+                continue;
+            };
+            let v = value.trim_end_matches('u');
+            let parsed = match v.strip_prefix("0x") {
+                Some(hex) => u64::from_str_radix(hex, 16).ok(),
+                None => v.parse().ok(),
+            };
+            if let Some(p) = parsed {
+                out.insert(name.to_string(), p);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn constants_match_layout_h() {
+        let c = c_constants();
+        let want: &[(&str, u64)] = &[
+            ("NP_SLOT_NONE", u64::from(layout::SLOT_NONE)),
+            ("NP_MAX_PODS", u64::from(layout::MAX_PODS)),
+            ("NP_LEAF_CACHE", u64::from(layout::LEAF_CACHE)),
+            ("NP_COUNTERS", u64::from(layout::COUNTERS)),
+            ("NP_PEERS", u64::from(layout::PEERS)),
+            ("NP_MAX_BOUNDS", layout::MAX_BOUNDS as u64),
+            ("NP_POD_PEER_LABELS", u64::from(layout::POD_PEER_LABELS)),
+            ("NP_M_RETRANS_SEGS", u64::from(layout::metric::RETRANS_SEGS)),
+            ("NP_M_RST_SENT", u64::from(layout::metric::RST_SENT)),
+            ("NP_M_RST_RECV", u64::from(layout::metric::RST_RECV)),
+            ("NP_M_CONNECT_BUCKET", u64::from(layout::metric::CONNECT_BUCKET)),
+            ("NP_M_CONNECT_SUM", u64::from(layout::metric::CONNECT_SUM)),
+            ("NP_M_CONNECT_FAIL", u64::from(layout::metric::CONNECT_FAIL)),
+            ("NP_M_RTT_BUCKET", u64::from(layout::metric::RTT_BUCKET)),
+            ("NP_M_RTT_SUM", u64::from(layout::metric::RTT_SUM)),
+            ("NP_M_DROPS", u64::from(layout::metric::DROPS)),
+            ("NP_FAIL_REFUSED", 0),
+            ("NP_FAIL_OTHER", layout::CONNECT_FAIL_REASONS.len() as u64 - 1),
+            ("NP_E_MAX", layout::ERROR_NAMES.len() as u64),
+            ("NP_B_CONNECT", u64::from(layout::BOUNDS_CONNECT)),
+            ("NP_B_RTT", u64::from(layout::BOUNDS_RTT)),
+        ];
+        for (name, value) in want {
+            assert_eq!(c.get(*name), Some(value), "{name} in layout.h");
+        }
+    }
+
+    #[test]
+    fn btf_reader_rejects_garbage() {
+        assert!(matches!(btf::Btf::parse(vec![1, 2, 3]), Err(btf::BtfError::BadMagic)));
+        assert!(matches!(
+            btf::Btf::parse(vec![0x9f, 0xeb, 1, 0, 24, 0, 0, 0]),
+            Err(btf::BtfError::Malformed(_))
+        ));
+        let mut truncated = OBJECT.to_vec();
+        truncated.truncate(10);
+        assert!(btf::Btf::from_object(&truncated).is_err());
+    }
+}

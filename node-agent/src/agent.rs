@@ -1,0 +1,267 @@
+//! The running agent: one probe manager behind a lock, the current desired
+//! state, and the metrics it serves. Both modes (cluster and standalone)
+//! drive it the same way: compute a `Desired`, call `set_desired`, serve
+//! `render`.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use netprobe_ebpf::btf::Btf;
+use netprobe_ebpf::layout;
+use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::{Encoder, TextEncoder};
+
+use crate::collector::{self, Budget, ReasonNames};
+use crate::desired::Desired;
+use crate::iter::MapIterLink;
+use crate::manager::{ApplyReport, ManagerError, ProbeManager};
+
+struct Inner {
+    manager: ProbeManager,
+    desired: Desired,
+    budget: Budget,
+    last_collect: Duration,
+}
+
+/// The agent's kernel side and metrics, shareable across tasks.
+#[derive(Clone)]
+pub struct Agent {
+    inner: Arc<Mutex<Inner>>,
+    reasons: Arc<ReasonNames>,
+    standalone: bool,
+}
+
+impl Agent {
+    pub fn new(standalone: bool) -> Result<Self, ManagerError> {
+        let btf = Arc::new(Btf::from_kernel().map_err(|e| ManagerError::Btf(e.to_string()))?);
+        let reasons = Arc::new(collector::drop_reason_names(&btf));
+        let manager = ProbeManager::new(btf)?;
+        Ok(Agent {
+            inner: Arc::new(Mutex::new(Inner {
+                manager,
+                desired: Desired::default(),
+                budget: Budget::default(),
+                last_collect: Duration::ZERO,
+            })),
+            reasons,
+            standalone,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        match self.inner.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Reconfigure the kernel for `desired` (by diff) and keep it for metrics.
+    pub fn set_desired(&self, desired: Desired) -> Result<ApplyReport, ManagerError> {
+        let mut g = self.lock();
+        let kernel = desired.kernel();
+        let report = g.manager.apply(&kernel)?.clone();
+        g.desired = desired;
+        Ok(report)
+    }
+
+    /// Plans whose series budget overflowed at the last scrape.
+    pub fn budget_exhausted(&self) -> std::collections::BTreeSet<String> {
+        self.lock().budget.exhausted().clone()
+    }
+
+    pub fn rtt_sampler(&self) -> Option<Arc<MapIterLink>> {
+        self.lock().manager.rtt_sampler()
+    }
+
+    /// Every family: the plans' series and the agent's own.
+    pub fn render(&self) -> Vec<MetricFamily> {
+        let started = Instant::now();
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let mut fams = match inner.manager.snapshot() {
+            Ok(snap) => {
+                let kernel = inner.desired.kernel();
+                let mut fams = collector::render(
+                    &inner.desired,
+                    &kernel,
+                    inner.manager.slots(),
+                    &snap,
+                    &self.reasons,
+                    self.standalone,
+                    &mut inner.budget,
+                );
+                let mut full = family(
+                    "netprobe_agent_map_full_total",
+                    "Events not counted because a bounded eBPF map was full.",
+                    MetricType::COUNTER,
+                );
+                for (i, name) in layout::ERROR_NAMES.iter().enumerate() {
+                    full.mut_metric().push(counter(
+                        &[("map", name)],
+                        snap.errors.get(i).copied().unwrap_or(0) as f64,
+                    ));
+                }
+                fams.push(full);
+                fams
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading kernel counters failed");
+                Vec::new()
+            }
+        };
+        let mut loaded = family(
+            "netprobe_agent_programs_loaded",
+            "eBPF programs attached.",
+            MetricType::GAUGE,
+        );
+        loaded.mut_metric().push(gauge(
+            &[],
+            inner.manager.report().attached.values().map(Vec::len).sum::<usize>() as f64,
+        ));
+        fams.push(loaded);
+        let mut unsupported = family(
+            "netprobe_agent_probe_unsupported",
+            "1 for each probe type this kernel cannot run.",
+            MetricType::GAUGE,
+        );
+        for t in inner.manager.report().unsupported.keys() {
+            unsupported.mut_metric().push(gauge(&[("type", t.as_str())], 1.0));
+        }
+        fams.push(unsupported);
+        let mut entries = family(
+            "netprobe_agent_map_entries",
+            "Entries in the agent's target maps.",
+            MetricType::GAUGE,
+        );
+        for (map, n) in inner.manager.map_entries() {
+            entries.mut_metric().push(gauge(&[("map", map)], n as f64));
+        }
+        fams.push(entries);
+        let mut exhausted = family(
+            "netprobe_agent_series_budget_exhausted",
+            "1 for each probe whose series budget overflowed.",
+            MetricType::GAUGE,
+        );
+        for p in inner.budget.exhausted() {
+            exhausted.mut_metric().push(gauge(&[("probe", p)], 1.0));
+        }
+        fams.push(exhausted);
+        let stats = inner.manager.program_stats();
+        let mut run_time = family(
+            "netprobe_agent_program_run_seconds_total",
+            "Kernel time spent in each program (needs kernel.bpf_stats_enabled=1).",
+            MetricType::COUNTER,
+        );
+        let mut runs = family(
+            "netprobe_agent_program_runs_total",
+            "Runs of each program (needs kernel.bpf_stats_enabled=1).",
+            MetricType::COUNTER,
+        );
+        for s in &stats {
+            run_time.mut_metric().push(counter(
+                &[("program", s.program), ("type", s.probe.as_str())],
+                s.run_time_ns as f64 / 1e9,
+            ));
+            runs.mut_metric().push(counter(
+                &[("program", s.program), ("type", s.probe.as_str())],
+                s.run_count as f64,
+            ));
+        }
+        fams.push(run_time);
+        fams.push(runs);
+        let mut took = family(
+            "netprobe_agent_collection_duration_seconds",
+            "Time the previous scrape took to read and render kernel counters.",
+            MetricType::GAUGE,
+        );
+        took.mut_metric().push(gauge(&[], inner.last_collect.as_secs_f64()));
+        fams.push(took);
+        inner.last_collect = started.elapsed();
+        fams.retain(|f| !f.get_metric().is_empty());
+        fams
+    }
+
+    /// The text exposition of [`Agent::render`].
+    pub fn exposition(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.render(), &mut buf) {
+            tracing::warn!(error = %e, "encoding metrics failed");
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+fn family(name: &str, help: &str, kind: MetricType) -> MetricFamily {
+    let mut f = MetricFamily::default();
+    f.set_name(name.to_string());
+    f.set_help(help.to_string());
+    f.set_field_type(kind);
+    f
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
+    pairs
+        .iter()
+        .map(|(n, v)| {
+            let mut l = LabelPair::default();
+            l.set_name(n.to_string());
+            l.set_value(v.to_string());
+            l
+        })
+        .collect()
+}
+
+fn counter(pairs: &[(&str, &str)], v: f64) -> Metric {
+    let mut m = Metric::default();
+    m.set_label(labels(pairs));
+    let mut c = Counter::default();
+    c.set_value(v);
+    m.set_counter(c);
+    m
+}
+
+fn gauge(pairs: &[(&str, &str)], v: f64) -> Metric {
+    let mut m = Metric::default();
+    m.set_label(labels(pairs));
+    let mut g = Gauge::default();
+    g.set_value(v);
+    m.set_gauge(g);
+    m
+}
+
+/// Serve `/metrics` and `/healthz` until the process ends.
+pub async fn serve(addr: std::net::SocketAddr, agent: Agent) -> anyhow::Result<()> {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let agent = agent.clone();
+                async move {
+                    let body = tokio::task::spawn_blocking(move || agent.exposition())
+                        .await
+                        .unwrap_or_default();
+                    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }));
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+/// Run the RTT sampler every `every` while TcpRtt is attached.
+pub async fn sample_rtt_forever(agent: Agent, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        if let Some(sampler) = agent.rtt_sampler() {
+            match tokio::task::spawn_blocking(move || sampler.run()).await {
+                Ok(Err(e)) => tracing::warn!(error = %e, "RTT sampling failed"),
+                Err(e) => tracing::warn!(error = %e, "RTT sampling task failed"),
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! Desired state: which targets (pods, or cgroups in standalone mode) each
+//! plan selects, and what that asks of the kernel. Pure data and pure
+//! functions; the probe manager turns the kernel part into kernel state by
+//! diff, the collector turns counters back into series per plan.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use netprobe_api::plan::PlannedProbe;
+use netprobe_api::{ProbePlan, ProbeType};
+use netprobe_ebpf::layout::{MAX_BOUNDS, POD_PEER_LABELS};
+
+/// Who events are attributed to, and how series name it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Owner {
+    /// A Kubernetes pod.
+    Pod {
+        namespace: String,
+        pod: String,
+        workload: Option<String>,
+    },
+    /// A cgroup (standalone mode), relative to the cgroup2 root.
+    Cgroup { path: String },
+}
+
+/// One attribution target: an owner and where the kernel finds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// Stable identity (pod UID, or cgroup path in standalone mode).
+    pub key: String,
+    pub owner: Owner,
+    /// Pod-level cgroup id; sockets in any descendant cgroup belong to it.
+    pub cgroup_id: u64,
+    /// Network namespace inode for packets without a socket; None for
+    /// hostNetwork pods (their namespace is the node's) and cgroups.
+    pub netns: Option<u32>,
+}
+
+/// One plan and the targets it selects on this node.
+#[derive(Clone, Debug)]
+pub struct PlanTargets {
+    pub plan: Arc<ProbePlan>,
+    pub targets: BTreeSet<String>,
+}
+
+/// Everything the agent wants, keyed by plan key (`ProbePlan::source.key()`).
+#[derive(Clone, Debug, Default)]
+pub struct Desired {
+    pub targets: BTreeMap<String, Target>,
+    pub plans: BTreeMap<String, PlanTargets>,
+}
+
+/// What a target needs from the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TargetEntry {
+    pub cgroup_id: u64,
+    pub netns: Option<u32>,
+    pub flags: u32,
+}
+
+/// Kernel-wide state derived from all plans: the union of their needs, so a
+/// pod selected by two plans is counted once.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KernelState {
+    pub types: BTreeSet<ProbeType>,
+    pub targets: BTreeMap<String, TargetEntry>,
+    /// Union of histogram bounds (ns) of all plans, per latency type.
+    pub connect_bounds: Vec<u64>,
+    pub rtt_bounds: Vec<u64>,
+    /// Set when a union had to be cut to the kernel's bound limit.
+    pub bounds_truncated: bool,
+}
+
+fn to_ns(seconds: f64) -> u64 {
+    (seconds * 1e9).round() as u64
+}
+
+impl Desired {
+    /// The kernel state these plans need. Targets selected by no plan that
+    /// uses a probe type are not registered at all.
+    pub fn kernel(&self) -> KernelState {
+        let mut k = KernelState::default();
+        let mut connect = BTreeSet::new();
+        let mut rtt = BTreeSet::new();
+        for pt in self.plans.values() {
+            if pt.targets.is_empty() {
+                continue;
+            }
+            let mut flags = 0;
+            for p in &pt.plan.probes {
+                k.types.insert(p.probe_type());
+                match p {
+                    PlannedProbe::TcpRetransmits { peer_labels: true } => flags |= POD_PEER_LABELS,
+                    PlannedProbe::TcpConnectLatency { buckets } => connect.extend(buckets.iter().map(|b| to_ns(*b))),
+                    PlannedProbe::TcpRtt { buckets } => rtt.extend(buckets.iter().map(|b| to_ns(*b))),
+                    _ => {}
+                }
+            }
+            for key in &pt.targets {
+                let Some(t) = self.targets.get(key) else { continue };
+                let e = k.targets.entry(key.clone()).or_insert(TargetEntry {
+                    cgroup_id: t.cgroup_id,
+                    netns: t.netns,
+                    flags: 0,
+                });
+                e.flags |= flags;
+            }
+        }
+        k.bounds_truncated = connect.len() > MAX_BOUNDS || rtt.len() > MAX_BOUNDS;
+        k.connect_bounds = connect.into_iter().take(MAX_BOUNDS).collect();
+        k.rtt_bounds = rtt.into_iter().take(MAX_BOUNDS).collect();
+        k
+    }
+}
+
+/// One step from the current kernel state to the desired one.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    Attach(ProbeType),
+    Detach(ProbeType),
+    AddTarget(String, TargetEntry),
+    UpdateTarget(String, TargetEntry),
+    RemoveTarget(String),
+    SetBounds { rtt: bool, bounds: Vec<u64> },
+}
+
+/// The steps from `current` to `desired`, in a safe order: targets are
+/// registered before programs attach (no event is lost to a half-filled
+/// map) and programs detach before targets go.
+pub fn diff(current: &KernelState, desired: &KernelState) -> Vec<Op> {
+    let mut ops = Vec::new();
+    if current.connect_bounds != desired.connect_bounds {
+        ops.push(Op::SetBounds {
+            rtt: false,
+            bounds: desired.connect_bounds.clone(),
+        });
+    }
+    if current.rtt_bounds != desired.rtt_bounds {
+        ops.push(Op::SetBounds {
+            rtt: true,
+            bounds: desired.rtt_bounds.clone(),
+        });
+    }
+    for (k, e) in &desired.targets {
+        match current.targets.get(k) {
+            None => ops.push(Op::AddTarget(k.clone(), *e)),
+            Some(c) if c != e => ops.push(Op::UpdateTarget(k.clone(), *e)),
+            Some(_) => {}
+        }
+    }
+    for t in desired.types.difference(&current.types) {
+        ops.push(Op::Attach(*t));
+    }
+    for t in current.types.difference(&desired.types) {
+        ops.push(Op::Detach(*t));
+    }
+    for k in current.targets.keys().filter(|k| !desired.targets.contains_key(*k)) {
+        ops.push(Op::RemoveTarget(k.clone()));
+    }
+    ops
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netprobe_api::Granularity;
+    use netprobe_api::plan::{PlanScope, PlanSource, PlannedMetrics};
+    use netprobe_api::selector::Selector;
+
+    fn plan(name: &str, probes: Vec<PlannedProbe>) -> Arc<ProbePlan> {
+        Arc::new(ProbePlan {
+            format_version: 1,
+            source: PlanSource {
+                kind: "NetworkProbe".into(),
+                namespace: Some("ns".into()),
+                name: name.into(),
+                uid: name.into(),
+                generation: 1,
+            },
+            scope: PlanScope::Namespace { namespace: "ns".into() },
+            probes,
+            pod_selector: Selector::default(),
+            node_selector: Selector::default(),
+            metrics: PlannedMetrics {
+                granularity: Granularity::Pod,
+                max_series_per_node: 10,
+            },
+        })
+    }
+
+    fn target(key: &str, id: u64) -> Target {
+        Target {
+            key: key.into(),
+            owner: Owner::Cgroup { path: key.into() },
+            cgroup_id: id,
+            netns: Some(id as u32),
+        }
+    }
+
+    fn desired(plans: Vec<(Arc<ProbePlan>, Vec<&str>)>, targets: Vec<Target>) -> Desired {
+        Desired {
+            targets: targets.into_iter().map(|t| (t.key.clone(), t)).collect(),
+            plans: plans
+                .into_iter()
+                .map(|(p, ts)| {
+                    (
+                        p.source.key(),
+                        PlanTargets {
+                            plan: p,
+                            targets: ts.into_iter().map(String::from).collect(),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn union_of_plans_and_flags() {
+        let d = desired(
+            vec![
+                (
+                    plan("a", vec![PlannedProbe::TcpRetransmits { peer_labels: true }]),
+                    vec!["p1"],
+                ),
+                (
+                    plan(
+                        "b",
+                        vec![
+                            PlannedProbe::TcpRetransmits { peer_labels: false },
+                            PlannedProbe::TcpRtt {
+                                buckets: vec![0.001, 0.01],
+                            },
+                        ],
+                    ),
+                    vec!["p1", "p2"],
+                ),
+                (
+                    plan(
+                        "c",
+                        vec![
+                            PlannedProbe::TcpConnectLatency {
+                                buckets: vec![0.5, 1.0],
+                            },
+                            PlannedProbe::TcpRtt {
+                                buckets: vec![0.01, 0.1],
+                            },
+                        ],
+                    ),
+                    vec!["p3"],
+                ),
+                (
+                    plan("idle", vec![PlannedProbe::PacketDrops { reasons: vec![] }]),
+                    vec![],
+                ),
+            ],
+            vec![target("p1", 1), target("p2", 2), target("p3", 3), target("p4", 4)],
+        );
+        let k = d.kernel();
+        assert_eq!(
+            k.types,
+            [
+                ProbeType::TcpRetransmits,
+                ProbeType::TcpConnectLatency,
+                ProbeType::TcpRtt
+            ]
+            .into_iter()
+            .collect()
+        );
+        assert_eq!(k.targets.len(), 3, "p4 is selected by no plan");
+        assert_eq!(k.targets["p1"].flags, POD_PEER_LABELS);
+        assert_eq!(k.targets["p2"].flags, 0);
+        assert_eq!(k.rtt_bounds, vec![1_000_000, 10_000_000, 100_000_000]);
+        assert_eq!(k.connect_bounds, vec![500_000_000, 1_000_000_000]);
+    }
+
+    #[test]
+    fn diff_orders_registration_around_attachment() {
+        let empty = KernelState::default();
+        let d = desired(
+            vec![(plan("a", vec![PlannedProbe::TcpResets {}]), vec!["p1"])],
+            vec![target("p1", 1)],
+        )
+        .kernel();
+        let ops = diff(&empty, &d);
+        assert_eq!(
+            ops,
+            vec![
+                Op::AddTarget(
+                    "p1".into(),
+                    TargetEntry {
+                        cgroup_id: 1,
+                        netns: Some(1),
+                        flags: 0
+                    }
+                ),
+                Op::Attach(ProbeType::TcpResets)
+            ]
+        );
+        assert!(diff(&d, &d).is_empty(), "no change, no op");
+        let back = diff(&d, &empty);
+        assert_eq!(
+            back,
+            vec![Op::Detach(ProbeType::TcpResets), Op::RemoveTarget("p1".into())]
+        );
+    }
+
+    #[test]
+    fn diff_updates_changed_targets_and_bounds() {
+        let a = desired(
+            vec![(
+                plan("a", vec![PlannedProbe::TcpRtt { buckets: vec![0.001] }]),
+                vec!["p1"],
+            )],
+            vec![target("p1", 1)],
+        )
+        .kernel();
+        let mut moved = target("p1", 1);
+        moved.cgroup_id = 7;
+        let b = desired(
+            vec![(
+                plan("a", vec![PlannedProbe::TcpRtt { buckets: vec![0.002] }]),
+                vec!["p1"],
+            )],
+            vec![moved],
+        )
+        .kernel();
+        let ops = diff(&a, &b);
+        assert_eq!(
+            ops,
+            vec![
+                Op::SetBounds {
+                    rtt: true,
+                    bounds: vec![2_000_000]
+                },
+                Op::UpdateTarget(
+                    "p1".into(),
+                    TargetEntry {
+                        cgroup_id: 7,
+                        netns: Some(1),
+                        flags: 0
+                    }
+                )
+            ]
+        );
+    }
+
+    #[test]
+    fn bounds_union_is_capped() {
+        let many: Vec<f64> = (1..=40).map(|i| f64::from(i) * 0.001).collect();
+        let more: Vec<f64> = (1..=40).map(|i| f64::from(i) * 0.0015 + 0.1).collect();
+        let d = desired(
+            vec![
+                (plan("a", vec![PlannedProbe::TcpRtt { buckets: many }]), vec!["p1"]),
+                (plan("b", vec![PlannedProbe::TcpRtt { buckets: more }]), vec!["p1"]),
+            ],
+            vec![target("p1", 1)],
+        );
+        let k = d.kernel();
+        assert_eq!(k.rtt_bounds.len(), MAX_BOUNDS);
+        assert!(k.bounds_truncated);
+    }
+}

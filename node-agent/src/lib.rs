@@ -1,0 +1,15 @@
+//! netprobe-agent: turns probe plans into eBPF programs on one node and
+//! kernel counters into Prometheus series.
+//!
+//! Where things happen: [`desired`] is what the plans ask for (pure),
+//! [`manager`] makes it kernel state, [`collector`] turns kernel state into
+//! metrics, [`cgroups`] finds pods and cgroups, [`standalone`] runs it all
+//! from manifests on disk without Kubernetes.
+
+pub mod agent;
+pub mod cgroups;
+pub mod collector;
+pub mod desired;
+pub mod iter;
+pub mod manager;
+pub mod standalone;

@@ -1,0 +1,127 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, ValueEnum};
+use netprobe_agent::agent::{self, Agent};
+use netprobe_agent::{cgroups, standalone};
+use tracing::{error, info, warn};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// netprobe-agent: eBPF network probes on this node, per pod, as Prometheus metrics.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// Run without Kubernetes: read NetworkProbe/ClusterNetworkProbe manifests
+    /// from these files or directories; series are labelled by cgroup.
+    #[arg(long, num_args = 1.., value_name = "FILE_OR_DIR")]
+    standalone: Vec<PathBuf>,
+    /// Address of /metrics and /healthz.
+    #[arg(long, env = "NETPROBE_METRICS_ADDR", default_value = "0.0.0.0:9990")]
+    metrics_addr: SocketAddr,
+    /// cgroup2 mount (default: found in <proc-root>/self/mountinfo).
+    #[arg(long, env = "NETPROBE_CGROUP_ROOT")]
+    cgroup_root: Option<PathBuf>,
+    /// procfs of the host (a host mount in a DaemonSet).
+    #[arg(long, env = "NETPROBE_PROC_ROOT", default_value = "/proc")]
+    proc_root: PathBuf,
+    /// Standalone: cgroups down to this depth are attribution targets.
+    #[arg(long, default_value_t = 2)]
+    standalone_depth: usize,
+    /// Standalone: how often to rescan cgroups and manifests.
+    #[arg(long, default_value = "10", value_parser = parse_secs)]
+    rescan_interval: Duration,
+    /// How often established connections' RTT is sampled (TcpRtt).
+    #[arg(long, default_value = "15", value_parser = parse_secs)]
+    rtt_interval: Duration,
+    #[arg(long, env = "NETPROBE_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let v: f64 = s.trim_end_matches('s').parse().map_err(|e| format!("{s}: {e}"))?;
+    if !(0.01..=86400.0).contains(&v) {
+        return Err(format!("{s}: must be between 0.01 and 86400 seconds"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    match cli.log_format {
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt().with_env_filter(filter).json().init(),
+    }
+    if cli.standalone.is_empty() {
+        anyhow::bail!("cluster mode is not available in this build yet; run with --standalone <manifests>");
+    }
+    let cgroup_root = match &cli.cgroup_root {
+        Some(p) => p.clone(),
+        None => cgroups::cgroup2_mount(&cli.proc_root.join("self/mountinfo"))?,
+    };
+    let agent = Agent::new(true).context("loading eBPF (needs root or CAP_BPF+CAP_PERFMON, and kernel BTF)")?;
+    tokio::spawn({
+        let agent = agent.clone();
+        let addr = cli.metrics_addr;
+        async move {
+            if let Err(e) = agent::serve(addr, agent).await {
+                error!(error = %e, "metrics server stopped");
+                std::process::exit(1);
+            }
+        }
+    });
+    tokio::spawn(agent::sample_rtt_forever(agent.clone(), cli.rtt_interval));
+    info!(metrics = %cli.metrics_addr, cgroup_root = %cgroup_root.display(), "standalone agent running");
+
+    let mut last: Option<(Vec<String>, Vec<String>)> = None;
+    let mut tick = tokio::time::interval(cli.rescan_interval);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = tokio::signal::ctrl_c() => {
+                info!("stopping; the kernel detaches every program with the process");
+                return Ok(());
+            }
+        }
+        let (plans, rejected) = match standalone::load_plans(&cli.standalone) {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(error = %e, "cannot read manifests; keeping the current probes");
+                continue;
+            }
+        };
+        let targets = standalone::cgroup_targets(&cgroup_root, cli.standalone_depth);
+        let fingerprint = (
+            plans.iter().map(|p| p.to_json()).collect::<Vec<_>>(),
+            targets
+                .values()
+                .map(|t| format!("{}={}", t.key, t.cgroup_id))
+                .collect::<Vec<_>>(),
+        );
+        if last.as_ref() == Some(&fingerprint) {
+            continue;
+        }
+        for r in &rejected {
+            warn!(manifest = %r.origin, reason = %r.reason, "probe rejected");
+        }
+        let desired = standalone::desired(&plans, targets);
+        match agent.set_desired(desired) {
+            Ok(report) => {
+                for (t, why) in &report.unsupported {
+                    warn!(probe = %t, reason = %why, "unsupported on this kernel");
+                }
+                info!(plans = plans.len(), programs = ?report.attached, "probes applied");
+            }
+            Err(e) => error!(error = %e, "applying probes failed"),
+        }
+        last = Some(fingerprint);
+    }
+}

@@ -1,0 +1,545 @@
+//! Where a plan becomes kernel state: the probe manager owns the loaded eBPF
+//! object, attaches exactly the programs of the probe types in use, keeps the
+//! target maps in line with the desired state by diff, and reads the
+//! counters back. Programs are never pinned: when the agent exits, for any
+//! reason, the kernel detaches and frees everything it attached.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::fd::AsFd;
+use std::sync::Arc;
+
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap};
+use aya::programs::Program;
+use aya::{Ebpf, EbpfLoader};
+use netprobe_api::ProbeType;
+use netprobe_ebpf::btf::Btf as KernelBtf;
+use netprobe_ebpf::layout::{self, Bounds, Config, CounterKey, PeerKey, PodInfo};
+use netprobe_ebpf::{maps, programs};
+use tracing::{info, warn};
+
+use crate::desired::{KernelState, Op, TargetEntry, diff};
+use crate::iter::MapIterLink;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("kernel BTF: {0}")]
+    Btf(String),
+    #[error("eBPF map {0} is missing from the object")]
+    MissingMap(&'static str),
+    #[error("eBPF map {name}: {source}")]
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
+}
+
+/// Where a program hooks in.
+#[derive(Clone, Copy, Debug)]
+enum Hook {
+    Tracepoint(&'static str),
+    SkStorageIter,
+}
+
+struct Attached {
+    program: &'static str,
+    link: Option<aya::programs::tp_btf::BtfTracePointLinkId>,
+}
+
+/// Counters read from the kernel, summed over CPUs.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub counters: BTreeMap<CounterKey, u64>,
+    pub peers: BTreeMap<PeerKey, u64>,
+    /// Per `layout::ERROR_NAMES` index.
+    pub errors: Vec<u64>,
+}
+
+/// Kernel-side cost of one program, when `kernel.bpf_stats_enabled=1`.
+#[derive(Clone, Debug)]
+pub struct ProgramStats {
+    pub program: &'static str,
+    pub probe: ProbeType,
+    pub run_time_ns: u64,
+    pub run_count: u64,
+}
+
+/// What the last apply achieved.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ApplyReport {
+    /// Programs attached, by probe type.
+    pub attached: BTreeMap<ProbeType, Vec<String>>,
+    /// Probe types this kernel cannot run, with the missing feature.
+    pub unsupported: BTreeMap<ProbeType, String>,
+    /// Targets that could not be registered (map full), with the reason.
+    pub target_errors: BTreeMap<String, String>,
+    pub bounds_truncated: bool,
+}
+
+pub struct ProbeManager {
+    ebpf: Ebpf,
+    aya_btf: aya::Btf,
+    kernel_btf: Arc<KernelBtf>,
+    current: KernelState,
+    slots: BTreeMap<String, u32>,
+    /// Slots are never reused: an event racing a removal can never be
+    /// counted for another pod.
+    next_slot: u32,
+    generation: u32,
+    attached: BTreeMap<ProbeType, Vec<Attached>>,
+    rtt_iter: Option<Arc<MapIterLink>>,
+    report: ApplyReport,
+}
+
+fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> ManagerError {
+    move |source| ManagerError::Map { name, source }
+}
+
+impl ProbeManager {
+    /// Load the object (maps only; programs load when a plan needs them).
+    pub fn new(kernel_btf: Arc<KernelBtf>) -> Result<Self, ManagerError> {
+        let aya_btf = aya::Btf::from_sys_fs().map_err(|e| ManagerError::Btf(e.to_string()))?;
+        let ebpf = EbpfLoader::new().btf(Some(&aya_btf)).load(netprobe_ebpf::OBJECT)?;
+        Ok(ProbeManager {
+            ebpf,
+            aya_btf,
+            kernel_btf,
+            current: KernelState::default(),
+            slots: BTreeMap::new(),
+            next_slot: 0,
+            generation: 0,
+            attached: BTreeMap::new(),
+            rtt_iter: None,
+            report: ApplyReport::default(),
+        })
+    }
+
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut Map, ManagerError> {
+        self.ebpf.map_mut(name).ok_or(ManagerError::MissingMap(name))
+    }
+
+    /// Programs of a probe type for this kernel, or what the kernel lacks.
+    fn programs_for(&self, t: ProbeType) -> Result<Vec<(&'static str, Hook)>, String> {
+        let tp = |name: &'static str| -> Result<u32, String> {
+            self.kernel_btf
+                .tracepoint_args(name)
+                .ok_or_else(|| format!("kernel has no BTF tracepoint {name} (tp_btf/{name})"))
+        };
+        Ok(match t {
+            ProbeType::TcpRetransmits => {
+                let p = if tp("tcp_retransmit_skb")? >= 3 {
+                    programs::RETRANSMIT_SKB
+                } else {
+                    programs::RETRANSMIT_SKB_V1
+                };
+                tp("tcp_retransmit_synack")?;
+                vec![
+                    (p, Hook::Tracepoint("tcp_retransmit_skb")),
+                    (programs::RETRANSMIT_SYNACK, Hook::Tracepoint("tcp_retransmit_synack")),
+                ]
+            }
+            ProbeType::TcpResets => {
+                tp("tcp_send_reset")?;
+                tp("tcp_receive_reset")?;
+                vec![
+                    (programs::SEND_RESET, Hook::Tracepoint("tcp_send_reset")),
+                    (programs::RECEIVE_RESET, Hook::Tracepoint("tcp_receive_reset")),
+                ]
+            }
+            ProbeType::TcpConnectLatency => {
+                tp("inet_sock_set_state")?;
+                vec![(programs::CONNECT_STATE, Hook::Tracepoint("inet_sock_set_state"))]
+            }
+            ProbeType::TcpRtt => {
+                tp("inet_sock_set_state")?;
+                vec![
+                    (programs::RTT_STATE, Hook::Tracepoint("inet_sock_set_state")),
+                    (programs::RTT_ITER, Hook::SkStorageIter),
+                ]
+            }
+            ProbeType::PacketDrops => {
+                let p = if tp("kfree_skb")? >= 4 {
+                    programs::KFREE_SKB
+                } else {
+                    programs::KFREE_SKB_V1
+                };
+                vec![(p, Hook::Tracepoint("kfree_skb"))]
+            }
+        })
+    }
+
+    fn attach_type(&mut self, t: ProbeType) -> Result<Vec<Attached>, String> {
+        let progs = self.programs_for(t)?;
+        let mut done = Vec::new();
+        for (name, hook) in progs {
+            let result = self.attach_one(name, hook);
+            match result {
+                Ok(a) => done.push(a),
+                Err(e) => {
+                    for a in done {
+                        self.detach_one(a);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    fn attach_one(&mut self, name: &'static str, hook: Hook) -> Result<Attached, String> {
+        let btf = &self.aya_btf;
+        let Some(prog) = self.ebpf.program_mut(name) else {
+            return Err(format!("program {name} missing from the object"));
+        };
+        match (hook, prog) {
+            (Hook::Tracepoint(tp), Program::BtfTracePoint(p)) => {
+                p.load(tp, btf).map_err(|e| verifier_reason(name, &e))?;
+                let link = p
+                    .attach()
+                    .map_err(|e| format!("attaching {name} to tp_btf/{tp}: {e}"))?;
+                Ok(Attached {
+                    program: name,
+                    link: Some(link),
+                })
+            }
+            (Hook::SkStorageIter, Program::Iter(p)) => {
+                p.load("bpf_sk_storage_map", btf)
+                    .map_err(|e| verifier_reason(name, &e))?;
+                let prog_fd = p
+                    .fd()
+                    .map_err(|e| e.to_string())?
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_err(|e| e.to_string())?;
+                let Some(Map::SkStorage(md)) = self.ebpf.map(maps::SOCK_STATE) else {
+                    return Err("map sock_state is not a socket storage map".into());
+                };
+                let link = MapIterLink::attach(prog_fd, md.fd())
+                    .map_err(|e| format!("creating the sk_storage iterator: {e}"))?;
+                self.rtt_iter = Some(Arc::new(link));
+                Ok(Attached {
+                    program: name,
+                    link: None,
+                })
+            }
+            _ => Err(format!("program {name} has an unexpected type")),
+        }
+    }
+
+    fn detach_one(&mut self, a: Attached) {
+        if a.program == programs::RTT_ITER {
+            self.rtt_iter = None;
+        }
+        match self.ebpf.program_mut(a.program) {
+            Some(Program::BtfTracePoint(p)) => {
+                if let Some(link) = a.link
+                    && let Err(e) = p.detach(link)
+                {
+                    warn!(program = a.program, error = %e, "detach failed");
+                }
+                if let Err(e) = p.unload() {
+                    warn!(program = a.program, error = %e, "unload failed");
+                }
+            }
+            Some(Program::Iter(p)) => {
+                if let Err(e) = p.unload() {
+                    warn!(program = a.program, error = %e, "unload failed");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Bring the kernel to `desired`. Never fails as a whole: what cannot be
+    /// done is reported per probe type or per target, and the rest runs.
+    pub fn apply(&mut self, desired: &KernelState) -> Result<&ApplyReport, ManagerError> {
+        let ops = diff(&self.current, desired);
+        let mut targets_changed = false;
+        for op in ops {
+            match op {
+                Op::SetBounds { rtt, bounds } => self.set_bounds(rtt, &bounds)?,
+                Op::AddTarget(key, e) => {
+                    targets_changed = true;
+                    self.add_target(&key, e)?;
+                }
+                Op::UpdateTarget(key, e) => {
+                    targets_changed = true;
+                    if let Some(old) = self.current.targets.get(&key).copied() {
+                        self.unregister(old)?;
+                    }
+                    self.add_target(&key, e)?;
+                }
+                Op::RemoveTarget(key) => {
+                    targets_changed = true;
+                    self.remove_target(&key)?;
+                }
+                Op::Attach(t) => {
+                    match self.attach_type(t) {
+                        Ok(list) => {
+                            info!(probe = %t, programs = ?list.iter().map(|a| a.program).collect::<Vec<_>>(), "attached");
+                            self.report.unsupported.remove(&t);
+                            self.report
+                                .attached
+                                .insert(t, list.iter().map(|a| a.program.to_string()).collect());
+                            self.attached.insert(t, list);
+                        }
+                        Err(reason) => {
+                            warn!(probe = %t, %reason, "probe type unsupported on this node");
+                            self.report.unsupported.insert(t, reason);
+                        }
+                    }
+                    self.current.types.insert(t);
+                }
+                Op::Detach(t) => {
+                    for a in self.attached.remove(&t).unwrap_or_default() {
+                        self.detach_one(a);
+                    }
+                    self.report.attached.remove(&t);
+                    self.report.unsupported.remove(&t);
+                    self.current.types.remove(&t);
+                    self.forget_metrics(metrics_of(t))?;
+                    info!(probe = %t, "detached");
+                }
+            }
+        }
+        if targets_changed {
+            self.generation = self.generation.wrapping_add(1);
+            let generation = self.generation;
+            let mut cfg: Array<_, Config> =
+                Array::try_from(self.map_mut(maps::CONFIG)?).map_err(map_err(maps::CONFIG))?;
+            cfg.set(0, Config { generation, _pad: 0 }, 0)
+                .map_err(map_err(maps::CONFIG))?;
+        }
+        self.report.bounds_truncated = desired.bounds_truncated;
+        Ok(&self.report)
+    }
+
+    fn set_bounds(&mut self, rtt: bool, bounds: &[u64]) -> Result<(), ManagerError> {
+        let mut b = Bounds::default();
+        for (i, v) in bounds.iter().take(layout::MAX_BOUNDS).enumerate() {
+            b.le_ns[i] = *v;
+        }
+        b.n = bounds.len().min(layout::MAX_BOUNDS) as u32;
+        let index = if rtt {
+            layout::BOUNDS_RTT
+        } else {
+            layout::BOUNDS_CONNECT
+        };
+        // Bucket indices change meaning with the bounds: those histograms
+        // restart (documented); other counters are untouched.
+        let (bucket, sum) = if rtt {
+            (layout::metric::RTT_BUCKET, layout::metric::RTT_SUM)
+        } else {
+            (layout::metric::CONNECT_BUCKET, layout::metric::CONNECT_SUM)
+        };
+        self.forget_metrics(&[bucket, sum])?;
+        let mut arr: Array<_, Bounds> = Array::try_from(self.map_mut(maps::BOUNDS)?).map_err(map_err(maps::BOUNDS))?;
+        arr.set(index, b, 0).map_err(map_err(maps::BOUNDS))?;
+        if rtt {
+            self.current.rtt_bounds = bounds.to_vec();
+        } else {
+            self.current.connect_bounds = bounds.to_vec();
+        }
+        Ok(())
+    }
+
+    fn add_target(&mut self, key: &str, e: TargetEntry) -> Result<(), ManagerError> {
+        let slot = *self.slots.entry(key.to_string()).or_insert_with(|| {
+            let s = self.next_slot;
+            self.next_slot = self.next_slot.saturating_add(1).min(layout::SLOT_NONE - 1);
+            s
+        });
+        let info = PodInfo { slot, flags: e.flags };
+        let mut by_cg: HashMap<_, u64, PodInfo> =
+            HashMap::try_from(self.map_mut(maps::POD_BY_CGROUP)?).map_err(map_err(maps::POD_BY_CGROUP))?;
+        if let Err(err) = by_cg.insert(e.cgroup_id, info, 0) {
+            self.report
+                .target_errors
+                .insert(key.to_string(), format!("pod map: {err}"));
+            return Ok(());
+        }
+        if let Some(ns) = e.netns {
+            let mut by_ns: HashMap<_, u32, PodInfo> =
+                HashMap::try_from(self.map_mut(maps::POD_BY_NETNS)?).map_err(map_err(maps::POD_BY_NETNS))?;
+            if let Err(err) = by_ns.insert(ns, info, 0) {
+                self.report
+                    .target_errors
+                    .insert(key.to_string(), format!("netns map: {err}"));
+            }
+        }
+        self.report.target_errors.remove(key);
+        self.current.targets.insert(key.to_string(), e);
+        Ok(())
+    }
+
+    fn unregister(&mut self, e: TargetEntry) -> Result<(), ManagerError> {
+        let mut by_cg: HashMap<_, u64, PodInfo> =
+            HashMap::try_from(self.map_mut(maps::POD_BY_CGROUP)?).map_err(map_err(maps::POD_BY_CGROUP))?;
+        let _ = by_cg.remove(&e.cgroup_id);
+        if let Some(ns) = e.netns {
+            let mut by_ns: HashMap<_, u32, PodInfo> =
+                HashMap::try_from(self.map_mut(maps::POD_BY_NETNS)?).map_err(map_err(maps::POD_BY_NETNS))?;
+            let _ = by_ns.remove(&ns);
+        }
+        Ok(())
+    }
+
+    fn remove_target(&mut self, key: &str) -> Result<(), ManagerError> {
+        if let Some(e) = self.current.targets.remove(key) {
+            self.unregister(e)?;
+        }
+        self.report.target_errors.remove(key);
+        if let Some(slot) = self.slots.remove(key) {
+            self.forget_slot(slot)?;
+        }
+        Ok(())
+    }
+
+    /// Delete every counter of `slot` (a pod that left): its series go.
+    fn forget_slot(&mut self, slot: u32) -> Result<(), ManagerError> {
+        let mut c: PerCpuHashMap<_, CounterKey, u64> =
+            PerCpuHashMap::try_from(self.map_mut(maps::COUNTERS)?).map_err(map_err(maps::COUNTERS))?;
+        let keys: Vec<CounterKey> = c.keys().filter_map(Result::ok).filter(|k| k.slot == slot).collect();
+        for k in keys {
+            let _ = c.remove(&k);
+        }
+        let mut p: PerCpuHashMap<_, PeerKey, u64> =
+            PerCpuHashMap::try_from(self.map_mut(maps::RETRANS_PEERS)?).map_err(map_err(maps::RETRANS_PEERS))?;
+        let keys: Vec<PeerKey> = p.keys().filter_map(Result::ok).filter(|k| k.slot == slot).collect();
+        for k in keys {
+            let _ = p.remove(&k);
+        }
+        Ok(())
+    }
+
+    fn forget_metrics(&mut self, metrics: &[u16]) -> Result<(), ManagerError> {
+        let mut c: PerCpuHashMap<_, CounterKey, u64> =
+            PerCpuHashMap::try_from(self.map_mut(maps::COUNTERS)?).map_err(map_err(maps::COUNTERS))?;
+        let keys: Vec<CounterKey> = c
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| metrics.contains(&k.metric))
+            .collect();
+        for k in keys {
+            let _ = c.remove(&k);
+        }
+        if metrics.contains(&layout::metric::RETRANS_SEGS) {
+            let mut p: PerCpuHashMap<_, PeerKey, u64> =
+                PerCpuHashMap::try_from(self.map_mut(maps::RETRANS_PEERS)?).map_err(map_err(maps::RETRANS_PEERS))?;
+            let keys: Vec<PeerKey> = p.keys().filter_map(Result::ok).collect();
+            for k in keys {
+                let _ = p.remove(&k);
+            }
+        }
+        Ok(())
+    }
+
+    /// Read every counter, summed over CPUs.
+    pub fn snapshot(&self) -> Result<Snapshot, ManagerError> {
+        let get = |name: &'static str| self.ebpf.map(name).ok_or(ManagerError::MissingMap(name));
+        let c: PerCpuHashMap<&MapData, CounterKey, u64> =
+            PerCpuHashMap::try_from(get(maps::COUNTERS)?).map_err(map_err(maps::COUNTERS))?;
+        let mut snap = Snapshot::default();
+        for (k, v) in c.iter().filter_map(Result::ok) {
+            snap.counters.insert(k, v.iter().copied().fold(0u64, u64::wrapping_add));
+        }
+        let p: PerCpuHashMap<&MapData, PeerKey, u64> =
+            PerCpuHashMap::try_from(get(maps::RETRANS_PEERS)?).map_err(map_err(maps::RETRANS_PEERS))?;
+        for (k, v) in p.iter().filter_map(Result::ok) {
+            snap.peers.insert(k, v.iter().copied().fold(0u64, u64::wrapping_add));
+        }
+        let e: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(get(maps::ERRORS)?).map_err(map_err(maps::ERRORS))?;
+        for i in 0..layout::ERROR_NAMES.len() as u32 {
+            let v = e
+                .get(&i, 0)
+                .map(|v| v.iter().copied().fold(0u64, u64::wrapping_add))
+                .unwrap_or(0);
+            snap.errors.push(v);
+        }
+        Ok(snap)
+    }
+
+    /// Entries in the target maps (self-metrics).
+    pub fn map_entries(&self) -> BTreeMap<&'static str, usize> {
+        let mut out = BTreeMap::new();
+        out.insert(maps::POD_BY_CGROUP, self.current.targets.len());
+        out.insert(
+            maps::POD_BY_NETNS,
+            self.current.targets.values().filter(|t| t.netns.is_some()).count(),
+        );
+        out
+    }
+
+    /// The slot of a target key (for the collector).
+    pub fn slots(&self) -> &BTreeMap<String, u32> {
+        &self.slots
+    }
+
+    pub fn report(&self) -> &ApplyReport {
+        &self.report
+    }
+
+    /// The RTT sampler, when TcpRtt is attached. Run it without holding the
+    /// manager: walking many sockets takes a while.
+    pub fn rtt_sampler(&self) -> Option<Arc<MapIterLink>> {
+        self.rtt_iter.clone()
+    }
+
+    /// Kernel run time and count of every attached program.
+    pub fn program_stats(&self) -> Vec<ProgramStats> {
+        let mut out = Vec::new();
+        for (t, list) in &self.attached {
+            for a in list {
+                let info = match self.ebpf.program(a.program) {
+                    Some(Program::BtfTracePoint(p)) => p.info().ok(),
+                    Some(Program::Iter(p)) => p.info().ok(),
+                    _ => None,
+                };
+                if let Some(info) = info {
+                    out.push(ProgramStats {
+                        program: a.program,
+                        probe: *t,
+                        run_time_ns: info.run_time().as_nanos() as u64,
+                        run_count: info.run_count(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Probe types currently attached.
+    pub fn attached_types(&self) -> BTreeSet<ProbeType> {
+        self.attached.keys().copied().collect()
+    }
+}
+
+fn metrics_of(t: ProbeType) -> &'static [u16] {
+    use layout::metric::*;
+    match t {
+        ProbeType::TcpRetransmits => &[RETRANS_SEGS],
+        ProbeType::TcpResets => &[RST_SENT, RST_RECV],
+        ProbeType::TcpConnectLatency => &[CONNECT_BUCKET, CONNECT_SUM, CONNECT_FAIL],
+        ProbeType::TcpRtt => &[RTT_BUCKET, RTT_SUM],
+        ProbeType::PacketDrops => &[DROPS],
+    }
+}
+
+/// A short reason from a load error: the verifier's last lines name what the
+/// kernel refused (a helper, a context access).
+fn verifier_reason(name: &str, e: &aya::programs::ProgramError) -> String {
+    let text = match e {
+        aya::programs::ProgramError::LoadError { verifier_log, .. } => {
+            let log = verifier_log.to_string();
+            log.lines()
+                .rev()
+                .filter(|l| !l.trim().is_empty())
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" / ")
+        }
+        other => other.to_string(),
+    };
+    format!("kernel refused program {name}: {text}")
+}

@@ -1,0 +1,211 @@
+//! Standalone mode: probes from manifests on disk, no Kubernetes. Pod
+//! selectors do not apply; every cgroup down to a depth is a target and
+//! series carry a `cgroup` label (its path under the cgroup2 root).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use netprobe_api::{ClusterNetworkProbe, NetworkProbe, PlanSource, ProbePlan};
+use tracing::warn;
+
+use crate::cgroups;
+use crate::desired::{Desired, Owner, PlanTargets, Target};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StandaloneError {
+    #[error("reading {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
+
+/// A manifest that could not become a plan, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    pub origin: String,
+    pub reason: String,
+}
+
+/// YAML files under each path (a file, or a directory read non-recursively).
+fn manifest_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, StandaloneError> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let rd = std::fs::read_dir(p).map_err(|source| StandaloneError::Io {
+                path: p.display().to_string(),
+                source,
+            })?;
+            let mut files: Vec<PathBuf> = rd
+                .flatten()
+                .map(|e| e.path())
+                .filter(|f| f.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "json"))
+                .collect();
+            files.sort();
+            out.extend(files);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Plans from manifests: every valid, unsuspended probe; the rest rejected
+/// with the field named. One bad document never stops the others.
+pub fn load_plans(paths: &[PathBuf]) -> Result<(Vec<ProbePlan>, Vec<Rejected>), StandaloneError> {
+    let mut plans = Vec::new();
+    let mut rejected = Vec::new();
+    for file in manifest_files(paths)? {
+        let text = std::fs::read_to_string(&file).map_err(|source| StandaloneError::Io {
+            path: file.display().to_string(),
+            source,
+        })?;
+        for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+            let origin = format!("{}#{}", file.display(), i + 1);
+            let value: serde_json::Value = match serde::Deserialize::deserialize(doc) {
+                Ok(v) => v,
+                Err(e) => {
+                    rejected.push(Rejected {
+                        origin,
+                        reason: format!("not YAML: {e}"),
+                    });
+                    continue;
+                }
+            };
+            if value.is_null() {
+                continue;
+            }
+            match plan_of(&value) {
+                Ok(Some(p)) => plans.push(p),
+                Ok(None) => {}
+                Err(reason) => rejected.push(Rejected { origin, reason }),
+            }
+        }
+    }
+    Ok((plans, rejected))
+}
+
+fn plan_of(value: &serde_json::Value) -> Result<Option<ProbePlan>, String> {
+    let kind = value["kind"].as_str().unwrap_or_default();
+    let (spec, ns_sel, namespace, name) = match kind {
+        "NetworkProbe" => {
+            let p: NetworkProbe = serde_json::from_value(value.clone()).map_err(|e| format!("NetworkProbe: {e}"))?;
+            let ns = p.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+            (p.spec, None, Some(ns), p.metadata.name.unwrap_or_default())
+        }
+        "ClusterNetworkProbe" => {
+            let p: ClusterNetworkProbe =
+                serde_json::from_value(value.clone()).map_err(|e| format!("ClusterNetworkProbe: {e}"))?;
+            (
+                p.spec.probe,
+                p.spec.namespace_selector,
+                None,
+                p.metadata.name.unwrap_or_default(),
+            )
+        }
+        other => return Err(format!("kind {other:?} is not NetworkProbe or ClusterNetworkProbe")),
+    };
+    if spec.suspend == Some(true) {
+        return Ok(None);
+    }
+    let source = PlanSource {
+        kind: kind.to_string(),
+        namespace,
+        name,
+        uid: "standalone".into(),
+        generation: 1,
+    };
+    ProbePlan::build(source, &spec, ns_sel.as_ref())
+        .map(Some)
+        .map_err(|errs| errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
+}
+
+/// The root cgroup (`/`, catching everything not in a deeper target) and
+/// every cgroup under it to `depth`, as targets.
+pub fn cgroup_targets(root: &Path, depth: usize) -> BTreeMap<String, Target> {
+    let mut out = BTreeMap::new();
+    if let Ok(id) = cgroups::cgroup_id(root) {
+        out.insert(
+            "/".to_string(),
+            Target {
+                key: "/".into(),
+                owner: Owner::Cgroup { path: "/".into() },
+                cgroup_id: id,
+                netns: None,
+            },
+        );
+    }
+    for rel in cgroups::cgroups_to_depth(root, depth) {
+        let Ok(id) = cgroups::cgroup_id(&root.join(&rel)) else {
+            continue;
+        };
+        let path = rel.display().to_string();
+        out.insert(
+            path.clone(),
+            Target {
+                key: path.clone(),
+                owner: Owner::Cgroup { path },
+                cgroup_id: id,
+                netns: None,
+            },
+        );
+    }
+    out
+}
+
+/// Every plan selects every target.
+pub fn desired(plans: &[ProbePlan], targets: BTreeMap<String, Target>) -> Desired {
+    let keys: std::collections::BTreeSet<String> = targets.keys().cloned().collect();
+    let mut d = Desired {
+        targets,
+        plans: BTreeMap::new(),
+    };
+    for p in plans {
+        if d.plans.contains_key(&p.source.key()) {
+            warn!(probe = %p.source.key(), "duplicate probe in manifests; keeping the first");
+            continue;
+        }
+        d.plans.insert(
+            p.source.key(),
+            PlanTargets {
+                plan: Arc::new(p.clone()),
+                targets: keys.clone(),
+            },
+        );
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loads_valid_probes_and_rejects_bad_ones_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("a.yaml"),
+            "apiVersion: netprobe.dev/v1alpha1\nkind: NetworkProbe\nmetadata: {name: a, namespace: x}\nspec:\n  probes: [{type: TcpRetransmits}]\n---\n\
+             apiVersion: netprobe.dev/v1alpha1\nkind: NetworkProbe\nmetadata: {name: bad}\nspec:\n  probes: [{type: TcpRtt, tcpRtt: {buckets: [0.2, 0.1]}}]\n---\n\
+             apiVersion: netprobe.dev/v1alpha1\nkind: NetworkProbe\nmetadata: {name: off}\nspec:\n  suspend: true\n  probes: [{type: TcpResets}]\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("b.yaml"), "kind: Deployment\n").unwrap();
+        std::fs::write(dir.path().join("c.txt"), "ignored").unwrap();
+        let (plans, rejected) = load_plans(&[dir.path().to_path_buf()]).unwrap();
+        assert_eq!(plans.len(), 1);
+        assert_eq!(plans[0].source.key(), "NetworkProbe/x/a");
+        assert_eq!(rejected.len(), 2, "{rejected:?}");
+        assert!(
+            rejected[0].reason.contains("spec.probes[0].tcpRtt.buckets"),
+            "{rejected:?}"
+        );
+        assert!(rejected[1].reason.contains("Deployment"));
+    }
+
+    #[test]
+    fn every_sample_loads() {
+        let samples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/samples");
+        let (plans, rejected) = load_plans(&[samples]).unwrap();
+        assert!(rejected.is_empty(), "{rejected:?}");
+        assert!(plans.len() >= 6);
+    }
+}
