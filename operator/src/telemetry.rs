@@ -141,3 +141,22 @@ pub fn init_logging(format: LogFormat) {
         LogFormat::Json => builder.json().init(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_passes_promtool() {
+        let m = Metrics::new();
+        m.observe("NetworkProbe", Duration::from_millis(3), true);
+        m.observe("ClusterNetworkProbe", Duration::from_millis(30), false);
+        m.leader.set(1);
+        let text = m.render();
+        assert!(
+            text.contains("netprobe_operator_reconcile_errors_total{kind=\"ClusterNetworkProbe\"} 1"),
+            "{text}"
+        );
+        netprobe_testutil::promtool_check("operator exposition", &text);
+    }
+}

@@ -1,0 +1,735 @@
+//! Kernel tier: real programs in the real kernel, kubelet-shaped pods, and
+//! the kernel's own counters as the oracle. Each test prints both numbers.
+//! Runs as root; without root/BTF each test says so loudly and skips, unless
+//! NETPROBE_REQUIRE_KERNEL_TESTS=1 (CI) turns that into a failure.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use netprobe_agent::agent::Agent;
+use netprobe_agent::desired::{Desired, PlanTargets, Target};
+use netprobe_api::{NetworkProbeSpec, PlanSource, Probe, ProbePlan, ProbeType, TcpRetransmitsOptions};
+use support::{Driver, Pod, counter, histogram, kernel_available, serial, series_pods};
+
+fn plan(name: &str, probes: Vec<Probe>) -> ProbePlan {
+    let spec = NetworkProbeSpec {
+        probes,
+        ..Default::default()
+    };
+    let src = PlanSource {
+        kind: "NetworkProbe".into(),
+        namespace: Some("shop".into()),
+        name: name.into(),
+        uid: name.into(),
+        generation: 1,
+    };
+    ProbePlan::build(src, &spec, None).expect("valid plan")
+}
+
+/// Desired state: `plan` selects `selected`; `others` exist but are not selected.
+fn desired(plan: ProbePlan, selected: &[Target], others: &[Target]) -> Desired {
+    let mut targets = BTreeMap::new();
+    for t in selected.iter().chain(others) {
+        targets.insert(t.key.clone(), t.clone());
+    }
+    let keys: BTreeSet<String> = selected.iter().map(|t| t.key.clone()).collect();
+    Desired {
+        targets,
+        plans: BTreeMap::from([(
+            plan.source.key(),
+            PlanTargets {
+                plan: Arc::new(plan),
+                targets: keys,
+            },
+        )]),
+    }
+}
+
+const SINK: &str = r#"
+import socket, threading
+def handle(c):
+    while c.recv(65536):
+        pass
+    c.close()
+def serve(s):
+    while True:
+        c, _ = s.accept()
+        threading.Thread(target=handle, args=(c,), daemon=True).start()
+s4 = socket.socket(socket.AF_INET, socket.SOCK_STREAM); s4.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s4.bind(("0.0.0.0", 5001)); s4.listen(64)
+s6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM); s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+s6.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s6.bind(("::", 5001)); s6.listen(64)
+threading.Thread(target=serve, args=(s4,), daemon=True).start()
+threading.Thread(target=serve, args=(s6,), daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()
+"#;
+
+fn bulk_client(pod: &Pod) -> String {
+    format!(
+        r#"
+import socket
+def send(fam, addr):
+    s = socket.socket(fam, socket.SOCK_STREAM); s.settimeout(120); s.connect((addr, 5001))
+    buf = b"x" * 65536
+    for _ in range(24):
+        s.sendall(buf)
+    s.shutdown(socket.SHUT_WR)
+    while s.recv(65536):
+        pass
+    s.close()
+send(socket.AF_INET, "{v4}")
+send(socket.AF_INET6, "{v6}")
+send(socket.AF_INET6, "::ffff:{v4}")
+print("done")
+"#,
+        v4 = pod.peer_ip4,
+        v6 = pod.peer_ip6
+    )
+}
+
+#[test]
+fn retransmits_equal_tcp_retrans_segs_for_ipv4_ipv6_and_mapped() {
+    if !kernel_available("retransmits") {
+        return;
+    }
+    let _s = serial();
+    let agent = Agent::new(false).expect("agent loads");
+    let mut selected = Pod::new(Driver::Systemd);
+    let mut unselected = Pod::new(Driver::Cgroupfs);
+    for p in [&mut selected, &mut unselected] {
+        p.peer_spawn(SINK);
+        // 3% loss on the peer's ingress: the pod's sender retransmits.
+        Pod::nft(
+            &p.peer_ns,
+            "table inet nptest {\n chain input {\n type filter hook input priority 0;\n tcp dport 5001 numgen random mod 100 < 3 counter drop\n }\n}",
+        );
+    }
+    let (ts, tu) = (selected.target("shop", "redis-0"), unselected.target("shop", "other-0"));
+    let report = agent
+        .set_desired(desired(
+            plan("retrans", vec![Probe::new(ProbeType::TcpRetransmits)]),
+            &[ts],
+            &[tu],
+        ))
+        .expect("apply");
+    assert!(report.unsupported.is_empty(), "{report:?}");
+    let before = selected.nstat("TcpRetransSegs");
+    let before_u = unselected.nstat("TcpRetransSegs");
+    selected.run(&bulk_client(&selected));
+    unselected.run(&bulk_client(&unselected));
+    std::thread::sleep(Duration::from_millis(300));
+    let oracle = selected.nstat("TcpRetransSegs") - before;
+    let fams = agent.render();
+    let got = counter(&fams, "netprobe_tcp_retransmits_total", &[("pod", "redis-0")]).unwrap_or(0.0) as u64;
+    println!("TcpRetransmits: nstat TcpRetransSegs delta = {oracle}, netprobe = {got}");
+    assert!(oracle > 0, "the nft loss rule must cause retransmits");
+    assert_eq!(got, oracle);
+    assert!(
+        unselected.nstat("TcpRetransSegs") > before_u,
+        "the unselected pod retransmitted too"
+    );
+    assert_eq!(
+        series_pods(&fams, "netprobe_tcp_retransmits_total"),
+        vec!["redis-0".to_string()],
+        "unselected pod has no series"
+    );
+}
+
+#[test]
+fn retransmit_peer_labels_sum_to_the_pod_total() {
+    if !kernel_available("retransmit peer labels") {
+        return;
+    }
+    let _s = serial();
+    let agent = Agent::new(false).expect("agent loads");
+    let mut pod = Pod::new(Driver::Systemd);
+    pod.peer_spawn(SINK);
+    Pod::nft(
+        &pod.peer_ns,
+        "table inet nptest {\n chain input {\n type filter hook input priority 0;\n tcp dport 5001 numgen random mod 100 < 3 drop\n }\n}",
+    );
+    let probe = Probe {
+        tcp_retransmits: Some(TcpRetransmitsOptions {
+            peer_labels: Some(true),
+        }),
+        ..Probe::new(ProbeType::TcpRetransmits)
+    };
+    agent
+        .set_desired(desired(plan("peers", vec![probe]), &[pod.target("shop", "p")], &[]))
+        .expect("apply");
+    let before = pod.nstat("TcpRetransSegs");
+    pod.run(&bulk_client(&pod));
+    std::thread::sleep(Duration::from_millis(300));
+    let oracle = pod.nstat("TcpRetransSegs") - before;
+    let fams = agent.render();
+    let v4 = counter(
+        &fams,
+        "netprobe_tcp_retransmits_total",
+        &[("peer_address", &pod.peer_ip4), ("peer_port", "5001")],
+    )
+    .unwrap_or(0.0);
+    let v6 = counter(
+        &fams,
+        "netprobe_tcp_retransmits_total",
+        &[("peer_address", &pod.peer_ip6)],
+    )
+    .unwrap_or(0.0);
+    let total = counter(&fams, "netprobe_tcp_retransmits_total", &[("pod", "p")]).unwrap_or(0.0) as u64;
+    println!("TcpRetransmits peers: nstat = {oracle}, netprobe total = {total} (v4 and mapped = {v4}, v6 = {v6})");
+    assert_eq!(total, oracle);
+    assert!(v4 > 0.0 && v6 > 0.0, "both families have peer series");
+    assert_eq!(
+        (v4 + v6) as u64,
+        total,
+        "v4-mapped peers are reported as their IPv4 address"
+    );
+}
+
+#[test]
+fn resets_sent_and_received_match_the_kernel() {
+    if !kernel_available("resets") {
+        return;
+    }
+    let _s = serial();
+    let agent = Agent::new(false).expect("agent loads");
+    let pod = Pod::new(Driver::Systemd);
+    agent
+        .set_desired(desired(
+            plan("rst", vec![Probe::new(ProbeType::TcpResets)]),
+            &[pod.target("shop", "web-0")],
+            &[],
+        ))
+        .expect("apply");
+    let (pod_out, peer_out) = (pod.nstat("TcpOutRsts"), pod.peer_nstat("TcpOutRsts"));
+    // Received: connects to a closed port of the peer, both families.
+    pod.run(&format!(
+        r#"
+import socket
+for fam, addr in [(socket.AF_INET, "{}"), (socket.AF_INET6, "{}")] * 4:
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    try:
+        s.connect((addr, 5999))
+    except ConnectionRefusedError:
+        pass
+    s.close()
+"#,
+        pod.peer_ip4, pod.peer_ip6
+    ));
+    // Sent without a socket: the peer knocks on a closed port of the pod.
+    pod.peer_run(&format!(
+        r#"
+import socket
+for fam, addr in [(socket.AF_INET, "{}"), (socket.AF_INET6, "{}")] * 3:
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    try:
+        s.connect((addr, 5998))
+    except ConnectionRefusedError:
+        pass
+    s.close()
+"#,
+        pod.ip4, pod.ip6
+    ));
+    // Sent with a socket: the pod aborts accepted connections (SO_LINGER 0).
+    let server = r#"
+import socket, struct, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::", 5997)); s.listen(8); print("ready", flush=True)
+for _ in range(3):
+    c, _ = s.accept()
+    c.recv(16)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+"#;
+    let mut child = pod.spawn(server);
+    support::read_ready(&mut child);
+    pod.peer_run(&format!(
+        r#"
+import socket, time
+for addr in ["{}", "{}", "{}"]:
+    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_STREAM); s.connect((addr, 5997)); s.send(b"hi")
+    try:
+        while s.recv(16):
+            pass
+    except ConnectionResetError:
+        pass
+    s.close()
+"#,
+        pod.ip4, pod.ip6, pod.ip4
+    ));
+    let _ = child.wait();
+    std::thread::sleep(Duration::from_millis(200));
+    let sent_oracle = pod.nstat("TcpOutRsts") - pod_out;
+    let recv_oracle = pod.peer_nstat("TcpOutRsts") - peer_out;
+    let fams = agent.render();
+    let sent = counter(
+        &fams,
+        "netprobe_tcp_resets_total",
+        &[("pod", "web-0"), ("direction", "sent")],
+    )
+    .unwrap_or(0.0) as u64;
+    let recv = counter(
+        &fams,
+        "netprobe_tcp_resets_total",
+        &[("pod", "web-0"), ("direction", "received")],
+    )
+    .unwrap_or(0.0) as u64;
+    println!("TcpResets sent: pod TcpOutRsts delta = {sent_oracle}, netprobe = {sent}");
+    println!("TcpResets received: peer TcpOutRsts delta = {recv_oracle}, netprobe = {recv}");
+    assert_eq!(sent_oracle, 9);
+    assert_eq!(sent, sent_oracle);
+    assert_eq!(recv_oracle, 8);
+    assert_eq!(recv, recv_oracle);
+}
+
+#[test]
+fn connect_latency_sees_the_dropped_syn_and_failures() {
+    if !kernel_available("connect latency") {
+        return;
+    }
+    let _s = serial();
+    let agent = Agent::new(false).expect("agent loads");
+    let mut pod = Pod::new(Driver::Cgroupfs);
+    pod.peer_spawn(
+        r#"
+import socket, threading
+def serve(fam, addr):
+    s = socket.socket(fam, socket.SOCK_STREAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if fam == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    s.bind((addr, 5002)); s.listen(64)
+    while True:
+        c, _ = s.accept(); c.close()
+for fam, addr in [(socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")]:
+    threading.Thread(target=serve, args=(fam, addr), daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()
+"#,
+    );
+    agent
+        .set_desired(desired(
+            plan("lat", vec![Probe::new(ProbeType::TcpConnectLatency)]),
+            &[pod.target("shop", "api-0")],
+            &[],
+        ))
+        .expect("apply");
+    let connect = |addrs: &str, port: u16| {
+        format!(
+            r#"
+import socket, time
+for addr in [{addrs}]:
+    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_STREAM); s.settimeout(10)
+    t = time.monotonic()
+    try:
+        s.connect((addr, {port}))
+        print("ok %.4f" % (time.monotonic() - t))
+    except ConnectionRefusedError:
+        print("refused")
+    s.close()
+"#
+        )
+    };
+    let quick = format!(
+        "\"{}\", \"{}\", \"{}\", \"::ffff:{}\", \"{}\"",
+        pod.peer_ip4, pod.peer_ip6, pod.peer_ip4, pod.peer_ip4, pod.peer_ip6
+    );
+    println!(
+        "undisturbed connects: {}",
+        pod.run(&connect(&quick, 5002)).trim().replace('\n', ", ")
+    );
+    // First SYN dropped: the kernel retransmits it after 1 s.
+    Pod::nft(
+        &pod.peer_ns,
+        "table inet nptest {\n chain input {\n type filter hook input priority 0;\n tcp dport 5002 tcp flags syn counter drop\n }\n}",
+    );
+    let slow = pod.spawn(&format!(
+        r#"
+import socket, threading, time
+def one(fam, addr):
+    s = socket.socket(fam, socket.SOCK_STREAM); s.settimeout(10)
+    t = time.monotonic(); s.connect((addr, 5002)); print("ok %.4f" % (time.monotonic() - t), flush=True); s.close()
+ts = [threading.Thread(target=one, args=a) for a in [(socket.AF_INET, "{}"), (socket.AF_INET6, "{}")]]
+[t.start() for t in ts]
+[t.join() for t in ts]
+"#,
+        pod.peer_ip4, pod.peer_ip6
+    ));
+    std::thread::sleep(Duration::from_millis(400));
+    support::sh(&format!("ip netns exec {} nft delete table inet nptest", pod.peer_ns));
+    let out = slow.wait_with_output().expect("slow connects");
+    println!(
+        "first-SYN-dropped connects: {}",
+        String::from_utf8_lossy(&out.stdout).trim().replace('\n', ", ")
+    );
+    // Refused: nothing listens on 5996.
+    pod.run(&connect(
+        &format!("\"{}\", \"{}\", \"{}\"", pod.peer_ip4, pod.peer_ip6, pod.peer_ip4),
+        5996,
+    ));
+    let fams = agent.render();
+    let (count, sum, buckets) =
+        histogram(&fams, "netprobe_tcp_connect_latency_seconds", &[("pod", "api-0")]).expect("histogram");
+    let le = |b: f64| {
+        buckets
+            .iter()
+            .find(|(u, _)| (*u - b).abs() < 1e-9)
+            .map(|x| x.1)
+            .unwrap_or(0)
+    };
+    println!(
+        "TcpConnectLatency: count = {count}, sum = {sum:.4}s, le=0.01: {}, le=1: {}, le=2.5: {}",
+        le(0.01),
+        le(1.0),
+        le(2.5)
+    );
+    assert_eq!(count, 7);
+    assert_eq!(le(0.01), 5, "undisturbed connects on veth are well under 10 ms");
+    assert_eq!(le(1.0), 5, "connects whose first SYN was dropped take at least 1 s");
+    assert_eq!(le(2.5), 7);
+    let refused = counter(
+        &fams,
+        "netprobe_tcp_connect_failures_total",
+        &[("pod", "api-0"), ("reason", "refused")],
+    )
+    .unwrap_or(0.0);
+    println!("TcpConnectLatency failures: refused = {refused} (3 attempted)");
+    assert_eq!(refused, 3.0);
+}
+
+#[test]
+fn rtt_samples_match_ss() {
+    if !kernel_available("rtt") {
+        return;
+    }
+    let _s = serial();
+    let agent = Agent::new(false).expect("agent loads");
+    let mut pod = Pod::new(Driver::Systemd);
+    pod.peer_spawn(
+        r#"
+import socket, threading
+def handle(c):
+    while True:
+        d = c.recv(64)
+        if not d:
+            break
+        c.sendall(d)
+def serve(fam, addr):
+    s = socket.socket(fam, socket.SOCK_STREAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if fam == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    s.bind((addr, 5003)); s.listen(8)
+    while True:
+        c, _ = s.accept()
+        threading.Thread(target=handle, args=(c,), daemon=True).start()
+for fam, addr in [(socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")]:
+    threading.Thread(target=serve, args=(fam, addr), daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()
+"#,
+    );
+    agent
+        .set_desired(desired(
+            plan("rtt", vec![Probe::new(ProbeType::TcpRtt)]),
+            &[pod.target("shop", "db-0")],
+            &[],
+        ))
+        .expect("apply");
+    let mut client = pod.spawn(&format!(
+        r#"
+import socket, time
+conns = []
+for fam, addr in [(socket.AF_INET, "{}"), (socket.AF_INET6, "{}")]:
+    s = socket.socket(fam, socket.SOCK_STREAM); s.connect((addr, 5003))
+    for _ in range(20):
+        s.sendall(b"ping"); s.recv(64)
+    conns.append(s)
+print("ok", flush=True)
+time.sleep(60)
+"#,
+        pod.peer_ip4, pod.peer_ip6
+    ));
+    support::read_ready(&mut client);
+    let ss = support::sh(&format!(
+        "ip netns exec {} ss -tin state established '( dport = :5003 )'",
+        pod.ns
+    ));
+    let text = String::from_utf8_lossy(&ss.stdout).into_owned();
+    let rtts: Vec<f64> = text
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("rtt:"))
+        .filter_map(|v| v.split('/').next().and_then(|x| x.parse::<f64>().ok()))
+        .collect();
+    assert_eq!(rtts.len(), 2, "ss shows both connections: {text}");
+    let sampler = agent.rtt_sampler().expect("TcpRtt attached the sampler");
+    sampler.run().expect("iterator runs");
+    let fams = agent.render();
+    let (count, sum, _) = histogram(&fams, "netprobe_tcp_rtt_seconds", &[("pod", "db-0")]).expect("rtt histogram");
+    let ss_mean_s = rtts.iter().sum::<f64>() / rtts.len() as f64 / 1000.0;
+    let mean = sum / count as f64;
+    println!(
+        "TcpRtt: ss -ti srtt = {rtts:?} ms (mean {:.1} us), netprobe samples = {count}, mean = {:.1} us",
+        ss_mean_s * 1e6,
+        mean * 1e6
+    );
+    assert_eq!(count, 2, "one sample per established connection per run");
+    assert!(
+        (mean - ss_mean_s).abs() <= ss_mean_s * 0.1 + 2e-6,
+        "sampled srtt {mean} vs ss {ss_mean_s}"
+    );
+    let _ = client.kill();
+    let _ = client.wait();
+    std::thread::sleep(Duration::from_millis(200));
+    let fams = agent.render();
+    let (count_after, _, _) = histogram(&fams, "netprobe_tcp_rtt_seconds", &[("pod", "db-0")]).expect("rtt histogram");
+    println!("TcpRtt: samples after the connections closed = {count_after}");
+    assert_eq!(count_after, 4, "a closing connection is sampled once more");
+}
+
+#[test]
+fn packet_drops_equal_the_nft_rule_counters() {
+    if !kernel_available("drops") {
+        return;
+    }
+    let _s = serial();
+    let agent = Agent::new(false).expect("agent loads");
+    let pod = Pod::new(Driver::Cgroupfs);
+    let probe = Probe {
+        packet_drops: Some(netprobe_api::PacketDropsOptions {
+            reasons: Some(vec!["NETFILTER_DROP".into()]),
+        }),
+        ..Probe::new(ProbeType::PacketDrops)
+    };
+    agent
+        .set_desired(desired(
+            plan("drops", vec![probe]),
+            &[pod.target("shop", "cache-0")],
+            &[],
+        ))
+        .expect("apply");
+    // Inbound drops (no socket yet: attributed by the device's namespace) and
+    // outbound drops of the pod's own socket (attributed by its cgroup).
+    Pod::nft(
+        &pod.ns,
+        "table inet nptest {\n chain input {\n type filter hook input priority 0;\n udp dport 9999 counter drop\n }\n \
+         chain output {\n type filter hook output priority 0;\n udp dport 9998 counter drop\n }\n}",
+    );
+    pod.peer_run(&format!(
+        r#"
+import socket
+for fam, addr in [(socket.AF_INET, "{}"), (socket.AF_INET6, "{}")]:
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    for _ in range(25):
+        s.sendto(b"x", (addr, 9999))
+"#,
+        pod.ip4, pod.ip6
+    ));
+    pod.run(&format!(
+        r#"
+import socket
+for fam, addr in [(socket.AF_INET, "{}"), (socket.AF_INET6, "{}")]:
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    for _ in range(10):
+        try:
+            s.sendto(b"x", (addr, 9998))
+        except PermissionError:
+            pass
+"#,
+        pod.peer_ip4, pod.peer_ip6
+    ));
+    std::thread::sleep(Duration::from_millis(200));
+    let out = support::sh(&format!("ip netns exec {} nft -j list table inet nptest", pod.ns));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("nft json");
+    let oracle: u64 = v["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o["rule"]["expr"].as_array())
+        .flatten()
+        .filter_map(|e| e["counter"]["packets"].as_u64())
+        .sum();
+    let fams = agent.render();
+    let got = counter(
+        &fams,
+        "netprobe_packet_drops_total",
+        &[("pod", "cache-0"), ("reason", "NETFILTER_DROP")],
+    )
+    .unwrap_or(0.0) as u64;
+    println!("PacketDrops: nft rule counters = {oracle}, netprobe NETFILTER_DROP = {got}");
+    assert_eq!(oracle, 70);
+    assert_eq!(got, oracle);
+    let other_reasons = fams
+        .iter()
+        .filter(|f| f.name() == "netprobe_packet_drops_total")
+        .flat_map(|f| f.get_metric())
+        .filter(|m| {
+            m.get_label()
+                .iter()
+                .any(|l| l.name() == "reason" && l.value() != "NETFILTER_DROP")
+        })
+        .count();
+    assert_eq!(other_reasons, 0, "the plan's reason allow-list filters the rest");
+}
+
+#[test]
+fn attribution_survives_container_restart_and_covers_host_network_pods() {
+    if !kernel_available("attribution") {
+        return;
+    }
+    let _s = serial();
+    let agent = Agent::new(false).expect("agent loads");
+    let mut pod = Pod::new(Driver::Systemd);
+    let other = Pod::new(Driver::Systemd);
+    let host = Pod::host_network(Driver::Cgroupfs);
+    let p = plan("attr", vec![Probe::new(ProbeType::TcpResets)]);
+    agent
+        .set_desired(desired(
+            p.clone(),
+            &[pod.target("shop", "a"), host.target("shop", "h")],
+            &[other.target("shop", "b")],
+        ))
+        .expect("apply");
+    let refused = |p: &Pod, addr: &str, n: usize| {
+        p.run(&format!(
+            r#"
+import socket
+for _ in range({n}):
+    fam = socket.AF_INET6 if ":" in "{addr}" else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    try:
+        s.connect(("{addr}", 5995))
+    except ConnectionRefusedError:
+        pass
+    s.close()
+"#
+        ));
+    };
+    refused(&pod, &pod.peer_ip4, 2);
+    refused(&other, &other.peer_ip4, 2);
+    refused(&host, "127.0.0.1", 3);
+    let fams = agent.render();
+    let got = |f: &[prometheus::proto::MetricFamily], name: &str| {
+        counter(
+            f,
+            "netprobe_tcp_resets_total",
+            &[("pod", name), ("direction", "received")],
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(got(&fams, "a"), 2.0);
+    assert_eq!(got(&fams, "h"), 3.0, "hostNetwork pods are attributed by cgroup");
+    assert!(
+        !series_pods(&fams, "netprobe_tcp_resets_total").contains(&"b".to_string()),
+        "unselected pod b has no series"
+    );
+    pod.restart_container();
+    refused(&pod, &pod.peer_ip6, 2);
+    let fams = agent.render();
+    println!(
+        "attribution: pod a received resets before+after restart = {}",
+        got(&fams, "a")
+    );
+    assert_eq!(
+        got(&fams, "a"),
+        4.0,
+        "a new container cgroup keeps the pod's attribution"
+    );
+    // The pod leaves the plan: its series go.
+    agent
+        .set_desired(desired(p, &[host.target("shop", "h")], &[]))
+        .expect("apply");
+    let fams = agent.render();
+    assert!(!series_pods(&fams, "netprobe_tcp_resets_total").contains(&"a".to_string()));
+}
+
+fn np_programs() -> BTreeSet<u64> {
+    let out = support::sh("bpftool -j prog show");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["name"].as_str().is_some_and(|n| n.starts_with("np_")))
+        .filter_map(|p| p["id"].as_u64())
+        .collect()
+}
+
+#[test]
+fn nothing_remains_in_the_kernel_after_stop_or_sigkill() {
+    if !kernel_available("cleanup") {
+        return;
+    }
+    let _s = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "apiVersion: netprobe.dev/v1alpha1\nkind: NetworkProbe\nmetadata: {name: all, namespace: x}\nspec:\n  probes:\n  - type: TcpRetransmits\n  - type: TcpResets\n  - type: TcpConnectLatency\n  - type: TcpRtt\n  - type: PacketDrops\n",
+    )
+    .expect("write manifest");
+    for signal in ["TERM", "KILL"] {
+        let before = np_programs();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_netprobe-agent"))
+            .args([
+                "--standalone",
+                &dir.path().display().to_string(),
+                "--metrics-addr",
+                "127.0.0.1:0",
+                "--rescan-interval",
+                "0.2",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start agent");
+        let mut ours = BTreeSet::new();
+        for _ in 0..100 {
+            ours = np_programs().difference(&before).copied().collect();
+            if ours.len() >= 8 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(ours.len() >= 8, "the agent attached every program: {ours:?}");
+        support::sh(&format!("kill -{signal} {}", child.id()));
+        let _ = child.wait();
+        let mut left = BTreeSet::new();
+        for _ in 0..50 {
+            left = np_programs().intersection(&ours).copied().collect();
+            if left.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        println!(
+            "cleanup after SIG{signal}: {} programs attached, {} left",
+            ours.len(),
+            left.len()
+        );
+        assert!(left.is_empty(), "programs left after SIG{signal}: {left:?}");
+    }
+}
+
+#[test]
+fn exposition_with_every_probe_type_passes_promtool() {
+    if !kernel_available("exposition") {
+        return;
+    }
+    let _s = serial();
+    let agent = Agent::new(false).expect("agent loads");
+    let pod = Pod::new(Driver::Systemd);
+    let probes = ProbeType::ALL.iter().map(|t| Probe::new(*t)).collect();
+    agent
+        .set_desired(desired(plan("all", probes), &[pod.target("shop", "p")], &[]))
+        .expect("apply");
+    pod.run(&format!(
+        "import socket\nfor _ in range(3):\n    s = socket.socket()\n    try:\n        s.connect(('{}', 5994))\n    except OSError:\n        pass\n    s.close()\n",
+        pod.peer_ip4
+    ));
+    let text = agent.exposition();
+    assert!(text.contains("netprobe_tcp_resets_total"), "{text}");
+    assert!(text.contains("netprobe_tcp_connect_failures_total"), "{text}");
+    netprobe_testutil::promtool_check("agent exposition", &text);
+}
