@@ -8,8 +8,12 @@
 
 pub mod agent;
 pub mod cgroups;
+pub mod cluster;
 pub mod collector;
 pub mod desired;
 pub mod iter;
 pub mod manager;
+pub mod podindex;
+pub mod selection;
 pub mod standalone;
+pub mod status;

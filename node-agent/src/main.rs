@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use netprobe_agent::agent::{self, Agent};
+use netprobe_agent::cluster::{self, ClusterConfig};
 use netprobe_agent::{cgroups, standalone};
 use tracing::{error, info, warn};
 
@@ -22,6 +23,15 @@ struct Cli {
     /// from these files or directories; series are labelled by cgroup.
     #[arg(long, num_args = 1.., value_name = "FILE_OR_DIR")]
     standalone: Vec<PathBuf>,
+    /// Cluster mode: this node's name (downward API spec.nodeName).
+    #[arg(long, env = "NODE_NAME")]
+    node_name: Option<String>,
+    /// Cluster mode: namespace holding the plan ConfigMaps (the agent's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = netprobe_api::keys::DEFAULT_NAMESPACE)]
+    namespace: String,
+    /// Cluster mode: minimum seconds between two status writes for one probe.
+    #[arg(long, default_value = "5", value_parser = parse_secs)]
+    status_min_interval: Duration,
     /// Address of /metrics and /healthz.
     #[arg(long, env = "NETPROBE_METRICS_ADDR", default_value = "0.0.0.0:9990")]
     metrics_addr: SocketAddr,
@@ -60,14 +70,13 @@ async fn main() -> anyhow::Result<()> {
         LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
         LogFormat::Json => tracing_subscriber::fmt().with_env_filter(filter).json().init(),
     }
-    if cli.standalone.is_empty() {
-        anyhow::bail!("cluster mode is not available in this build yet; run with --standalone <manifests>");
-    }
     let cgroup_root = match &cli.cgroup_root {
         Some(p) => p.clone(),
         None => cgroups::cgroup2_mount(&cli.proc_root.join("self/mountinfo"))?,
     };
-    let agent = Agent::new(true).context("loading eBPF (needs root or CAP_BPF+CAP_PERFMON, and kernel BTF)")?;
+    let standalone_mode = !cli.standalone.is_empty();
+    let agent =
+        Agent::new(standalone_mode).context("loading eBPF (needs root or CAP_BPF+CAP_PERFMON, and kernel BTF)")?;
     tokio::spawn({
         let agent = agent.clone();
         let addr = cli.metrics_addr;
@@ -79,6 +88,28 @@ async fn main() -> anyhow::Result<()> {
         }
     });
     tokio::spawn(agent::sample_rtt_forever(agent.clone(), cli.rtt_interval));
+    if !standalone_mode {
+        let node = cli
+            .node_name
+            .clone()
+            .context("cluster mode needs --node-name or NODE_NAME (or use --standalone)")?;
+        let client = kube::Client::try_default()
+            .await
+            .context("no Kubernetes configuration found")?;
+        let cfg = ClusterConfig {
+            node,
+            namespace: cli.namespace.clone(),
+            cgroup_root,
+            proc_root: cli.proc_root.clone(),
+            status_min_interval: cli.status_min_interval,
+        };
+        info!(metrics = %cli.metrics_addr, node = %cfg.node, "agent running");
+        tokio::select! {
+            () = cluster::run(client, cfg, std::sync::Arc::new(agent.clone())) => {}
+            _ = tokio::signal::ctrl_c() => info!("stopping; the kernel detaches every program with the process"),
+        }
+        return Ok(());
+    }
     info!(metrics = %cli.metrics_addr, cgroup_root = %cgroup_root.display(), "standalone agent running");
 
     let mut last: Option<(Vec<String>, Vec<String>)> = None;

@@ -102,10 +102,10 @@ fn retransmits_equal_tcp_retrans_segs_for_ipv4_ipv6_and_mapped() {
     let mut unselected = Pod::new(Driver::Cgroupfs);
     for p in [&mut selected, &mut unselected] {
         p.peer_spawn(SINK);
-        // 3% loss on the peer's ingress: the pod's sender retransmits.
+        // Every 10th packet to the peer is lost (at least two per connection): the pod's sender retransmits.
         Pod::nft(
             &p.peer_ns,
-            "table inet nptest {\n chain input {\n type filter hook input priority 0;\n tcp dport 5001 numgen random mod 100 < 3 counter drop\n }\n}",
+            "table inet nptest {\n chain input {\n type filter hook input priority 0;\n tcp dport 5001 numgen inc mod 10 == 0 counter drop\n }\n}",
         );
     }
     let (ts, tu) = (selected.target("shop", "redis-0"), unselected.target("shop", "other-0"));
@@ -150,7 +150,7 @@ fn retransmit_peer_labels_sum_to_the_pod_total() {
     pod.peer_spawn(SINK);
     Pod::nft(
         &pod.peer_ns,
-        "table inet nptest {\n chain input {\n type filter hook input priority 0;\n tcp dport 5001 numgen random mod 100 < 3 drop\n }\n}",
+        "table inet nptest {\n chain input {\n type filter hook input priority 0;\n tcp dport 5001 numgen inc mod 10 == 0 drop\n }\n}",
     );
     let probe = Probe {
         tcp_retransmits: Some(TcpRetransmitsOptions {

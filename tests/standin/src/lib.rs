@@ -13,14 +13,19 @@ pub mod select;
 mod store;
 
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::UnsyncBoxBody as BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::Value;
 
-pub use store::{Record, Store};
+pub use store::{Record, Store, WatchQuery};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A cheaply clonable handle on one in-memory API.
 #[derive(Clone, Default)]
@@ -60,18 +65,113 @@ impl Standin {
                     .get(http::header::CONTENT_TYPE)
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string);
-                let (status, value) = me
-                    .store()
-                    .handle(parts.method.as_str(), &parts.uri, ct.as_deref(), &bytes);
-                let body = Full::new(Bytes::from(serde_json::to_vec(&value).unwrap_or_default()));
-                Response::builder()
-                    .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
-                    .header(http::header::CONTENT_TYPE, "application/json")
-                    .body(body)
-                    .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+                Ok::<_, BoxError>(me.respond(parts.method.as_str(), &parts.uri, ct.as_deref(), &bytes))
             }
         });
         kube::Client::new(svc, "default")
+    }
+
+    /// Answer one HTTP request: plain JSON, or a streaming watch.
+    pub fn respond(
+        &self,
+        method: &str,
+        uri: &http::Uri,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Response<BoxBody<Bytes, BoxError>> {
+        let is_watch = method == "GET"
+            && uri
+                .query()
+                .is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"));
+        let (status, value) = if is_watch {
+            let parsed = {
+                let mut st = self.store();
+                match st.fail_with {
+                    Some(code) => Err((
+                        code,
+                        serde_json::json!({"kind": "Status", "code": code, "message": "failing on purpose"}),
+                    )),
+                    None => st.watch_query(uri),
+                }
+            };
+            match parsed {
+                Ok(q) => return json_response(200, self.watch_body(q)),
+                Err(e) => e,
+            }
+        } else {
+            self.store().handle(method, uri, content_type, body)
+        };
+        let body = Full::new(Bytes::from(serde_json::to_vec(&value).unwrap_or_default()))
+            .map_err(|e| match e {})
+            .boxed_unsync();
+        json_response(status, body)
+    }
+
+    /// A watch stream: replays what followed `since`, then follows changes;
+    /// BOOKMARKs every second when asked; ends at timeoutSeconds or when the
+    /// stand-in starts failing.
+    fn watch_body(&self, q: WatchQuery) -> BoxBody<Bytes, BoxError> {
+        let changed = self.store().changed.clone();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(q.timeout.unwrap_or(290));
+        let state = (
+            self.clone(),
+            q,
+            std::collections::VecDeque::<serde_json::Value>::new(),
+            false,
+        );
+        let stream = futures::stream::unfold(state, move |(me, mut q, mut pending, done)| {
+            let changed = changed.clone();
+            async move {
+                loop {
+                    if let Some(ev) = pending.pop_front() {
+                        let mut line = serde_json::to_vec(&ev).unwrap_or_default();
+                        line.push(b'\n');
+                        return Some((
+                            Ok::<_, BoxError>(http_body::Frame::data(Bytes::from(line))),
+                            (me, q, pending, done),
+                        ));
+                    }
+                    if done || tokio::time::Instant::now() >= deadline {
+                        return None;
+                    }
+                    let notified = changed.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    let result = {
+                        let st = me.store();
+                        if st.fail_with.is_some() {
+                            return None;
+                        }
+                        st.watch_events(&q)
+                            .map(|(evs, last)| (evs, last, st.resource_version()))
+                    };
+                    match result {
+                        Err(gone) => {
+                            pending.push_back(gone);
+                            return Some((
+                                Ok(http_body::Frame::data(Bytes::from(
+                                    serde_json::to_vec(&pending.pop_front()).unwrap_or_default(),
+                                ))),
+                                (me, q, pending, true),
+                            ));
+                        }
+                        Ok((evs, last, _)) if !evs.is_empty() => {
+                            q.since = last;
+                            pending.extend(evs);
+                        }
+                        Ok((_, last, rv)) => {
+                            q.since = last;
+                            let timed_out = tokio::time::timeout(Duration::from_secs(1), notified).await.is_err();
+                            if timed_out && q.bookmarks {
+                                pending.push_back(serde_json::json!({"type": "BOOKMARK", "object": {
+                                    "apiVersion": "v1", "kind": "Bookmark", "metadata": {"resourceVersion": rv.to_string()}}}));
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        BodyExt::boxed_unsync(StreamBody::new(stream.boxed()))
     }
 
     /// Seed or overwrite an object directly (no request recorded).
@@ -79,8 +179,26 @@ impl Standin {
         self.store().seed(api_version, plural, obj)
     }
 
+    /// Make every request fail with `code` (an unreachable API server), or
+    /// serve again with None. Open watches end.
+    pub fn fail_with(&self, code: Option<u16>) {
+        let mut st = self.store();
+        st.fail_with = code;
+        st.changed.notify_waiters();
+    }
+
     /// The current object, if any.
     pub fn get(&self, api_version: &str, plural: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
         self.store().get_obj(api_version, plural, namespace, name)
     }
+}
+
+fn json_response(status: u16, body: BoxBody<Bytes, BoxError>) -> Response<BoxBody<Bytes, BoxError>> {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
 }

@@ -1,4 +1,7 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use tokio::sync::Notify;
 
 use http::Uri;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -33,7 +36,7 @@ impl Record {
     }
 }
 
-type ObjKey = (String, String, String, String); // (apiVersion path, plural, namespace, name)
+pub(crate) type ObjKey = (String, String, String, String); // (apiVersion path, plural, namespace, name)
 
 /// The stand-in's whole state.
 #[derive(Default)]
@@ -48,6 +51,37 @@ pub struct Store {
     /// When set, every request fails with this status (an unreachable or
     /// broken API server).
     pub fail_with: Option<u16>,
+    /// Recent changes, for watches; older ones answer 410 Gone.
+    events: VecDeque<WatchEvent>,
+    /// Woken on every change.
+    pub(crate) changed: Arc<Notify>,
+}
+
+/// Changes kept for watches to replay.
+const MAX_EVENTS: usize = 5000;
+
+/// One change of one object.
+#[derive(Clone, Debug)]
+pub(crate) struct WatchEvent {
+    pub rv: u64,
+    pub key: ObjKey,
+    pub kind: &'static str,
+    pub object: Value,
+    /// The object before a MODIFIED event.
+    pub old: Option<Value>,
+}
+
+/// What a watch request asks for.
+#[derive(Clone, Debug)]
+pub struct WatchQuery {
+    prefix: String,
+    plural: String,
+    ns: Option<String>,
+    labels: LabelQuery,
+    fields: FieldQuery,
+    pub since: u64,
+    pub bookmarks: bool,
+    pub timeout: Option<u64>,
 }
 
 fn api_path(api_version: &str) -> String {
@@ -134,7 +168,7 @@ impl Store {
         let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
         let key = (api_path(api_version), plural.to_string(), ns, name);
         self.stamp_new(&mut obj);
-        self.objects.insert(key, obj.clone());
+        self.put_obj(key, obj.clone());
         obj
     }
 
@@ -249,6 +283,104 @@ impl Store {
         }
     }
 
+    /// Parse a watch request, or answer why it cannot be served.
+    pub fn watch_query(&mut self, uri: &Uri) -> Result<WatchQuery, (u16, Value)> {
+        self.builtin();
+        let path = uri.path();
+        let query = uri.query().unwrap_or("");
+        let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let (prefix, rest) = match segs.as_slice() {
+            ["api", v, rest @ ..] => (format!("api/{v}"), rest),
+            ["apis", g, v, rest @ ..] => (format!("apis/{g}/{v}"), rest),
+            _ => return Err(status_err(404, "NotFound", format!("no route for {path}"))),
+        };
+        let (ns, plural) = match rest {
+            ["namespaces", ns, plural] => (Some(ns.to_string()), *plural),
+            [plural] => (None, *plural),
+            _ => {
+                return Err(status_err(
+                    405,
+                    "MethodNotAllowed",
+                    "watch of a single object is not supported",
+                ));
+            }
+        };
+        if !self.types.contains_key(&(prefix.clone(), plural.to_string())) {
+            return Err(status_err(
+                404,
+                "NotFound",
+                format!("the server could not find the requested resource {prefix}/{plural}"),
+            ));
+        }
+        let params: BTreeMap<String, String> = query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), percent_decode(v)))
+            .collect();
+        let labels = LabelQuery::parse(params.get("labelSelector").map(String::as_str).unwrap_or(""))
+            .map_err(|e| status_err(400, "BadRequest", e))?;
+        let fields = FieldQuery::parse(params.get("fieldSelector").map(String::as_str).unwrap_or(""))
+            .map_err(|e| status_err(400, "BadRequest", e))?;
+        let since = match params.get("resourceVersion").map(String::as_str) {
+            None | Some("") | Some("0") => self.rv,
+            Some(v) => v
+                .parse()
+                .map_err(|_| status_err(400, "BadRequest", format!("invalid resourceVersion {v:?}")))?,
+        };
+        self.log.push(Record {
+            method: "WATCH".into(),
+            path: path.to_string(),
+            query: query.to_string(),
+            content_type: None,
+            status: 200,
+        });
+        Ok(WatchQuery {
+            prefix,
+            plural: plural.to_string(),
+            ns,
+            labels,
+            fields,
+            since,
+            bookmarks: params.get("allowWatchBookmarks").is_some_and(|v| v == "true"),
+            timeout: params.get("timeoutSeconds").and_then(|v| v.parse().ok()),
+        })
+    }
+
+    /// Watch events after `q.since`, as the API server would send them
+    /// (objects leaving or entering the selection become DELETED/ADDED).
+    /// Err(an ERROR event with 410) when history no longer reaches back.
+    pub fn watch_events(&self, q: &WatchQuery) -> Result<(Vec<Value>, u64), Value> {
+        if let Some(first) = self.events.front()
+            && q.since + 1 < first.rv
+        {
+            let gone = status_err(410, "Expired", format!("too old resource version: {}", q.since)).1;
+            return Err(json!({"type": "ERROR", "object": gone}));
+        }
+        let mut out = Vec::new();
+        let mut last = q.since;
+        for ev in self.events.iter().filter(|e| e.rv > q.since) {
+            last = ev.rv;
+            let (p, pl, ns, _) = &ev.key;
+            if *p != q.prefix || *pl != q.plural || q.ns.as_ref().is_some_and(|n| n != ns) {
+                continue;
+            }
+            let matches = |o: &Value| q.labels.matches(o) && q.fields.matches(o);
+            let kind = match (ev.kind, ev.old.as_ref().map(matches), matches(&ev.object)) {
+                ("MODIFIED", Some(true), false) => "DELETED",
+                ("MODIFIED", Some(false), true) => "ADDED",
+                (_, _, false) => continue,
+                (k, _, true) => k,
+            };
+            out.push(json!({"type": kind, "object": ev.object}));
+        }
+        Ok((out, last.max(q.since)))
+    }
+
+    /// The current resource version (for bookmarks).
+    pub fn resource_version(&self) -> u64 {
+        self.rv
+    }
+
     fn list(
         &self,
         prefix: &str,
@@ -327,7 +459,7 @@ impl Store {
         m.remove("resourceVersion");
         m.remove("uid");
         self.stamp_new(&mut body);
-        self.objects.insert(key, body.clone());
+        self.put_obj(key, body.clone());
         (201, body)
     }
 
@@ -417,7 +549,7 @@ impl Store {
             self.remove(&key);
             return (200, new);
         }
-        self.objects.insert(key, new.clone());
+        self.put_obj(key, new.clone());
         (200, new)
     }
 
@@ -519,7 +651,7 @@ impl Store {
                 let m = ensure_obj(&mut obj["metadata"]);
                 m.insert("deletionTimestamp".into(), json!(now()));
                 m.insert("resourceVersion".into(), json!(rv));
-                self.objects.insert(key, obj.clone());
+                self.put_obj(key, obj.clone());
             }
             return (200, obj);
         }
@@ -527,9 +659,45 @@ impl Store {
         (200, obj)
     }
 
+    /// Store an object and record the watch event.
+    fn put_obj(&mut self, key: ObjKey, obj: Value) {
+        let old = self.objects.insert(key.clone(), obj.clone());
+        let rv = obj["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(self.rv);
+        let kind = if old.is_some() { "MODIFIED" } else { "ADDED" };
+        self.record(WatchEvent {
+            rv,
+            key,
+            kind,
+            object: obj,
+            old,
+        });
+    }
+
+    fn record(&mut self, ev: WatchEvent) {
+        self.events.push_back(ev);
+        while self.events.len() > MAX_EVENTS {
+            self.events.pop_front();
+        }
+        self.changed.notify_waiters();
+    }
+
     /// Remove an object and, like the garbage collector, its dependents.
     fn remove(&mut self, key: &ObjKey) {
-        let Some(obj) = self.objects.remove(key) else { return };
+        let Some(mut obj) = self.objects.remove(key) else {
+            return;
+        };
+        let rv = self.next_rv();
+        ensure_obj(&mut obj["metadata"]).insert("resourceVersion".into(), json!(rv));
+        self.record(WatchEvent {
+            rv: self.rv,
+            key: key.clone(),
+            kind: "DELETED",
+            object: obj.clone(),
+            old: None,
+        });
         self.applied.retain(|(k, _, _), _| k != key);
         let uid = obj["metadata"]["uid"].clone();
         let dependents: Vec<ObjKey> = self

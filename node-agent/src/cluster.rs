@@ -1,0 +1,219 @@
+//! Cluster mode: watch plan ConfigMaps, this node's pods, namespaces and this
+//! Node (least privilege, kube-runtime reflectors), recompute the desired
+//! state on every change, apply it to the kernel by diff, and report each
+//! plan's status on its source resource. If the API server goes away the
+//! reflectors keep their last state: probing and /metrics go on, and status
+//! converges once it is back.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
+use kube::api::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use netprobe_api::keys::{self, PLAN_DATA_KEY, PLAN_LABEL};
+use netprobe_api::{NodeProbeStatus, ProbePlan};
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use crate::desired::Desired;
+use crate::manager::{ApplyReport, ManagerError};
+use crate::podindex::PodIndex;
+use crate::selection::{self, PodView};
+use crate::status::{self, Reporter, SourceRef};
+
+/// What cluster mode needs from the kernel side (the real `Agent`, or a
+/// recorder in component tests).
+pub trait Kernel: Send + Sync + 'static {
+    fn apply(&self, desired: Desired) -> Result<ApplyReport, ManagerError>;
+    fn budget_exhausted(&self) -> BTreeSet<String>;
+}
+
+impl Kernel for crate::agent::Agent {
+    fn apply(&self, desired: Desired) -> Result<ApplyReport, ManagerError> {
+        self.set_desired(desired)
+    }
+    fn budget_exhausted(&self) -> BTreeSet<String> {
+        crate::agent::Agent::budget_exhausted(self)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    pub node: String,
+    /// Namespace of the plan ConfigMaps (the agent's own).
+    pub namespace: String,
+    pub cgroup_root: PathBuf,
+    pub proc_root: PathBuf,
+    /// Minimum time between two status writes for one probe.
+    pub status_min_interval: Duration,
+}
+
+/// A plan ConfigMap read: its plan, or why this agent cannot use it.
+pub fn read_plan(cm: &ConfigMap) -> Result<ProbePlan, (Option<SourceRef>, String)> {
+    let labels = cm.labels();
+    let source = || {
+        Some(SourceRef {
+            kind: labels.get(keys::SOURCE_KIND_LABEL)?.clone(),
+            namespace: labels.get(keys::SOURCE_NAMESPACE_LABEL).cloned(),
+            name: labels.get(keys::SOURCE_NAME_LABEL)?.clone(),
+        })
+    };
+    let Some(text) = cm.data.as_ref().and_then(|d| d.get(PLAN_DATA_KEY)) else {
+        return Err((
+            source(),
+            format!("plan ConfigMap {} has no {PLAN_DATA_KEY}", cm.name_any()),
+        ));
+    };
+    ProbePlan::from_json(text).map_err(|e| (source(), format!("plan ConfigMap {}: {e}", cm.name_any())))
+}
+
+fn source_of(plan: &ProbePlan) -> SourceRef {
+    SourceRef {
+        kind: plan.source.kind.clone(),
+        namespace: plan.source.namespace.clone(),
+        name: plan.source.name.clone(),
+    }
+}
+
+/// One recomputation from the stores' current content.
+pub struct Inputs<'a> {
+    pub configmaps: Vec<Arc<ConfigMap>>,
+    pub pods: Vec<PodView>,
+    pub node_labels: &'a BTreeMap<String, String>,
+    pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// Desired state and this node's status entries from one set of inputs.
+pub fn compute(node: &str, inputs: &Inputs<'_>, kernel: &dyn Kernel) -> (BTreeMap<SourceRef, NodeProbeStatus>, bool) {
+    let mut plans = Vec::new();
+    let mut entries = BTreeMap::new();
+    for cm in &inputs.configmaps {
+        match read_plan(cm) {
+            Ok(p) => plans.push(Arc::new(p)),
+            Err((src, msg)) => {
+                warn!(configmap = %cm.name_any(), %msg, "plan refused");
+                if let Some(src) = src {
+                    entries.insert(src, status::failed_entry(node, msg));
+                }
+            }
+        }
+    }
+    let (desired, outcomes) = selection::select(&plans, &inputs.pods, inputs.node_labels, &inputs.namespaces);
+    let waiting = outcomes.values().any(|o| o.applies && o.pods_waiting > 0);
+    let report = match kernel.apply(desired) {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(error = %e, "applying the desired state failed");
+            for p in &plans {
+                entries.insert(source_of(p), status::failed_entry(node, format!("kernel: {e}")));
+            }
+            return (entries, waiting);
+        }
+    };
+    let exhausted = kernel.budget_exhausted();
+    for plan in &plans {
+        let key = plan.source.key();
+        let Some(outcome) = outcomes.get(&key) else { continue };
+        if !outcome.applies {
+            continue;
+        }
+        entries.insert(
+            source_of(plan),
+            status::entry_for(node, plan, outcome, &report, exhausted.contains(&key)),
+        );
+    }
+    (entries, waiting)
+}
+
+fn spawn_reflector<K>(api: Api<K>, cfg: watcher::Config, notify: Arc<Notify>) -> Store<K>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, cfg).default_backoff());
+    tokio::spawn(stream.for_each(move |ev| {
+        if let Err(e) = &ev {
+            warn!(error = %e, "watch failed; retrying with backoff");
+        }
+        notify.notify_one();
+        futures::future::ready(())
+    }));
+    reader
+}
+
+/// Run cluster mode until the task is dropped.
+pub async fn run(client: kube::Client, cfg: ClusterConfig, kernel: Arc<dyn Kernel>) {
+    let notify = Arc::new(Notify::new());
+    let plans = spawn_reflector(
+        Api::<ConfigMap>::namespaced(client.clone(), &cfg.namespace),
+        watcher::Config::default().labels(PLAN_LABEL),
+        notify.clone(),
+    );
+    let pods = spawn_reflector(
+        Api::<Pod>::all(client.clone()),
+        watcher::Config::default().fields(&format!("spec.nodeName={}", cfg.node)),
+        notify.clone(),
+    );
+    let namespaces = spawn_reflector(
+        Api::<Namespace>::all(client.clone()),
+        watcher::Config::default(),
+        notify.clone(),
+    );
+    let nodes = spawn_reflector(
+        Api::<Node>::all(client.clone()),
+        watcher::Config::default().fields(&format!("metadata.name={}", cfg.node)),
+        notify.clone(),
+    );
+    for (what, ready) in [
+        ("plans", plans.wait_until_ready().boxed()),
+        ("pods", pods.wait_until_ready().boxed()),
+        ("namespaces", namespaces.wait_until_ready().boxed()),
+        ("node", nodes.wait_until_ready().boxed()),
+    ] {
+        if ready.await.is_err() {
+            warn!(what, "watch stopped before its first list");
+            return;
+        }
+    }
+    info!(node = %cfg.node, "watching plans, pods, namespaces and the node");
+    let mut index = PodIndex::new(cfg.cgroup_root.clone(), cfg.proc_root.clone());
+    let mut reporter = Reporter::new(client.clone(), &cfg.node, cfg.status_min_interval);
+    loop {
+        // Coalesce bursts (a rollout touching many pods) into one pass.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let node_labels = nodes.state().first().map(|n| n.labels().clone()).unwrap_or_default();
+        let pod_objs = pods.state();
+        let pod_refs: Vec<&Pod> = pod_objs.iter().map(AsRef::as_ref).collect();
+        let inputs = Inputs {
+            configmaps: plans.state(),
+            pods: index.views(&pod_refs),
+            node_labels: &node_labels,
+            namespaces: namespaces
+                .state()
+                .iter()
+                .map(|n| (n.name_any(), n.labels().clone()))
+                .collect(),
+        };
+        let (entries, waiting) = compute(&cfg.node, &inputs, kernel.as_ref());
+        reporter.set(entries);
+        let due = reporter.flush().await;
+        // Pods without a cgroup yet are retried every 2 s, not busy-looped.
+        let idle = if waiting {
+            Duration::from_secs(2)
+        } else {
+            Duration::from_secs(30)
+        };
+        let wait = due.map_or(idle, |d| d.min(idle));
+        tokio::select! {
+            _ = notify.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}

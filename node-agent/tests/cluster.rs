@@ -1,0 +1,339 @@
+//! Component tests of cluster mode: real watches against the in-memory API
+//! (kube-standin), the real selection and status path, and a recording
+//! stand-in for the kernel side.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::CustomResourceExt;
+use kube_standin::Standin;
+use netprobe_agent::cluster::{self, ClusterConfig, Kernel};
+use netprobe_agent::desired::{Desired, Owner};
+use netprobe_agent::manager::{ApplyReport, ManagerError};
+use netprobe_api::keys::{PLAN_DATA_KEY, PLAN_LABEL, SOURCE_KIND_LABEL, SOURCE_NAME_LABEL, SOURCE_NAMESPACE_LABEL};
+use netprobe_api::{ClusterNetworkProbe, NetworkProbe, NetworkProbeSpec, PlanSource, ProbePlan};
+use serde_json::{Value, json};
+
+const GV: &str = "netprobe.dev/v1alpha1";
+
+#[derive(Default)]
+struct Recorder {
+    last: Mutex<Option<Desired>>,
+    applies: Mutex<usize>,
+}
+
+impl Kernel for Recorder {
+    fn apply(&self, desired: Desired) -> Result<ApplyReport, ManagerError> {
+        let mut report = ApplyReport::default();
+        for t in desired.kernel().types {
+            report.attached.insert(t, vec![format!("np_{t}")]);
+        }
+        *self.last.lock().unwrap() = Some(desired);
+        *self.applies.lock().unwrap() += 1;
+        Ok(report)
+    }
+    fn budget_exhausted(&self) -> BTreeSet<String> {
+        BTreeSet::new()
+    }
+}
+
+impl Recorder {
+    /// (plan key → selected "namespace/pod") as the kernel was last asked.
+    fn selected(&self) -> Vec<(String, String)> {
+        let g = self.last.lock().unwrap();
+        let Some(d) = g.as_ref() else { return vec![] };
+        let mut out = Vec::new();
+        for (k, pt) in &d.plans {
+            for t in &pt.targets {
+                if let Some(Owner::Pod { namespace, pod, .. }) = d.targets.get(t).map(|t| &t.owner) {
+                    out.push((k.clone(), format!("{namespace}/{pod}")));
+                }
+            }
+        }
+        out
+    }
+}
+
+struct World {
+    api: Standin,
+    cgroups: tempfile::TempDir,
+}
+
+impl World {
+    fn new() -> World {
+        let api = Standin::new();
+        api.register_crd(&NetworkProbe::crd());
+        api.register_crd(&ClusterNetworkProbe::crd());
+        api.put(
+            "v1",
+            "nodes",
+            json!({"metadata": {"name": "node-a", "labels": {"zone": "a"}}}),
+        );
+        api.put(
+            "v1",
+            "namespaces",
+            json!({"metadata": {"name": "shop", "labels": {"team": "a"}}}),
+        );
+        api.put(
+            "v1",
+            "namespaces",
+            json!({"metadata": {"name": "bank", "labels": {"team": "b"}}}),
+        );
+        World {
+            api,
+            cgroups: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    fn pod(&self, ns: &str, name: &str, uid: &str, node: &str, labels: Value, with_cgroup: bool) {
+        self.api.put(
+            "v1",
+            "pods",
+            json!({"metadata": {"name": name, "namespace": ns, "uid": uid, "labels": labels},
+                   "spec": {"nodeName": node, "containers": []}, "status": {"phase": "Running"}}),
+        );
+        if with_cgroup {
+            self.cgroup(uid);
+        }
+    }
+
+    fn cgroup(&self, uid: &str) {
+        std::fs::create_dir_all(self.cgroups.path().join(format!("kubepods/burstable/pod{uid}"))).expect("mkdir");
+    }
+
+    /// A probe and its plan ConfigMap, as the operator would write them.
+    fn probe(&self, ns: &str, name: &str, generation: i64, spec: Value) {
+        let mut obj = self.api.get(GV, "networkprobes", Some(ns), name).unwrap_or_else(|| {
+            self.api.put(GV, "networkprobes", json!({"apiVersion": GV, "kind": "NetworkProbe", "metadata": {"name": name, "namespace": ns}, "spec": spec.clone()}))
+        });
+        obj["spec"] = spec.clone();
+        obj["metadata"]["generation"] = json!(generation);
+        let obj = self.api.put(GV, "networkprobes", obj);
+        let parsed: NetworkProbeSpec = serde_json::from_value(spec).expect("spec");
+        let src = PlanSource {
+            kind: "NetworkProbe".into(),
+            namespace: Some(ns.into()),
+            name: name.into(),
+            uid: obj["metadata"]["uid"].as_str().unwrap_or_default().into(),
+            generation,
+        };
+        let plan = ProbePlan::build(src, &parsed, None).expect("plan");
+        self.plan_cm(ns, name, &plan.to_json());
+    }
+
+    fn plan_cm(&self, ns: &str, name: &str, data: &str) {
+        let cm = format!("nprobe.{ns}.{name}");
+        self.api.put(
+            "v1",
+            "configmaps",
+            json!({"metadata": {"name": cm, "namespace": "netprobe-system", "labels": {
+                PLAN_LABEL: cm, SOURCE_KIND_LABEL: "NetworkProbe", SOURCE_NAMESPACE_LABEL: ns, SOURCE_NAME_LABEL: name}},
+                "data": {PLAN_DATA_KEY: data}}),
+        );
+    }
+
+    fn entry(&self, ns: &str, name: &str, node: &str) -> Option<Value> {
+        let o = self.api.get(GV, "networkprobes", Some(ns), name)?;
+        o["status"]["nodes"]
+            .as_array()?
+            .iter()
+            .find(|e| e["nodeName"] == node)
+            .cloned()
+    }
+
+    fn start(&self, kernel: Arc<Recorder>) -> tokio::task::JoinHandle<()> {
+        let cfg = ClusterConfig {
+            node: "node-a".into(),
+            namespace: "netprobe-system".into(),
+            cgroup_root: self.cgroups.path().to_path_buf(),
+            proc_root: Path::new("/proc").to_path_buf(),
+            status_min_interval: Duration::from_millis(300),
+        };
+        tokio::spawn(cluster::run(self.api.client(), cfg, kernel))
+    }
+}
+
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+#[tokio::test]
+async fn plans_pods_and_status_flow_with_isolation() {
+    let w = World::new();
+    w.pod("shop", "redis-0", "u-shop-1", "node-a", json!({"app": "redis"}), true);
+    w.pod("shop", "web-0", "u-shop-2", "node-a", json!({"app": "web"}), true);
+    w.pod("bank", "redis-1", "u-bank-1", "node-a", json!({"app": "redis"}), true);
+    w.pod("shop", "redis-9", "u-shop-9", "node-b", json!({"app": "redis"}), true);
+    // Match-all selector in a namespaced probe: still only its namespace.
+    w.probe(
+        "shop",
+        "all",
+        1,
+        json!({"probes": [{"type": "TcpResets"}], "podSelector": {}}),
+    );
+    w.probe(
+        "shop",
+        "redis",
+        1,
+        json!({"probes": [{"type": "TcpRetransmits"}], "podSelector": {"matchLabels": {"app": "redis"}}}),
+    );
+    let kernel = Arc::new(Recorder::default());
+    let task = w.start(kernel.clone());
+
+    eventually("both probes report Running", || {
+        w.entry("shop", "all", "node-a")
+            .is_some_and(|e| e["phase"] == "Running")
+            && w.entry("shop", "redis", "node-a")
+                .is_some_and(|e| e["phase"] == "Running")
+    })
+    .await;
+    let e = w.entry("shop", "all", "node-a").unwrap();
+    assert_eq!(e["podsMatched"], 2, "{e}");
+    assert_eq!(e["appliedGeneration"], 1);
+    assert_eq!(w.entry("shop", "redis", "node-a").unwrap()["podsMatched"], 1);
+    let sel = kernel.selected();
+    assert!(
+        sel.iter().all(|(_, pod)| pod.starts_with("shop/")),
+        "no pod of another namespace: {sel:?}"
+    );
+    assert!(
+        !sel.iter().any(|(_, pod)| pod == "shop/redis-9"),
+        "pods of other nodes are not watched"
+    );
+
+    // A new generation reaches the node without a restart.
+    w.probe("shop", "redis", 2, json!({"probes": [{"type": "TcpRetransmits"}, {"type": "TcpRtt"}], "podSelector": {"matchLabels": {"app": "redis"}}}));
+    eventually("generation 2 applied", || {
+        w.entry("shop", "redis", "node-a")
+            .is_some_and(|e| e["appliedGeneration"] == 2)
+    })
+    .await;
+    assert!(
+        w.entry("shop", "redis", "node-a").unwrap()["programs"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 2
+    );
+
+    // A corrupted plan fails alone.
+    w.plan_cm("shop", "all", "{ not json");
+    eventually("corrupt plan is Failed", || {
+        w.entry("shop", "all", "node-a").is_some_and(|e| e["phase"] == "Failed")
+    })
+    .await;
+    let e = w.entry("shop", "all", "node-a").unwrap();
+    assert_eq!(e["reason"], "InvalidPlan");
+    assert_eq!(
+        w.entry("shop", "redis", "node-a").unwrap()["phase"],
+        "Running",
+        "other plans keep running"
+    );
+
+    // nodeSelector stops matching: the entry goes.
+    w.probe(
+        "shop",
+        "redis",
+        3,
+        json!({"probes": [{"type": "TcpRetransmits"}], "nodeSelector": {"matchLabels": {"zone": "b"}}}),
+    );
+    eventually("entry removed", || w.entry("shop", "redis", "node-a").is_none()).await;
+    task.abort();
+}
+
+#[tokio::test]
+async fn late_cgroups_are_picked_up_and_churn_is_debounced() {
+    let w = World::new();
+    w.probe("shop", "p", 1, json!({"probes": [{"type": "TcpResets"}]}));
+    w.pod("shop", "late-0", "u-late", "node-a", json!({}), false);
+    let kernel = Arc::new(Recorder::default());
+    let task = w.start(kernel.clone());
+    eventually("reported with a waiting pod", || {
+        w.entry("shop", "p", "node-a")
+            .is_some_and(|e| e["message"].as_str().unwrap_or("").contains("no cgroup"))
+    })
+    .await;
+    assert_eq!(w.entry("shop", "p", "node-a").unwrap()["podsMatched"], 0);
+    w.cgroup("u-late");
+    eventually("late cgroup resolved", || {
+        w.entry("shop", "p", "node-a").is_some_and(|e| e["podsMatched"] == 1)
+    })
+    .await;
+
+    // A churn storm: 30 pods appear over ~0.6 s; status writes stay bounded.
+    let writes_before = w
+        .api
+        .store()
+        .writes()
+        .iter()
+        .filter(|r| r.path.ends_with("/status"))
+        .count();
+    let started = std::time::Instant::now();
+    for i in 0..30 {
+        w.pod(
+            "shop",
+            &format!("churn-{i}"),
+            &format!("u-churn-{i}"),
+            "node-a",
+            json!({}),
+            true,
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eventually("all churn pods matched", || {
+        w.entry("shop", "p", "node-a").is_some_and(|e| e["podsMatched"] == 31)
+    })
+    .await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let writes = w
+        .api
+        .store()
+        .writes()
+        .iter()
+        .filter(|r| r.path.ends_with("/status"))
+        .count()
+        - writes_before;
+    let bound = (elapsed / 0.3).ceil() as usize + 1;
+    println!("churn: 30 pods in {elapsed:.2}s -> {writes} status writes (bound {bound})");
+    assert!(
+        writes <= bound,
+        "{writes} writes in {elapsed:.2}s exceeds one per 300 ms"
+    );
+    task.abort();
+}
+
+#[tokio::test]
+async fn api_outage_keeps_the_kernel_state_and_status_converges_after() {
+    let w = World::new();
+    w.pod("shop", "a", "u-a", "node-a", json!({}), true);
+    w.probe("shop", "p", 1, json!({"probes": [{"type": "TcpResets"}]}));
+    let kernel = Arc::new(Recorder::default());
+    let task = w.start(kernel.clone());
+    eventually("running", || {
+        w.entry("shop", "p", "node-a").is_some_and(|e| e["phase"] == "Running")
+    })
+    .await;
+    w.api.fail_with(Some(503));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        kernel.selected().len(),
+        1,
+        "the last plans keep running while the API is away"
+    );
+    // What changes while it is away is reported once it is back.
+    w.api.fail_with(None);
+    w.pod("shop", "b", "u-b", "node-a", json!({}), true);
+    eventually("status converges after the outage", || {
+        w.entry("shop", "p", "node-a").is_some_and(|e| e["podsMatched"] == 2)
+    })
+    .await;
+    task.abort();
+}
