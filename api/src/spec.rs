@@ -257,8 +257,7 @@ pub struct HistogramOptions {
 pub struct PacketDropsOptions {
     /// Only count drops with these kernel drop reasons (names of the
     /// `skb_drop_reason` enum without the `SKB_DROP_REASON_` prefix, for
-    /// example NETFILTER_DROP). Absent counts every reason except
-    /// NOT_SPECIFIED and the normal consumption of a packet.
+    /// example NETFILTER_DROP). Absent exports every reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64), inner(regex(pattern = "^[A-Z][A-Z0-9_]{0,63}$")))]
     pub reasons: Option<Vec<String>>,
