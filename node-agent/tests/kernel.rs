@@ -733,3 +733,73 @@ fn exposition_with_every_probe_type_passes_promtool() {
     assert!(text.contains("netprobe_tcp_connect_failures_total"), "{text}");
     netprobe_testutil::promtool_check("agent exposition", &text);
 }
+
+#[test]
+fn pod_index_resolves_kubelet_cgroups_of_both_drivers() {
+    use netprobe_agent::podindex::PodIndex;
+    use std::os::unix::fs::MetadataExt;
+    if !kernel_available("pod index") {
+        return;
+    }
+    let _s = serial();
+    let mut systemd = Pod::new(Driver::Systemd);
+    let cgroupfs = Pod::new(Driver::Cgroupfs);
+    let host = Pod::host_network(Driver::Systemd);
+    let api_pod = |p: &Pod, host_network: bool| -> k8s_openapi::api::core::v1::Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "shop", "uid": p.uid},
+            "spec": {"containers": [], "hostNetwork": host_network},
+            "status": {"phase": "Running"}
+        }))
+        .expect("pod")
+    };
+    let cgroup2 = systemd.cgroup2.clone();
+    let mut index = PodIndex::new(cgroup2.clone(), std::path::PathBuf::from("/proc"));
+    let late_uid = format!("{:08x}-1111-4000-8000-000000000001", std::process::id());
+    let late: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "late", "namespace": "shop", "uid": late_uid}, "spec": {"containers": []}, "status": {"phase": "Pending"}
+    }))
+    .expect("pod");
+    let pods = [
+        api_pod(&systemd, false),
+        api_pod(&cgroupfs, false),
+        api_pod(&host, true),
+        late.clone(),
+    ];
+    let refs: Vec<&k8s_openapi::api::core::v1::Pod> = pods.iter().collect();
+    let views = index.views(&refs);
+    let netns_of = |p: &Pod| {
+        std::fs::metadata(format!("/run/netns/{}", p.ns))
+            .map(|m| m.ino() as u32)
+            .ok()
+    };
+    for (view, pod) in views.iter().zip([&systemd, &cgroupfs]) {
+        assert_eq!(
+            view.cgroup_id,
+            netprobe_agent::cgroups::cgroup_id(&pod.pod_cgroup).ok(),
+            "{}",
+            pod.pod_cgroup.display()
+        );
+        assert_eq!(view.netns, netns_of(pod), "netns of {}", pod.ns);
+        assert!(view.netns.is_some());
+    }
+    assert_eq!(
+        views[2].cgroup_id,
+        netprobe_agent::cgroups::cgroup_id(&host.pod_cgroup).ok()
+    );
+    assert_eq!(views[2].netns, None, "hostNetwork pods have no netns of their own");
+    assert_eq!(views[3].cgroup_id, None, "late pod: no cgroup yet");
+    // The kubelet creates the late pod's cgroup; the next pass finds it.
+    let late_dir = cgroup2.join(format!("kubepods/besteffort/pod{late_uid}"));
+    std::fs::create_dir_all(&late_dir).expect("late cgroup");
+    let want = netprobe_agent::cgroups::cgroup_id(&late_dir).ok();
+    let views = index.views(&refs);
+    let _ = std::fs::remove_dir(&late_dir);
+    assert!(want.is_some());
+    assert_eq!(views[3].cgroup_id, want, "late cgroup resolved on a later pass");
+    // A container restart changes the leaf, not the pod cgroup.
+    let before = views[0].cgroup_id;
+    systemd.restart_container();
+    assert_eq!(index.views(&refs)[0].cgroup_id, before);
+    println!("pod index: systemd, cgroupfs, hostNetwork and late pods resolved");
+}

@@ -351,27 +351,20 @@ impl Drop for Pod {
                 let _ = std::fs::write(&kill, "1");
             }
         }
-        // Our own dirs, then the shared kubepods parents if no other pod
-        // still uses them (a non-empty cgroup refuses rmdir; that is fine).
-        let mut dirs: Vec<PathBuf> = self.created.iter().rev().cloned().collect();
-        dirs.extend(
-            self.pod_cgroup
-                .ancestors()
-                .skip(1)
-                .take_while(|p| *p != self.cgroup2)
-                .map(Path::to_path_buf),
-        );
-        for dir in dirs {
+        // Our own dirs (killed processes take a moment to leave: rmdir says
+        // EBUSY meanwhile), then the shared kubepods parents, once: they are
+        // busy for as long as another pod still uses them.
+        for dir in self.created.iter().rev() {
             let deadline = Instant::now() + Duration::from_secs(5);
-            loop {
-                match std::fs::remove_dir(&dir) {
-                    // Killed processes take a moment to leave the cgroup.
-                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(20))
-                    }
-                    _ => break,
+            while let Err(e) = std::fs::remove_dir(dir) {
+                if e.raw_os_error() != Some(libc::EBUSY) || Instant::now() >= deadline {
+                    break;
                 }
+                std::thread::sleep(Duration::from_millis(20));
             }
+        }
+        for dir in self.pod_cgroup.ancestors().skip(1).take_while(|p| *p != self.cgroup2) {
+            let _ = std::fs::remove_dir(dir);
         }
         if !self.host_network {
             sh_quiet(&format!("ip netns del {}", self.ns));
