@@ -1,7 +1,7 @@
 # The one test command: `make test` (see README). CI runs exactly this.
 CARGO ?= cargo
 
-.PHONY: test lint unit crds build release
+.PHONY: test lint unit crds build release bench
 
 test: lint unit
 
@@ -21,3 +21,8 @@ build:
 
 release:
 	$(CARGO) build --workspace --locked --release
+
+# Benchmarks: print figures (see BENCHMARKS.md); root, iperf3 and python3 needed.
+bench:
+	$(CARGO) bench --locked -p netprobe-agent --bench agent_cost
+	$(CARGO) bench --locked -p netprobe-operator --bench reconcile

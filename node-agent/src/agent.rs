@@ -14,7 +14,7 @@ use prometheus::{Encoder, TextEncoder};
 use crate::collector::{self, Budget, ReasonNames};
 use crate::desired::Desired;
 use crate::iter::MapIterLink;
-use crate::manager::{ApplyReport, ManagerError, ProbeManager};
+use crate::manager::{ApplyReport, KernelFacts, ManagerError, ProbeManager};
 
 struct Inner {
     manager: ProbeManager,
@@ -33,9 +33,15 @@ pub struct Agent {
 
 impl Agent {
     pub fn new(standalone: bool) -> Result<Self, ManagerError> {
-        let btf = Arc::new(Btf::from_kernel().map_err(|e| ManagerError::Btf(e.to_string()))?);
-        let reasons = Arc::new(collector::drop_reason_names(&btf));
-        let manager = ProbeManager::new(btf)?;
+        // What we need from the kernel's BTF, then let the parsed BTF go.
+        let (reasons, facts) = {
+            let btf = Btf::from_kernel().map_err(|e| ManagerError::Btf(e.to_string()))?;
+            (
+                Arc::new(collector::drop_reason_names(&btf)),
+                KernelFacts::from_btf(&btf),
+            )
+        };
+        let manager = ProbeManager::new(facts)?;
         Ok(Agent {
             inner: Arc::new(Mutex::new(Inner {
                 manager,
@@ -67,6 +73,11 @@ impl Agent {
     /// Plans whose series budget overflowed at the last scrape.
     pub fn budget_exhausted(&self) -> std::collections::BTreeSet<String> {
         self.lock().budget.exhausted().clone()
+    }
+
+    /// Kernel run time and count of every attached program.
+    pub fn program_stats(&self) -> Vec<crate::manager::ProgramStats> {
+        self.lock().manager.program_stats()
     }
 
     pub fn rtt_sampler(&self) -> Option<Arc<MapIterLink>> {

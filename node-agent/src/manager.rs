@@ -77,10 +77,38 @@ pub struct ApplyReport {
     pub bounds_truncated: bool,
 }
 
+/// What the manager needs to know of the kernel's BTF, extracted once so the
+/// (large) parsed BTF is not kept in memory.
+#[derive(Clone, Debug, Default)]
+pub struct KernelFacts {
+    /// Arity of each raw tracepoint netprobe uses; absent = no such tracepoint.
+    pub tracepoint_args: BTreeMap<&'static str, u32>,
+}
+
+/// Tracepoints the programs attach to.
+pub const TRACEPOINTS: [&str; 6] = [
+    "tcp_retransmit_skb",
+    "tcp_retransmit_synack",
+    "tcp_send_reset",
+    "tcp_receive_reset",
+    "inet_sock_set_state",
+    "kfree_skb",
+];
+
+impl KernelFacts {
+    pub fn from_btf(btf: &KernelBtf) -> Self {
+        KernelFacts {
+            tracepoint_args: TRACEPOINTS
+                .iter()
+                .filter_map(|tp| Some((*tp, btf.tracepoint_args(tp)?)))
+                .collect(),
+        }
+    }
+}
+
 pub struct ProbeManager {
     ebpf: Ebpf,
-    aya_btf: aya::Btf,
-    kernel_btf: Arc<KernelBtf>,
+    facts: KernelFacts,
     current: KernelState,
     slots: BTreeMap<String, u32>,
     /// Slots are never reused: an event racing a removal can never be
@@ -98,13 +126,12 @@ fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> ManagerErr
 
 impl ProbeManager {
     /// Load the object (maps only; programs load when a plan needs them).
-    pub fn new(kernel_btf: Arc<KernelBtf>) -> Result<Self, ManagerError> {
+    pub fn new(facts: KernelFacts) -> Result<Self, ManagerError> {
         let aya_btf = aya::Btf::from_sys_fs().map_err(|e| ManagerError::Btf(e.to_string()))?;
         let ebpf = EbpfLoader::new().btf(Some(&aya_btf)).load(netprobe_ebpf::OBJECT)?;
         Ok(ProbeManager {
             ebpf,
-            aya_btf,
-            kernel_btf,
+            facts,
             current: KernelState::default(),
             slots: BTreeMap::new(),
             next_slot: 0,
@@ -122,8 +149,10 @@ impl ProbeManager {
     /// Programs of a probe type for this kernel, or what the kernel lacks.
     fn programs_for(&self, t: ProbeType) -> Result<Vec<(&'static str, Hook)>, String> {
         let tp = |name: &'static str| -> Result<u32, String> {
-            self.kernel_btf
-                .tracepoint_args(name)
+            self.facts
+                .tracepoint_args
+                .get(name)
+                .copied()
                 .ok_or_else(|| format!("kernel has no BTF tracepoint {name} (tp_btf/{name})"))
         };
         Ok(match t {
@@ -171,9 +200,11 @@ impl ProbeManager {
 
     fn attach_type(&mut self, t: ProbeType) -> Result<Vec<Attached>, String> {
         let progs = self.programs_for(t)?;
+        // Parsed only while attaching: the kernel's BTF is tens of MiB in memory.
+        let btf = aya::Btf::from_sys_fs().map_err(|e| format!("reading kernel BTF: {e}"))?;
         let mut done = Vec::new();
         for (name, hook) in progs {
-            let result = self.attach_one(name, hook);
+            let result = self.attach_one(name, hook, &btf);
             match result {
                 Ok(a) => done.push(a),
                 Err(e) => {
@@ -187,8 +218,7 @@ impl ProbeManager {
         Ok(done)
     }
 
-    fn attach_one(&mut self, name: &'static str, hook: Hook) -> Result<Attached, String> {
-        let btf = &self.aya_btf;
+    fn attach_one(&mut self, name: &'static str, hook: Hook, btf: &aya::Btf) -> Result<Attached, String> {
         let Some(prog) = self.ebpf.program_mut(name) else {
             return Err(format!("program {name} missing from the object"));
         };

@@ -104,7 +104,7 @@ static __always_inline struct np_pod_info *pod_of_cgroup(struct cgroup *cg, stru
 {
 	if (!cg)
 		return 0;
-	__u64 leaf = BPF_CORE_READ(cg, kn, id);
+	__u64 leaf = cg->kn->id;
 	__u32 gen = config_gen();
 	struct np_leaf *cached = bpf_map_lookup_elem(&leaf_cache, &leaf);
 	struct np_pod_info *found = 0;
@@ -145,7 +145,7 @@ static __always_inline struct np_pod_info *pod_of_netns(struct net *net, struct 
 {
 	if (!net)
 		return 0;
-	__u32 inum = BPF_CORE_READ(net, ns.inum);
+	__u32 inum = net->ns.inum;
 	struct np_pod_info *p = bpf_map_lookup_elem(&pod_by_netns, &inum);
 	if (!p)
 		return 0;
@@ -155,7 +155,7 @@ static __always_inline struct np_pod_info *pod_of_netns(struct net *net, struct 
 
 static __always_inline int is_fullsock(const struct sock *sk)
 {
-	unsigned char state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	unsigned char state = sk->__sk_common.skc_state;
 	return state != TCP_TIME_WAIT && state != TCP_NEW_SYN_RECV;
 }
 
@@ -165,8 +165,8 @@ static __always_inline struct np_pod_info *pod_of_sock(const struct sock *sk, st
 	if (!sk)
 		return 0;
 	if (is_fullsock(sk))
-		return pod_of_cgroup(BPF_CORE_READ(sk, sk_cgrp_data.cgroup), out);
-	return pod_of_netns(BPF_CORE_READ(sk, __sk_common.skc_net.net), out);
+		return pod_of_cgroup(sk->sk_cgrp_data.cgroup, out);
+	return pod_of_netns(sk->__sk_common.skc_net.net, out);
 }
 
 /* Packet attribution: its socket if any, else the device's namespace. */
@@ -174,12 +174,12 @@ static __always_inline struct np_pod_info *pod_of_skb(const struct sk_buff *skb,
 						      struct np_pod_info *out)
 {
 	if (!sk && skb)
-		sk = BPF_CORE_READ(skb, sk);
+		sk = skb->sk;
 	if (sk)
 		return pod_of_sock(sk, out);
-	if (!skb)
+	if (!skb || !skb->dev)
 		return 0;
-	return pod_of_netns(BPF_CORE_READ(skb, dev, nd_net.net), out);
+	return pod_of_netns(skb->dev->nd_net.net, out);
 }
 
 static __always_inline void count(__u32 slot, __u16 metric, __u16 sub, __u64 n)
@@ -263,7 +263,7 @@ static __always_inline void retransmitted(const struct sock *sk, const struct sk
 		return;
 	/* TcpRetransSegs counts segments: a GSO skb carries tcp_gso_segs. */
 	struct tcp_skb_cb *cb = (struct tcp_skb_cb *)&skb->cb[0];
-	__u64 segs = BPF_CORE_READ(cb, tcp_gso_segs);
+	__u64 segs = BPF_CORE_READ(cb, tcp_gso_segs); /* cb is a char array: read it as a tcp_skb_cb */
 	if (segs == 0)
 		segs = 1;
 	count(pod.slot, NP_M_RETRANS_SEGS, 0, segs);
@@ -323,12 +323,12 @@ int BPF_PROG(np_receive_reset, struct sock *sk)
 
 static __always_inline int is_tcp(const struct sock *sk)
 {
-	return BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP;
+	return sk->sk_protocol == IPPROTO_TCP;
 }
 
 static __always_inline __u16 fail_reason(const struct sock *sk)
 {
-	int err = BPF_CORE_READ(sk, sk_err);
+	int err = sk->sk_err;
 	switch (err) {
 	case ECONNREFUSED:
 		return NP_FAIL_REFUSED;
@@ -459,5 +459,32 @@ SEC("tp_btf/kfree_skb")
 int BPF_PROG(np_kfree_skb_v1, struct sk_buff *skb, void *location, int reason)
 {
 	dropped(skb, reason, 0);
+	return 0;
+}
+
+/* ---- Calibration (benchmarks only; never loaded by the agent) ---------- */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} calib SEC(".maps");
+
+/* An empty program: the floor of a tp_btf program's cost here. */
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(np_calib_empty)
+{
+	return 0;
+}
+
+/* A program that updates a simple map: the usual reference point. */
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(np_calib_map)
+{
+	__u32 zero = 0;
+	__u64 *v = bpf_map_lookup_elem(&calib, &zero);
+	if (v)
+		*v += 1;
 	return 0;
 }

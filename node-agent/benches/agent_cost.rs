@@ -1,0 +1,380 @@
+//! What probes cost: kernel ns per event of every program (bpf_stats), TCP
+//! throughput and connection rate with and without probes (interleaved A/B),
+//! and the agent's footprint at 250 pods. Prints figures; asserts nothing
+//! about speed (a slow machine is not a failure). Run with `make bench`.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use netprobe_agent::agent::Agent;
+use netprobe_agent::desired::{Desired, Owner, PlanTargets, Target};
+use netprobe_api::{NetworkProbeSpec, PlanSource, Probe, ProbePlan, ProbeType};
+use support::{Driver, Pod, kernel_available, sh};
+
+fn plan(types: &[ProbeType]) -> ProbePlan {
+    let spec = NetworkProbeSpec {
+        probes: types.iter().map(|t| Probe::new(*t)).collect(),
+        ..Default::default()
+    };
+    let src = PlanSource {
+        kind: "NetworkProbe".into(),
+        namespace: Some("bench".into()),
+        name: "bench".into(),
+        uid: "b".into(),
+        generation: 1,
+    };
+    ProbePlan::build(src, &spec, None).expect("plan")
+}
+
+/// The pod plus `extra` registered pods that never see traffic (the filter
+/// map holding 1 or 1,000 pods).
+fn desired(types: &[ProbeType], pod: &Target, extra: usize) -> Desired {
+    let mut targets = BTreeMap::new();
+    targets.insert(pod.key.clone(), pod.clone());
+    for i in 0..extra {
+        let key = format!("fake-{i}");
+        targets.insert(
+            key.clone(),
+            Target {
+                key,
+                owner: Owner::Pod {
+                    namespace: "bench".into(),
+                    pod: format!("fake-{i}"),
+                    workload: None,
+                },
+                cgroup_id: (1 << 40) + i as u64,
+                netns: Some(0x7000_0000 + i as u32),
+            },
+        );
+    }
+    let keys: BTreeSet<String> = targets.keys().cloned().collect();
+    let p = plan(types);
+    Desired {
+        targets,
+        plans: BTreeMap::from([(
+            p.source.key(),
+            PlanTargets {
+                plan: Arc::new(p),
+                targets: keys,
+            },
+        )]),
+    }
+}
+
+const SERVERS: &str = r#"
+import socket, threading
+def sink(c):
+    while c.recv(65536):
+        pass
+    c.close()
+def serve(port, handler):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port)); s.listen(1024)
+    while True:
+        c, _ = s.accept()
+        if handler:
+            threading.Thread(target=handler, args=(c,), daemon=True).start()
+        else:
+            c.close()
+threading.Thread(target=serve, args=(5001, sink), daemon=True).start()
+threading.Thread(target=serve, args=(5002, None), daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()
+"#;
+
+fn workloads(pod: &Pod) -> Vec<(&'static str, String)> {
+    let peer = &pod.peer_ip4;
+    vec![
+        (
+            "retransmits",
+            format!(
+                "import socket\nfor _ in range(2):\n    s = socket.socket(); s.connect(('{peer}', 5001))\n    for _ in range(64):\n        s.sendall(b'x' * 65536)\n    s.shutdown(socket.SHUT_WR)\n    while s.recv(65536):\n        pass\n    s.close()\n"
+            ),
+        ),
+        (
+            "resets+connects",
+            format!(
+                "import socket\nfor _ in range(300):\n    for port in (5002, 5999):\n        s = socket.socket()\n        try:\n            s.connect(('{peer}', port))\n        except OSError:\n            pass\n        s.close()\n"
+            ),
+        ),
+        (
+            "drops",
+            format!(
+                "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor _ in range(3000):\n    try:\n        s.sendto(b'x', ('{peer}', 9998))\n    except OSError:\n        pass\n"
+            ),
+        ),
+    ]
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
+}
+
+/// Reference programs on the drops workload's tracepoint: an empty one and
+/// one that updates a per-CPU array, measured the same way as ours.
+fn calibration(pod: &Pod) {
+    use aya::programs::BtfTracePoint;
+    let btf = aya::Btf::from_sys_fs().expect("kernel BTF");
+    let mut ebpf = aya::EbpfLoader::new()
+        .btf(Some(&btf))
+        .load(netprobe_ebpf::OBJECT)
+        .expect("object");
+    let mut ns = Vec::new();
+    for name in ["np_calib_empty", "np_calib_map"] {
+        let p: &mut BtfTracePoint = ebpf.program_mut(name).expect(name).try_into().expect("tp_btf");
+        p.load("kfree_skb", &btf).expect("load calibration");
+        p.attach().expect("attach calibration");
+    }
+    let stats = |ebpf: &aya::Ebpf, name: &str| -> (u64, u64) {
+        let p: &BtfTracePoint = ebpf.program(name).expect(name).try_into().expect("tp_btf");
+        let i = p.info().expect("info");
+        (i.run_time().as_nanos() as u64, i.run_count())
+    };
+    for name in ["np_calib_empty", "np_calib_map"] {
+        let mut v = Vec::new();
+        for _ in 0..5 {
+            let (t0, c0) = stats(&ebpf, name);
+            pod.run(&workloads(pod)[2].1);
+            let (t1, c1) = stats(&ebpf, name);
+            if c1 > c0 {
+                v.push((t1 - t0) as f64 / (c1 - c0) as f64);
+            }
+        }
+        ns.push((name, median(v)));
+    }
+    for (name, v) in ns {
+        println!("{name:<24} {:>12} {v:>14.1} {:>14}", "reference", "-");
+    }
+}
+
+fn kernel_cost(agent: &Agent, pod: &Pod, target: &Target) {
+    println!("\n== 1. kernel cost per event (bpf_stats: run_time_ns / run_cnt, median of 5 runs) ==");
+    println!(
+        "{:<24} {:>12} {:>14} {:>14}",
+        "program", "type", "1 pod ns/ev", "1000 pods ns/ev"
+    );
+    let mut table: BTreeMap<&'static str, (String, f64, f64)> = BTreeMap::new();
+    for (col, extra) in [(0, 0usize), (1, 999)] {
+        agent
+            .set_desired(desired(&ProbeType::ALL, target, extra))
+            .expect("apply");
+        let mut samples: BTreeMap<&'static str, (String, Vec<f64>)> = BTreeMap::new();
+        for _ in 0..5 {
+            let before: BTreeMap<_, _> = agent.program_stats().into_iter().map(|s| (s.program, s)).collect();
+            for (_, w) in workloads(pod) {
+                pod.run(&w);
+            }
+            if let Some(s) = agent.rtt_sampler() {
+                let _ = s.run();
+            }
+            for s in agent.program_stats() {
+                let Some(b) = before.get(s.program) else { continue };
+                let runs = s.run_count.saturating_sub(b.run_count);
+                if runs > 0 {
+                    let ns = (s.run_time_ns.saturating_sub(b.run_time_ns)) as f64 / runs as f64;
+                    samples
+                        .entry(s.program)
+                        .or_insert_with(|| (s.probe.to_string(), Vec::new()))
+                        .1
+                        .push(ns);
+                }
+            }
+        }
+        for (prog, (t, v)) in samples {
+            let e = table.entry(prog).or_insert((t, f64::NAN, f64::NAN));
+            if col == 0 { e.1 = median(v) } else { e.2 = median(v) }
+        }
+    }
+    for (prog, (t, a, b)) in table {
+        println!("{prog:<24} {t:>12} {a:>14.1} {b:>14.1}");
+    }
+    agent.set_desired(Desired::default()).expect("detach");
+    calibration(pod);
+}
+
+fn iperf(pod: &Pod) -> f64 {
+    let out = sh(&format!("ip netns exec {} iperf3 -c {} -t 3 -J", pod.ns, pod.peer_ip4));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("iperf3 json");
+    v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0)
+}
+
+fn conn_rate(pod: &Pod) -> f64 {
+    let out = pod.run(&format!(
+        // SO_LINGER 0: no TIME_WAIT pile-up between runs (and a reset each).
+        "import socket, struct, time\nn = 0\nend = time.monotonic() + 3\nwhile time.monotonic() < end:\n    s = socket.socket(); s.connect(('{}', 5002))\n    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0)); s.close(); n += 1\nprint(n / 3)\n",
+        pod.peer_ip4
+    ));
+    out.trim().parse().unwrap_or(0.0)
+}
+
+fn ab(name: &str, agent: &Agent, target: &Target, types: &[ProbeType], f: impl Fn() -> f64) {
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        agent.set_desired(Desired::default()).expect("detach");
+        without.push(f());
+        agent.set_desired(desired(types, target, 0)).expect("attach");
+        with.push(f());
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    println!(
+        "{name}: without {:.3e}, with {:.3e} (runs without {:?}, with {:?}) -> ratio {:.3}",
+        mean(&without),
+        mean(&with),
+        without.iter().map(|x| format!("{x:.3e}")).collect::<Vec<_>>(),
+        with.iter().map(|x| format!("{x:.3e}")).collect::<Vec<_>>(),
+        mean(&with) / mean(&without)
+    );
+}
+
+fn proc_stat(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss_kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (rss_kb, ticks)
+}
+
+fn scrape(addr: &str) -> (Duration, usize) {
+    let started = Instant::now();
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to agent");
+    use std::io::Write;
+    let _ = write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
+    let mut body = Vec::new();
+    let _ = s.read_to_end(&mut body);
+    (started.elapsed(), body.len())
+}
+
+fn footprint() {
+    println!("\n== 4. agent footprint: 250 selected cgroups x every probe type (standalone binary) ==");
+    let root = netprobe_agent::cgroups::cgroup2_mount(std::path::Path::new("/proc/self/mountinfo")).expect("cgroup2");
+    let base = root.join(format!("npbench{}", std::process::id()));
+    std::fs::create_dir_all(&base).expect("bench cgroup root");
+    for i in 0..250 {
+        let _ = std::fs::create_dir(base.join(format!("pod{i:03}")));
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("all.yaml"),
+        "apiVersion: netprobe.dev/v1alpha1\nkind: NetworkProbe\nmetadata: {name: all, namespace: bench}\nspec:\n  metrics: {maxSeriesPerNode: 100000}\n  probes:\n  - type: TcpRetransmits\n  - type: TcpResets\n  - type: TcpConnectLatency\n  - type: TcpRtt\n  - type: PacketDrops\n",
+    )
+    .expect("manifest");
+    let addr = "127.0.0.1:19991";
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_netprobe-agent"))
+        .args([
+            "--standalone",
+            &dir.path().display().to_string(),
+            "--metrics-addr",
+            addr,
+            "--cgroup-root",
+            &base.display().to_string(),
+            "--standalone-depth",
+            "1",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("agent");
+    std::thread::sleep(Duration::from_secs(3));
+    let hz = 100.0;
+    let (_, t0) = proc_stat(child.id());
+    std::thread::sleep(Duration::from_secs(10));
+    let (rss_idle, t1) = proc_stat(child.id());
+    println!(
+        "idle: RSS {:.1} MiB, CPU {:.2}% of a core over 10 s",
+        rss_idle as f64 / 1024.0,
+        (t1 - t0) as f64 / hz / 10.0 * 100.0
+    );
+    // Load: one process visits every cgroup and makes events there.
+    let load = format!(
+        "import socket, os\nsrv = socket.socket(); srv.bind(('127.0.0.1', 0)); srv.listen(4096); port = srv.getsockname()[1]\nfor i in range(250):\n    open('{}/pod%03d/cgroup.procs' % i, 'w').write(str(os.getpid()))\n    for p in (port, 1):\n        s = socket.socket()\n        try:\n            s.connect(('127.0.0.1', p))\n        except OSError:\n            pass\n        s.close()\n    c, _ = srv.accept(); c.close()\nopen('{}/cgroup.procs', 'w').write(str(os.getpid()))\n",
+        base.display(),
+        root.display()
+    );
+    let started = Instant::now();
+    sh(&format!("python3 -c \"{load}\""));
+    let (_, t2) = proc_stat(child.id());
+    let (s_time, s_size) = scrape(addr);
+    let (rss_load, t3) = proc_stat(child.id());
+    let wall = started.elapsed().as_secs_f64();
+    println!(
+        "under load ({wall:.1} s of events in 250 cgroups): RSS {:.1} MiB, CPU {:.2}% of a core",
+        rss_load as f64 / 1024.0,
+        (t3 - t1) as f64 / hz / wall * 100.0
+    );
+    let _ = t2;
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        times.push(scrape(addr).0.as_secs_f64() * 1000.0);
+    }
+    println!(
+        "scrape: first {:.1} ms, median {:.1} ms, {} bytes",
+        s_time.as_secs_f64() * 1000.0,
+        median(times),
+        s_size
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    for i in 0..250 {
+        let _ = std::fs::remove_dir(base.join(format!("pod{i:03}")));
+    }
+    let _ = std::fs::remove_dir(&base);
+}
+
+fn main() {
+    if !kernel_available("bench") {
+        return;
+    }
+    let stats_before = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_default();
+    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
+    let agent = Agent::new(false).expect("agent");
+    let mut pod = Pod::new(Driver::Systemd);
+    pod.peer_spawn(SERVERS);
+    Pod::nft(
+        &pod.peer_ns,
+        "table inet nptest {\n chain input {\n type filter hook input priority 0;\n tcp dport 5001 numgen inc mod 50 == 0 drop\n }\n}",
+    );
+    Pod::nft(
+        &pod.ns,
+        "table inet nptest2 {\n chain output {\n type filter hook output priority 0;\n udp dport 9998 drop\n }\n}",
+    );
+    let target = pod.target("bench", "pod");
+    kernel_cost(&agent, &pod, &target);
+
+    println!("\n== 2. TCP bulk throughput over veth, iperf3, every probe type vs none, A/B x5 ==");
+    sh(&format!("ip netns exec {} nft delete table inet nptest", pod.peer_ns));
+    let mut server = std::process::Command::new("ip")
+        .args(["netns", "exec", &pod.peer_ns, "iperf3", "-s"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("iperf3 server");
+    std::thread::sleep(Duration::from_millis(500));
+    ab("throughput (bits/s)", &agent, &target, &ProbeType::ALL, || iperf(&pod));
+    let _ = server.kill();
+    let _ = server.wait();
+
+    println!("\n== 3. short-lived connections per second, TcpConnectLatency+TcpResets+TcpRtt vs none, A/B x5 ==");
+    ab(
+        "connections/s",
+        &agent,
+        &target,
+        &[ProbeType::TcpConnectLatency, ProbeType::TcpResets, ProbeType::TcpRtt],
+        || conn_rate(&pod),
+    );
+    drop(pod);
+    drop(agent);
+    footprint();
+    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", stats_before.trim());
+}
