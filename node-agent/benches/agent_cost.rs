@@ -6,64 +6,37 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::Read;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use netprobe_agent::agent::Agent;
-use netprobe_agent::desired::{Desired, Owner, PlanTargets, Target};
-use netprobe_api::{NetworkProbeSpec, PlanSource, Probe, ProbePlan, ProbeType};
+use netprobe_agent::desired::{Desired, Owner, Target};
+use netprobe_api::{Probe, ProbeType};
 use support::{Driver, Pod, kernel_available, sh};
-
-fn plan(types: &[ProbeType]) -> ProbePlan {
-    let spec = NetworkProbeSpec {
-        probes: types.iter().map(|t| Probe::new(*t)).collect(),
-        ..Default::default()
-    };
-    let src = PlanSource {
-        kind: "NetworkProbe".into(),
-        namespace: Some("bench".into()),
-        name: "bench".into(),
-        uid: "b".into(),
-        generation: 1,
-    };
-    ProbePlan::build(src, &spec, None).expect("plan")
-}
 
 /// The pod plus `extra` registered pods that never see traffic (the filter
 /// map holding 1 or 1,000 pods).
 fn desired(types: &[ProbeType], pod: &Target, extra: usize) -> Desired {
-    let mut targets = BTreeMap::new();
-    targets.insert(pod.key.clone(), pod.clone());
-    for i in 0..extra {
-        let key = format!("fake-{i}");
-        targets.insert(
-            key.clone(),
-            Target {
-                key,
-                owner: Owner::Pod {
-                    namespace: "bench".into(),
-                    pod: format!("fake-{i}"),
-                    workload: None,
-                },
-                cgroup_id: (1 << 40) + i as u64,
-                netns: Some(0x7000_0000 + i as u32),
+    let fakes: Vec<Target> = (0..extra)
+        .map(|i| Target {
+            key: format!("fake-{i}"),
+            owner: Owner::Pod {
+                namespace: "bench".into(),
+                pod: format!("fake-{i}"),
+                workload: None,
             },
-        );
-    }
-    let keys: BTreeSet<String> = targets.keys().cloned().collect();
-    let p = plan(types);
-    Desired {
-        targets,
-        plans: BTreeMap::from([(
-            p.source.key(),
-            PlanTargets {
-                plan: Arc::new(p),
-                targets: keys,
-            },
-        )]),
-    }
+            cgroup_id: (1 << 40) + i as u64,
+            netns: Some(0x7000_0000 + i as u32),
+        })
+        .collect();
+    let mut selected = vec![pod.clone()];
+    selected.extend(fakes);
+    support::desired_of(
+        support::plan_in("bench", "bench", types.iter().map(|t| Probe::new(*t)).collect()),
+        &selected,
+        &[],
+    )
 }
 
 const SERVERS: &str = r#"

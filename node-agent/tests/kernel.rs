@@ -5,47 +5,20 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use netprobe_agent::agent::Agent;
-use netprobe_agent::desired::{Desired, PlanTargets, Target};
-use netprobe_api::{NetworkProbeSpec, PlanSource, Probe, ProbePlan, ProbeType, TcpRetransmitsOptions};
+use netprobe_agent::desired::{Desired, Target};
+use netprobe_api::{Probe, ProbePlan, ProbeType, TcpRetransmitsOptions};
 use support::{Driver, Pod, counter, histogram, kernel_available, serial, series_pods};
 
 fn plan(name: &str, probes: Vec<Probe>) -> ProbePlan {
-    let spec = NetworkProbeSpec {
-        probes,
-        ..Default::default()
-    };
-    let src = PlanSource {
-        kind: "NetworkProbe".into(),
-        namespace: Some("shop".into()),
-        name: name.into(),
-        uid: name.into(),
-        generation: 1,
-    };
-    ProbePlan::build(src, &spec, None).expect("valid plan")
+    support::plan_in("shop", name, probes)
 }
 
-/// Desired state: `plan` selects `selected`; `others` exist but are not selected.
 fn desired(plan: ProbePlan, selected: &[Target], others: &[Target]) -> Desired {
-    let mut targets = BTreeMap::new();
-    for t in selected.iter().chain(others) {
-        targets.insert(t.key.clone(), t.clone());
-    }
-    let keys: BTreeSet<String> = selected.iter().map(|t| t.key.clone()).collect();
-    Desired {
-        targets,
-        plans: BTreeMap::from([(
-            plan.source.key(),
-            PlanTargets {
-                plan: Arc::new(plan),
-                targets: keys,
-            },
-        )]),
-    }
+    support::desired_of(plan, selected, others)
 }
 
 const SINK: &str = r#"

@@ -98,13 +98,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context, kind: SourceKind) -
                 {"op": "test", "path": "/metadata/finalizers", "value": src.finalizers},
                 {"op": "replace", "path": "/metadata/finalizers", "value": rest},
             ]);
-            ctx.probes(&src)
-                .patch(
-                    &src.name,
-                    &PatchParams::default(),
-                    &Patch::<()>::Json(serde_json::from_value(patch).map_err(kube::Error::SerdeError)?),
-                )
-                .await?;
+            patch_finalizers(ctx, &src, patch).await?;
         }
         return Ok(Action::await_change());
     }
@@ -121,13 +115,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context, kind: SourceKind) -
                 {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER},
             ])
         };
-        ctx.probes(&src)
-            .patch(
-                &src.name,
-                &PatchParams::default(),
-                &Patch::<()>::Json(serde_json::from_value(patch).map_err(kube::Error::SerdeError)?),
-            )
-            .await?;
+        patch_finalizers(ctx, &src, patch).await?;
     }
 
     let now = Time(k8s_openapi::jiff::Timestamp::now());
@@ -212,6 +200,16 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context, kind: SourceKind) -
         }
     }
     Ok(Action::requeue(RESYNC))
+}
+
+/// A JSON patch of metadata.finalizers guarded by a `test` op, so a
+/// concurrent change of the list fails the patch instead of being lost.
+async fn patch_finalizers(ctx: &Context, src: &ProbeSource, patch: serde_json::Value) -> Result<(), Error> {
+    let patch = serde_json::from_value(patch).map_err(kube::Error::SerdeError)?;
+    ctx.probes(src)
+        .patch(&src.name, &PatchParams::default(), &Patch::<()>::Json(patch))
+        .await?;
+    Ok(())
 }
 
 fn reason_of(why: &NotDeployed) -> &str {

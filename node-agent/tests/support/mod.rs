@@ -13,7 +13,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use netprobe_agent::cgroups;
-use netprobe_agent::desired::{Owner, Target};
+use netprobe_agent::desired::{Desired, Owner, PlanTargets, Target};
+use netprobe_api::{NetworkProbeSpec, PlanSource, Probe, ProbePlan};
 use prometheus::proto::MetricFamily;
 
 /// Kernel tests share the machine's tracepoints and timing: run one at a time.
@@ -436,4 +437,39 @@ pub fn series_pods(fams: &[MetricFamily], name: &str) -> Vec<String> {
                 .map(|l| l.value().to_string())
         })
         .collect()
+}
+
+/// A NetworkProbe plan `shop/<name>` (namespace `ns`) of `probes`.
+pub fn plan_in(ns: &str, name: &str, probes: Vec<Probe>) -> ProbePlan {
+    let spec = NetworkProbeSpec {
+        probes,
+        ..Default::default()
+    };
+    let src = PlanSource {
+        kind: "NetworkProbe".into(),
+        namespace: Some(ns.into()),
+        name: name.into(),
+        uid: name.into(),
+        generation: 1,
+    };
+    ProbePlan::build(src, &spec, None).expect("valid plan")
+}
+
+/// Desired state: `plan` selects `selected`; `others` exist unselected.
+pub fn desired_of(plan: ProbePlan, selected: &[Target], others: &[Target]) -> Desired {
+    let mut targets = BTreeMap::new();
+    for t in selected.iter().chain(others) {
+        targets.insert(t.key.clone(), t.clone());
+    }
+    let keys = selected.iter().map(|t| t.key.clone()).collect();
+    Desired {
+        targets,
+        plans: BTreeMap::from([(
+            plan.source.key(),
+            PlanTargets {
+                plan: std::sync::Arc::new(plan),
+                targets: keys,
+            },
+        )]),
+    }
 }

@@ -38,6 +38,17 @@ impl Record {
 
 pub(crate) type ObjKey = (String, String, String, String); // (apiVersion path, plural, namespace, name)
 
+/// A request path and query, resolved to a served resource type.
+struct Parsed {
+    prefix: String,
+    plural: String,
+    ns: Option<String>,
+    name: Option<String>,
+    sub: Option<String>,
+    rt: ResType,
+    params: BTreeMap<String, String>,
+}
+
 /// The stand-in's whole state.
 #[derive(Default)]
 pub struct Store {
@@ -231,30 +242,19 @@ impl Store {
     }
 
     fn route(&mut self, method: &str, path: &str, query: &str, ct: Option<&str>, body: &[u8]) -> (u16, Value) {
-        let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let (prefix, rest) = match segs.as_slice() {
-            ["api", v, rest @ ..] => (format!("api/{v}"), rest),
-            ["apis", g, v, rest @ ..] => (format!("apis/{g}/{v}"), rest),
-            _ => return status_err(404, "NotFound", format!("no route for {path}")),
+        let Parsed {
+            prefix,
+            plural,
+            ns,
+            name,
+            sub,
+            rt,
+            params,
+        } = match self.parse(path, query) {
+            Ok(p) => p,
+            Err(e) => return e,
         };
-        let (ns, plural, name, sub) = match rest {
-            ["namespaces", ns, plural, tail @ ..] => (Some(*ns), *plural, tail.first().copied(), tail.get(1).copied()),
-            [plural, tail @ ..] => (None, *plural, tail.first().copied(), tail.get(1).copied()),
-            [] => return status_err(404, "NotFound", "discovery is not served in-process"),
-        };
-        let Some(rt) = self.types.get(&(prefix.clone(), plural.to_string())).cloned() else {
-            return status_err(
-                404,
-                "NotFound",
-                format!("the server could not find the requested resource {prefix}/{plural}"),
-            );
-        };
-        let params: BTreeMap<String, String> = query
-            .split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.to_string(), percent_decode(v)))
-            .collect();
-        let ns = ns.map(str::to_string);
+        let (plural, name) = (plural.as_str(), name.as_deref());
         let body: Value = if body.is_empty() {
             Value::Null
         } else {
@@ -263,7 +263,7 @@ impl Store {
                 Err(e) => return status_err(400, "BadRequest", format!("body is not JSON: {e}")),
             }
         };
-        let status_sub = sub == Some("status");
+        let status_sub = sub.as_deref() == Some("status");
         match (method, name) {
             ("GET", None) => self.list(&prefix, plural, &rt, ns.as_deref(), &params),
             ("GET", Some(n)) => {
@@ -283,40 +283,62 @@ impl Store {
         }
     }
 
-    /// Parse a watch request, or answer why it cannot be served.
-    pub fn watch_query(&mut self, uri: &Uri) -> Result<WatchQuery, (u16, Value)> {
-        self.builtin();
-        let path = uri.path();
-        let query = uri.query().unwrap_or("");
+    /// Resolve `/api/v1/...` or `/apis/<g>/<v>/...` to a served type.
+    fn parse(&self, path: &str, query: &str) -> Result<Parsed, (u16, Value)> {
         let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
         let (prefix, rest) = match segs.as_slice() {
             ["api", v, rest @ ..] => (format!("api/{v}"), rest),
             ["apis", g, v, rest @ ..] => (format!("apis/{g}/{v}"), rest),
             _ => return Err(status_err(404, "NotFound", format!("no route for {path}"))),
         };
-        let (ns, plural) = match rest {
-            ["namespaces", ns, plural] => (Some(ns.to_string()), *plural),
-            [plural] => (None, *plural),
-            _ => {
-                return Err(status_err(
-                    405,
-                    "MethodNotAllowed",
-                    "watch of a single object is not supported",
-                ));
-            }
+        let (ns, plural, name, sub) = match rest {
+            ["namespaces", ns, plural, tail @ ..] => (Some(*ns), *plural, tail.first().copied(), tail.get(1).copied()),
+            [plural, tail @ ..] => (None, *plural, tail.first().copied(), tail.get(1).copied()),
+            [] => return Err(status_err(404, "NotFound", "discovery is not served in-process")),
         };
-        if !self.types.contains_key(&(prefix.clone(), plural.to_string())) {
+        let Some(rt) = self.types.get(&(prefix.clone(), plural.to_string())).cloned() else {
             return Err(status_err(
                 404,
                 "NotFound",
                 format!("the server could not find the requested resource {prefix}/{plural}"),
             ));
-        }
-        let params: BTreeMap<String, String> = query
+        };
+        let params = query
             .split('&')
             .filter_map(|kv| kv.split_once('='))
             .map(|(k, v)| (k.to_string(), percent_decode(v)))
             .collect();
+        Ok(Parsed {
+            prefix,
+            plural: plural.to_string(),
+            ns: ns.map(str::to_string),
+            name: name.map(str::to_string),
+            sub: sub.map(str::to_string),
+            rt,
+            params,
+        })
+    }
+
+    /// Parse a watch request, or answer why it cannot be served.
+    pub fn watch_query(&mut self, uri: &Uri) -> Result<WatchQuery, (u16, Value)> {
+        self.builtin();
+        let path = uri.path();
+        let query = uri.query().unwrap_or("");
+        let Parsed {
+            prefix,
+            plural,
+            ns,
+            name,
+            params,
+            ..
+        } = self.parse(path, query)?;
+        if name.is_some() {
+            return Err(status_err(
+                405,
+                "MethodNotAllowed",
+                "watch of a single object is not supported",
+            ));
+        }
         let labels = LabelQuery::parse(params.get("labelSelector").map(String::as_str).unwrap_or(""))
             .map_err(|e| status_err(400, "BadRequest", e))?;
         let fields = FieldQuery::parse(params.get("fieldSelector").map(String::as_str).unwrap_or(""))
@@ -336,7 +358,7 @@ impl Store {
         });
         Ok(WatchQuery {
             prefix,
-            plural: plural.to_string(),
+            plural,
             ns,
             labels,
             fields,
