@@ -15,6 +15,8 @@ unit:
 # Regenerate crds/ from the Rust API types (a test fails when they are stale).
 crds:
 	$(CARGO) run -q -p netprobe-operator -- crdgen --out crds
+	$(CARGO) run -q -p netprobe-operator -- crdgen --out config/crd/bases
+	$(CARGO) run -q -p netprobe-operator -- crdgen --out charts/netprobe/crds
 
 build:
 	$(CARGO) build --workspace --locked

@@ -21,6 +21,10 @@ pub fn render() -> Result<Vec<(String, String)>, serde_yaml::Error> {
     ])
 }
 
+/// Where generated copies live besides `crds/`: the kustomize CRD base and
+/// the Helm chart's `crds/` (each tool only reads files under its own root).
+pub const COPIES: [&str; 2] = ["config/crd/bases", "charts/netprobe/crds"];
+
 /// Write every CRD into `dir`.
 pub fn write(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
@@ -33,14 +37,13 @@ pub fn write(dir: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn crds_dir_is_up_to_date() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
-        for (name, yaml) in super::render().unwrap() {
-            let on_disk = std::fs::read_to_string(dir.join(&name)).unwrap_or_default();
-            assert!(
-                on_disk == yaml,
-                "crds/{name} is stale: run `cargo run -p netprobe-operator -- crdgen` (or `make crds`)"
-            );
+    fn crds_and_their_copies_are_up_to_date() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for dir in std::iter::once("crds").chain(super::COPIES) {
+            for (name, yaml) in super::render().unwrap() {
+                let on_disk = std::fs::read_to_string(root.join(dir).join(&name)).unwrap_or_default();
+                assert!(on_disk == yaml, "{dir}/{name} is stale: run `make crds`");
+            }
         }
     }
 }

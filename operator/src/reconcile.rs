@@ -89,6 +89,8 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context, kind: SourceKind) -
     let cm_name = plan_configmap_name(kind.kind(), src.namespace.as_deref(), &src.name);
 
     if src.deleting {
+        ctx.metrics
+            .forget_probe(kind.kind(), src.namespace.as_deref().unwrap_or(""), &src.name);
         if delete_plan(ctx, &cm_name, &src.uid).await? {
             info!(probe = %src.display(), plan = %cm_name, "probe deleted: plan removed");
         }
@@ -182,6 +184,13 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context, kind: SourceKind) -
         }
     };
 
+    let conds: Vec<(String, bool)> = summary
+        .conditions
+        .iter()
+        .map(|c| (c.type_.clone(), c.status == "True"))
+        .collect();
+    ctx.metrics
+        .set_conditions(kind.kind(), src.namespace.as_deref().unwrap_or(""), &src.name, &conds);
     let was_ready = is_true(&prior, aggregate::READY);
     if write_status(ctx, &src, &summary).await? {
         let ready = is_true(&summary.conditions, aggregate::READY);

@@ -9,7 +9,7 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Reconcile counters and timings, registered in one registry.
@@ -21,6 +21,8 @@ pub struct Metrics {
     duration: HistogramVec,
     pub leader: IntGauge,
     pub orphans_removed: IntCounter,
+    /// 1 when a probe's condition is True (for alerting on Degraded).
+    conditions: IntGaugeVec,
 }
 
 impl Metrics {
@@ -61,12 +63,21 @@ impl Metrics {
             "Plan ConfigMaps removed because their source was gone.",
         )
         .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let conditions = IntGaugeVec::new(
+            Opts::new(
+                "netprobe_operator_probe_condition",
+                "1 when the probe's condition is True, 0 when False.",
+            ),
+            &["kind", "namespace", "name", "condition"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
         for c in [
             Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(errors.clone()),
             Box::new(duration.clone()),
             Box::new(leader.clone()),
             Box::new(orphans_removed.clone()),
+            Box::new(conditions.clone()),
         ] {
             registry
                 .register(c)
@@ -79,6 +90,7 @@ impl Metrics {
             duration,
             leader,
             orphans_removed,
+            conditions,
         }
     }
 
@@ -88,6 +100,22 @@ impl Metrics {
             self.errors.with_label_values(&[kind]).inc();
         }
         self.duration.with_label_values(&[kind]).observe(took.as_secs_f64());
+    }
+
+    /// Record a probe's conditions (True → 1).
+    pub fn set_conditions(&self, kind: &str, namespace: &str, name: &str, conds: &[(String, bool)]) {
+        for (c, v) in conds {
+            self.conditions
+                .with_label_values(&[kind, namespace, name, c.as_str()])
+                .set(i64::from(*v));
+        }
+    }
+
+    /// Forget a deleted probe's conditions.
+    pub fn forget_probe(&self, kind: &str, namespace: &str, name: &str) {
+        for c in ["Ready", "Degraded", "InvalidSpec"] {
+            let _ = self.conditions.remove_label_values(&[kind, namespace, name, c]);
+        }
     }
 
     /// The text exposition.
