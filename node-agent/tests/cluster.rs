@@ -337,3 +337,52 @@ async fn api_outage_keeps_the_kernel_state_and_status_converges_after() {
     .await;
     task.abort();
 }
+
+#[tokio::test]
+async fn agent_uses_exactly_its_rbac() {
+    let w = World::new();
+    w.pod("shop", "a", "u-a", "node-a", json!({}), true);
+    w.probe("shop", "p", 1, json!({"probes": [{"type": "TcpResets"}]}));
+    // A cluster probe and its plan, as the operator writes them.
+    let obj = w.api.put(
+        GV,
+        "clusternetworkprobes",
+        json!({"apiVersion": GV, "kind": "ClusterNetworkProbe", "metadata": {"name": "c"},
+        "spec": {"probes": [{"type": "PacketDrops"}]}}),
+    );
+    let spec: NetworkProbeSpec = serde_json::from_value(json!({"probes": [{"type": "PacketDrops"}]})).unwrap();
+    let src = PlanSource {
+        kind: "ClusterNetworkProbe".into(),
+        namespace: None,
+        name: "c".into(),
+        uid: obj["metadata"]["uid"].as_str().unwrap_or_default().into(),
+        generation: 1,
+    };
+    let plan = ProbePlan::build(src, &spec, None).unwrap();
+    w.api.put(
+        "v1",
+        "configmaps",
+        json!({"metadata": {"name": "cnprobe.c", "namespace": "netprobe-system", "labels": {
+        PLAN_LABEL: "cnprobe.c", SOURCE_KIND_LABEL: "ClusterNetworkProbe", SOURCE_NAME_LABEL: "c"}},
+        "data": {PLAN_DATA_KEY: plan.to_json()}}),
+    );
+    w.api.store().log.clear();
+    let task = w.start(Arc::new(Recorder::default()));
+    eventually("both probes report", || {
+        w.entry("shop", "p", "node-a").is_some()
+            && w.api
+                .get(GV, "clusternetworkprobes", None, "c")
+                .is_some_and(|o| o["status"]["nodes"][0]["nodeName"] == "node-a")
+    })
+    .await;
+    task.abort();
+    let used: BTreeSet<_> = w
+        .api
+        .store()
+        .log
+        .iter()
+        .flat_map(|r| netprobe_testutil::permissions_of(&r.method, &r.path, &r.query, r.status))
+        .collect();
+    let rbac = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/rbac/agent.yaml")).unwrap();
+    netprobe_testutil::assert_rbac_matches("netprobe-agent", &rbac, &used);
+}

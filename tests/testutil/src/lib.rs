@@ -67,3 +67,87 @@ pub fn promtool_check(test: &str, text: &str) {
         "promtool check metrics:\n{report}\n--- exposition ---\n{text}"
     );
 }
+
+/// One permission: (API group, resource[/subresource], verb).
+pub type Permission = (String, String, String);
+
+/// The permissions a request needs, from what the in-memory API recorded:
+/// method, path, query and the status it answered (an apply that created
+/// the object needs `create` as well as `patch`).
+pub fn permissions_of(method: &str, path: &str, query: &str, status: u16) -> Vec<Permission> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, rest) = match segs.as_slice() {
+        ["api", _v, rest @ ..] => (String::new(), rest.to_vec()),
+        ["apis", g, _v, rest @ ..] => (g.to_string(), rest.to_vec()),
+        _ => return Vec::new(),
+    };
+    let rest: Vec<&str> = match rest.as_slice() {
+        ["namespaces", _ns, tail @ ..] if !tail.is_empty() => tail.to_vec(),
+        other => other.to_vec(),
+    };
+    let (resource, has_name) = match rest.as_slice() {
+        [res] => (res.to_string(), false),
+        [res, _name] => (res.to_string(), true),
+        [res, _name, sub] => (format!("{res}/{sub}"), true),
+        _ => return Vec::new(),
+    };
+    let verb = match (method, has_name) {
+        ("WATCH", _) => "watch",
+        ("GET", false) if query.split('&').any(|kv| kv == "watch=true" || kv == "watch=1") => "watch",
+        ("GET", false) => "list",
+        ("GET", true) => "get",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", _) => "delete",
+        _ => return Vec::new(),
+    };
+    let mut out = vec![(group.clone(), resource.clone(), verb.to_string())];
+    if method == "PATCH" && status == 201 {
+        out.push((group, resource, "create".into()));
+    }
+    out
+}
+
+/// Permissions granted by every Role and ClusterRole in an RBAC manifest.
+pub fn granted(rbac_yaml: &str) -> std::collections::BTreeSet<Permission> {
+    let mut out = std::collections::BTreeSet::new();
+    for doc in serde_yaml::Deserializer::from_str(rbac_yaml) {
+        let Ok(v) = <serde_yaml::Value as serde::Deserialize>::deserialize(doc) else {
+            continue;
+        };
+        if !matches!(v["kind"].as_str(), Some("Role" | "ClusterRole")) {
+            continue;
+        }
+        for rule in v["rules"].as_sequence().into_iter().flatten() {
+            let list = |k: &str| -> Vec<String> {
+                rule[k]
+                    .as_sequence()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            };
+            for g in list("apiGroups") {
+                for r in list("resources") {
+                    for verb in list("verbs") {
+                        out.insert((g.clone(), r.clone(), verb));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Fail when `used` needs a permission the manifest does not grant, or the
+/// manifest grants one nothing used.
+pub fn assert_rbac_matches(component: &str, rbac_yaml: &str, used: &std::collections::BTreeSet<Permission>) {
+    let granted = granted(rbac_yaml);
+    let missing: Vec<_> = used.difference(&granted).collect();
+    let unused: Vec<_> = granted.difference(used).collect();
+    assert!(
+        missing.is_empty() && unused.is_empty(),
+        "{component} RBAC does not match its API calls:\n  missing (called, not granted): {missing:?}\n  unused (granted, never called): {unused:?}"
+    );
+}
