@@ -188,20 +188,19 @@ fn conn_rate(pod: &Pod) -> f64 {
 
 fn ab(name: &str, agent: &Agent, target: &Target, types: &[ProbeType], f: impl Fn() -> f64) {
     let (mut without, mut with) = (Vec::new(), Vec::new());
-    for _ in 0..5 {
+    for _ in 0..7 {
         agent.set_desired(Desired::default()).expect("detach");
         without.push(f());
         agent.set_desired(desired(types, target, 0)).expect("attach");
         with.push(f());
     }
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    // Medians: one disturbed run on a shared machine should not decide.
+    let (w, wo) = (median(with.clone()), median(without.clone()));
     println!(
-        "{name}: without {:.3e}, with {:.3e} (runs without {:?}, with {:?}) -> ratio {:.3}",
-        mean(&without),
-        mean(&with),
+        "{name}: median without {wo:.3e}, with {w:.3e} (runs without {:?}, with {:?}) -> ratio {:.3}",
         without.iter().map(|x| format!("{x:.3e}")).collect::<Vec<_>>(),
         with.iter().map(|x| format!("{x:.3e}")).collect::<Vec<_>>(),
-        mean(&with) / mean(&without)
+        w / wo
     );
 }
 
@@ -325,8 +324,11 @@ fn main() {
     );
     let target = pod.target("bench", "pod");
     kernel_cost(&agent, &pod, &target);
+    // bpf_stats adds two clock reads to every program run: measure the
+    // A/B ratios as users run, with it off.
+    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
 
-    println!("\n== 2. TCP bulk throughput over veth, iperf3, every probe type vs none, A/B x5 ==");
+    println!("\n== 2. TCP bulk throughput over veth, iperf3, every probe type vs none, A/B x7 ==");
     sh(&format!("ip netns exec {} nft delete table inet nptest", pod.peer_ns));
     let mut server = std::process::Command::new("ip")
         .args(["netns", "exec", &pod.peer_ns, "iperf3", "-s"])
@@ -338,7 +340,7 @@ fn main() {
     let _ = server.kill();
     let _ = server.wait();
 
-    println!("\n== 3. short-lived connections per second, TcpConnectLatency+TcpResets+TcpRtt vs none, A/B x5 ==");
+    println!("\n== 3. short-lived connections per second, TcpConnectLatency+TcpResets+TcpRtt vs none, A/B x7 ==");
     ab(
         "connections/s",
         &agent,
