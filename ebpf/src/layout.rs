@@ -14,6 +14,10 @@ pub const MAX_BOUNDS: usize = 64;
 /// `np_pod_info.flags`: count retransmits per peer for this pod.
 pub const POD_PEER_LABELS: u32 = 1;
 
+/// `np_config.types`: which socket-state probe types the shared program runs.
+pub const TYPE_CONNECT: u32 = 1;
+pub const TYPE_RTT: u32 = 2;
+
 /// `np_counter_key.metric` values.
 pub mod metric {
     pub const RETRANS_SEGS: u16 = 1;
@@ -57,7 +61,7 @@ pub struct Leaf {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Config {
     pub generation: u32,
-    pub _pad: u32,
+    pub types: u32,
 }
 
 #[repr(C)]
@@ -100,6 +104,8 @@ pub struct PeerKey {
 pub struct SockState {
     pub syn_ns: u64,
     pub flags: u32,
+    pub slot: u32,
+    pub generation: u32,
     pub _pad: u32,
 }
 

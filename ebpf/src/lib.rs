@@ -22,8 +22,8 @@ pub mod programs {
     pub const RETRANSMIT_SYNACK: &str = "np_retransmit_synack";
     pub const SEND_RESET: &str = "np_send_reset";
     pub const RECEIVE_RESET: &str = "np_receive_reset";
-    pub const CONNECT_STATE: &str = "np_connect_state";
-    pub const RTT_STATE: &str = "np_rtt_state";
+    /// Shared by TcpConnectLatency and TcpRtt (`np_config.types` selects).
+    pub const SOCK_STATE: &str = "np_sock_state_change";
     pub const RTT_ITER: &str = "np_rtt_iter";
     pub const KFREE_SKB: &str = "np_kfree_skb";
     pub const KFREE_SKB_V1: &str = "np_kfree_skb_v1";
@@ -71,8 +71,7 @@ mod tests {
             programs::RETRANSMIT_SYNACK,
             programs::SEND_RESET,
             programs::RECEIVE_RESET,
-            programs::CONNECT_STATE,
-            programs::RTT_STATE,
+            programs::SOCK_STATE,
             programs::RTT_ITER,
             programs::KFREE_SKB,
             programs::KFREE_SKB_V1,
@@ -134,6 +133,8 @@ mod tests {
             ("NP_PEERS", u64::from(layout::PEERS)),
             ("NP_MAX_BOUNDS", layout::MAX_BOUNDS as u64),
             ("NP_POD_PEER_LABELS", u64::from(layout::POD_PEER_LABELS)),
+            ("NP_TYPE_CONNECT", u64::from(layout::TYPE_CONNECT)),
+            ("NP_TYPE_RTT", u64::from(layout::TYPE_RTT)),
             ("NP_M_RETRANS_SEGS", u64::from(layout::metric::RETRANS_SEGS)),
             ("NP_M_RST_SENT", u64::from(layout::metric::RST_SENT)),
             ("NP_M_RST_RECV", u64::from(layout::metric::RST_RECV)),

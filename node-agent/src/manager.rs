@@ -115,7 +115,12 @@ pub struct ProbeManager {
     /// counted for another pod.
     next_slot: u32,
     generation: u32,
-    attached: BTreeMap<ProbeType, Vec<Attached>>,
+    /// Programs attached, once each, with the probe types that use them
+    /// (TcpConnectLatency and TcpRtt share the socket-state program).
+    links: BTreeMap<&'static str, (Option<aya::programs::tp_btf::BtfTracePointLinkId>, BTreeSet<ProbeType>)>,
+    attached: BTreeMap<ProbeType, Vec<&'static str>>,
+    /// `np_config.types` as last written.
+    types_mask: u32,
     rtt_iter: Option<Arc<MapIterLink>>,
     report: ApplyReport,
 }
@@ -136,7 +141,9 @@ impl ProbeManager {
             slots: BTreeMap::new(),
             next_slot: 0,
             generation: 0,
+            links: BTreeMap::new(),
             attached: BTreeMap::new(),
+            types_mask: 0,
             rtt_iter: None,
             report: ApplyReport::default(),
         })
@@ -178,12 +185,12 @@ impl ProbeManager {
             }
             ProbeType::TcpConnectLatency => {
                 tp("inet_sock_set_state")?;
-                vec![(programs::CONNECT_STATE, Hook::Tracepoint("inet_sock_set_state"))]
+                vec![(programs::SOCK_STATE, Hook::Tracepoint("inet_sock_set_state"))]
             }
             ProbeType::TcpRtt => {
                 tp("inet_sock_set_state")?;
                 vec![
-                    (programs::RTT_STATE, Hook::Tracepoint("inet_sock_set_state")),
+                    (programs::SOCK_STATE, Hook::Tracepoint("inet_sock_set_state")),
                     (programs::RTT_ITER, Hook::SkStorageIter),
                 ]
             }
@@ -198,24 +205,44 @@ impl ProbeManager {
         })
     }
 
-    fn attach_type(&mut self, t: ProbeType) -> Result<Vec<Attached>, String> {
+    fn attach_type(&mut self, t: ProbeType) -> Result<Vec<&'static str>, String> {
         let progs = self.programs_for(t)?;
         // Parsed only while attaching: the kernel's BTF is tens of MiB in memory.
         let btf = aya::Btf::from_sys_fs().map_err(|e| format!("reading kernel BTF: {e}"))?;
-        let mut done = Vec::new();
+        let mut names = Vec::new();
         for (name, hook) in progs {
-            let result = self.attach_one(name, hook, &btf);
-            match result {
-                Ok(a) => done.push(a),
+            if let Some((_, users)) = self.links.get_mut(name) {
+                users.insert(t);
+                names.push(name);
+                continue;
+            }
+            match self.attach_one(name, hook, &btf) {
+                Ok(a) => {
+                    self.links.insert(name, (a.link, BTreeSet::from([t])));
+                    names.push(name);
+                }
                 Err(e) => {
-                    for a in done {
-                        self.detach_one(a);
+                    for n in names {
+                        self.release(n, t);
                     }
                     return Err(e);
                 }
             }
         }
-        Ok(done)
+        Ok(names)
+    }
+
+    /// `t` no longer uses program `name`; detach it when nothing does.
+    fn release(&mut self, name: &'static str, t: ProbeType) {
+        let Some((_, users)) = self.links.get_mut(name) else {
+            return;
+        };
+        users.remove(&t);
+        if users.is_empty()
+            && let Some((link, _)) = self.links.remove(name)
+        {
+            self.detach_one(Attached { program: name, link });
+        }
     }
 
     fn attach_one(&mut self, name: &'static str, hook: Hook, btf: &aya::Btf) -> Result<Attached, String> {
@@ -307,11 +334,11 @@ impl ProbeManager {
                 Op::Attach(t) => {
                     match self.attach_type(t) {
                         Ok(list) => {
-                            info!(probe = %t, programs = ?list.iter().map(|a| a.program).collect::<Vec<_>>(), "attached");
+                            info!(probe = %t, programs = ?list, "attached");
                             self.report.unsupported.remove(&t);
                             self.report
                                 .attached
-                                .insert(t, list.iter().map(|a| a.program.to_string()).collect());
+                                .insert(t, list.iter().map(|p| p.to_string()).collect());
                             self.attached.insert(t, list);
                         }
                         Err(reason) => {
@@ -322,8 +349,8 @@ impl ProbeManager {
                     self.current.types.insert(t);
                 }
                 Op::Detach(t) => {
-                    for a in self.attached.remove(&t).unwrap_or_default() {
-                        self.detach_one(a);
+                    for name in self.attached.remove(&t).unwrap_or_default() {
+                        self.release(name, t);
                     }
                     self.report.attached.remove(&t);
                     self.report.unsupported.remove(&t);
@@ -333,12 +360,20 @@ impl ProbeManager {
                 }
             }
         }
-        if targets_changed {
-            self.generation = self.generation.wrapping_add(1);
+        let types = self.attached.keys().fold(0, |m, t| match t {
+            ProbeType::TcpConnectLatency => m | layout::TYPE_CONNECT,
+            ProbeType::TcpRtt => m | layout::TYPE_RTT,
+            _ => m,
+        });
+        if targets_changed || types != self.types_mask {
+            if targets_changed {
+                self.generation = self.generation.wrapping_add(1);
+            }
+            self.types_mask = types;
             let generation = self.generation;
             let mut cfg: Array<_, Config> =
                 Array::try_from(self.map_mut(maps::CONFIG)?).map_err(map_err(maps::CONFIG))?;
-            cfg.set(0, Config { generation, _pad: 0 }, 0)
+            cfg.set(0, Config { generation, types }, 0)
                 .map_err(map_err(maps::CONFIG))?;
         }
         self.report.bounds_truncated = desired.bounds_truncated;
@@ -519,21 +554,19 @@ impl ProbeManager {
     /// Kernel run time and count of every attached program.
     pub fn program_stats(&self) -> Vec<ProgramStats> {
         let mut out = Vec::new();
-        for (t, list) in &self.attached {
-            for a in list {
-                let info = match self.ebpf.program(a.program) {
-                    Some(Program::BtfTracePoint(p)) => p.info().ok(),
-                    Some(Program::Iter(p)) => p.info().ok(),
-                    _ => None,
-                };
-                if let Some(info) = info {
-                    out.push(ProgramStats {
-                        program: a.program,
-                        probe: *t,
-                        run_time_ns: info.run_time().as_nanos() as u64,
-                        run_count: info.run_count(),
-                    });
-                }
+        for (name, (_, users)) in &self.links {
+            let info = match self.ebpf.program(name) {
+                Some(Program::BtfTracePoint(p)) => p.info().ok(),
+                Some(Program::Iter(p)) => p.info().ok(),
+                _ => None,
+            };
+            if let (Some(info), Some(probe)) = (info, users.iter().next()) {
+                out.push(ProgramStats {
+                    program: name,
+                    probe: *probe,
+                    run_time_ns: info.run_time().as_nanos() as u64,
+                    run_count: info.run_count(),
+                });
             }
         }
         out

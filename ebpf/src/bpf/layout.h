@@ -28,6 +28,10 @@
 #define NP_SOCK_SYN_PENDING 1u
 #define NP_SOCK_RTT 2u
 
+/* np_config.types: socket-state probe types in use (one program serves both). */
+#define NP_TYPE_CONNECT 1u
+#define NP_TYPE_RTT 2u
+
 enum np_metric {
 	NP_M_RETRANS_SEGS = 1,
 	NP_M_RST_SENT = 2,
@@ -75,7 +79,7 @@ struct np_leaf {
 
 struct np_config {
 	__u32 generation;
-	__u32 _pad;
+	__u32 types;
 };
 
 struct np_bounds {
@@ -97,9 +101,14 @@ struct np_peer_key {
 	__u8 addr[16];
 };
 
+/* Per-socket state of selected pods' sockets: the SYN timestamp, what is
+ * pending, and the pod slot as resolved under `generation` (so later
+ * transitions of the same socket skip the pod lookup). */
 struct np_sock_state {
 	__u64 syn_ns;
 	__u32 flags;
+	__u32 slot;
+	__u32 generation;
 	__u32 _pad;
 };
 

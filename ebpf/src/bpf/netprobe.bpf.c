@@ -91,11 +91,19 @@ static __always_inline void count_error(__u32 which)
 		*v += 1;
 }
 
-static __always_inline __u32 config_gen(void)
+static __always_inline struct np_config config_now(void)
 {
 	__u32 zero = 0;
 	struct np_config *c = bpf_map_lookup_elem(&config, &zero);
-	return c ? c->generation : 0;
+	struct np_config out = { .generation = 0, .types = 0 };
+	if (c)
+		out = *c;
+	return out;
+}
+
+static __always_inline __u32 config_gen(void)
+{
+	return config_now().generation;
 }
 
 /* The pod of a cgroup: the nearest ancestor (or itself) registered by the
@@ -344,44 +352,28 @@ static __always_inline __u16 fail_reason(const struct sock *sk)
 	}
 }
 
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(np_connect_state, const struct sock *sk, const int oldstate, const int newstate)
+/* ---- TcpRtt ----------------------------------------------------------- */
+
+/* The pod slot of a socket with state: the one remembered, if resolved
+ * under the current generation, else resolved again. */
+static __always_inline int slot_of(const struct sock *sk, struct np_sock_state *st, __u32 gen, __u32 *slot)
 {
-	if (newstate == TCP_SYN_SENT) {
-		if (!is_tcp(sk))
-			return 0;
-		struct np_pod_info pod;
-		if (!pod_of_sock(sk, &pod))
-			return 0;
-		struct np_sock_state *st =
-			bpf_sk_storage_get(&sock_state, (struct sock *)sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-		if (!st) {
-			count_error(NP_E_SOCK_STORAGE);
-			return 0;
-		}
-		st->syn_ns = bpf_ktime_get_ns();
-		st->flags |= NP_SOCK_SYN_PENDING;
-		return 0;
+	if (st && st->generation == gen && st->slot != NP_SLOT_NONE) {
+		*slot = st->slot;
+		return 1;
 	}
-	if (oldstate != TCP_SYN_SENT)
-		return 0;
-	struct np_sock_state *st = bpf_sk_storage_get(&sock_state, (struct sock *)sk, 0, 0);
-	if (!st || !(st->flags & NP_SOCK_SYN_PENDING))
-		return 0;
-	st->flags &= ~NP_SOCK_SYN_PENDING;
 	struct np_pod_info pod;
 	if (!pod_of_sock(sk, &pod))
 		return 0;
-	if (newstate == TCP_ESTABLISHED)
-		observe(pod.slot, NP_B_CONNECT, NP_M_CONNECT_BUCKET, NP_M_CONNECT_SUM, bpf_ktime_get_ns() - st->syn_ns);
-	else if (newstate == TCP_CLOSE)
-		count(pod.slot, NP_M_CONNECT_FAIL, fail_reason(sk), 1);
-	return 0;
+	*slot = pod.slot;
+	if (st) {
+		st->slot = pod.slot;
+		st->generation = gen;
+	}
+	return 1;
 }
 
-/* ---- TcpRtt ----------------------------------------------------------- */
-
-static __always_inline void sample_rtt(struct sock *sk)
+static __always_inline void sample_rtt(struct sock *sk, struct np_sock_state *st, __u32 gen)
 {
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
 	if (!tp)
@@ -389,38 +381,80 @@ static __always_inline void sample_rtt(struct sock *sk)
 	__u64 srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
 	if (srtt_us == 0)
 		return;
-	struct np_pod_info pod;
-	if (pod_of_sock(sk, &pod))
-		observe(pod.slot, NP_B_RTT, NP_M_RTT_BUCKET, NP_M_RTT_SUM, srtt_us * 1000);
+	__u32 slot;
+	if (slot_of(sk, st, gen, &slot))
+		observe(slot, NP_B_RTT, NP_M_RTT_BUCKET, NP_M_RTT_SUM, srtt_us * 1000);
 }
 
-/* Marks established connections of selected pods for the periodic sampler
- * below, and samples once more when a connection leaves ESTABLISHED, so
- * short connections are seen too. Nothing runs per ACK. */
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(np_rtt_state, struct sock *sk, const int oldstate, const int newstate)
+static __always_inline struct np_sock_state *new_state(struct sock *sk, __u32 slot, __u32 gen)
 {
-	if (newstate == TCP_ESTABLISHED) {
-		if (!is_tcp(sk))
+	struct np_sock_state *st = bpf_sk_storage_get(&sock_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st) {
+		count_error(NP_E_SOCK_STORAGE);
+		return 0;
+	}
+	st->slot = slot;
+	st->generation = gen;
+	return st;
+}
+
+/* TcpConnectLatency and TcpRtt share this one program (np_config.types says
+ * which are on), so a state change costs one program run, not two.
+ * Connect: SYN_SENT stamps the socket; ESTABLISHED observes the latency;
+ * SYN_SENT -> CLOSE counts a failure. RTT: ESTABLISHED marks the socket for
+ * the periodic sampler, and leaving ESTABLISHED samples it once more.
+ * Nothing runs per ACK. */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(np_sock_state_change, struct sock *sk, const int oldstate, const int newstate)
+{
+	if (newstate == TCP_SYN_SENT) {
+		struct np_config cfg = config_now();
+		if (!(cfg.types & NP_TYPE_CONNECT) || !is_tcp(sk))
 			return 0;
 		struct np_pod_info pod;
 		if (!pod_of_sock(sk, &pod))
 			return 0;
-		struct np_sock_state *st = bpf_sk_storage_get(&sock_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-		if (!st) {
-			count_error(NP_E_SOCK_STORAGE);
+		struct np_sock_state *st = new_state(sk, pod.slot, cfg.generation);
+		if (!st)
 			return 0;
+		st->syn_ns = bpf_ktime_get_ns();
+		st->flags |= NP_SOCK_SYN_PENDING;
+		return 0;
+	}
+	if (oldstate != TCP_SYN_SENT && oldstate != TCP_ESTABLISHED && newstate != TCP_ESTABLISHED)
+		return 0;
+	if (!is_tcp(sk))
+		return 0;
+	struct np_config cfg = config_now();
+	struct np_sock_state *st = bpf_sk_storage_get(&sock_state, sk, 0, 0);
+	__u32 slot;
+	if (oldstate == TCP_SYN_SENT && st && (st->flags & NP_SOCK_SYN_PENDING)) {
+		st->flags &= ~NP_SOCK_SYN_PENDING;
+		if ((cfg.types & NP_TYPE_CONNECT) && slot_of(sk, st, cfg.generation, &slot)) {
+			if (newstate == TCP_ESTABLISHED)
+				observe(slot, NP_B_CONNECT, NP_M_CONNECT_BUCKET, NP_M_CONNECT_SUM,
+					bpf_ktime_get_ns() - st->syn_ns);
+			else if (newstate == TCP_CLOSE)
+				count(slot, NP_M_CONNECT_FAIL, fail_reason(sk), 1);
+		}
+	}
+	if (!(cfg.types & NP_TYPE_RTT))
+		return 0;
+	if (newstate == TCP_ESTABLISHED) {
+		if (!st) {
+			if (!slot_of(sk, 0, cfg.generation, &slot))
+				return 0;
+			st = new_state(sk, slot, cfg.generation);
+			if (!st)
+				return 0;
 		}
 		st->flags |= NP_SOCK_RTT;
 		return 0;
 	}
-	if (oldstate != TCP_ESTABLISHED)
-		return 0;
-	struct np_sock_state *st = bpf_sk_storage_get(&sock_state, sk, 0, 0);
-	if (!st || !(st->flags & NP_SOCK_RTT))
-		return 0;
-	st->flags &= ~NP_SOCK_RTT;
-	sample_rtt(sk);
+	if (oldstate == TCP_ESTABLISHED && st && (st->flags & NP_SOCK_RTT)) {
+		st->flags &= ~NP_SOCK_RTT;
+		sample_rtt(sk, st, cfg.generation);
+	}
 	return 0;
 }
 
@@ -434,7 +468,7 @@ int np_rtt_iter(struct bpf_iter__bpf_sk_storage_map *ctx)
 		return 0;
 	if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_ESTABLISHED)
 		return 0;
-	sample_rtt(sk);
+	sample_rtt(sk, st, config_gen());
 	return 0;
 }
 
