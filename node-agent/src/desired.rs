@@ -160,44 +160,40 @@ pub fn diff(current: &KernelState, desired: &KernelState) -> Vec<Op> {
     ops
 }
 
+/// Builders shared by the unit tests of this crate.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
     use netprobe_api::Granularity;
     use netprobe_api::plan::{PlanScope, PlanSource, PlannedMetrics};
     use netprobe_api::selector::Selector;
 
-    fn plan(name: &str, probes: Vec<PlannedProbe>) -> Arc<ProbePlan> {
+    /// A NetworkProbe plan `shop/<name>`.
+    pub fn plan(name: &str, probes: Vec<PlannedProbe>, granularity: Granularity, max_series: u32) -> Arc<ProbePlan> {
         Arc::new(ProbePlan {
             format_version: 1,
             source: PlanSource {
                 kind: "NetworkProbe".into(),
-                namespace: Some("ns".into()),
+                namespace: Some("shop".into()),
                 name: name.into(),
                 uid: name.into(),
                 generation: 1,
             },
-            scope: PlanScope::Namespace { namespace: "ns".into() },
+            scope: PlanScope::Namespace {
+                namespace: "shop".into(),
+            },
             probes,
             pod_selector: Selector::default(),
             node_selector: Selector::default(),
             metrics: PlannedMetrics {
-                granularity: Granularity::Pod,
-                max_series_per_node: 10,
+                granularity,
+                max_series_per_node: max_series,
             },
         })
     }
 
-    fn target(key: &str, id: u64) -> Target {
-        Target {
-            key: key.into(),
-            owner: Owner::Cgroup { path: key.into() },
-            cgroup_id: id,
-            netns: Some(id as u32),
-        }
-    }
-
-    fn desired(plans: Vec<(Arc<ProbePlan>, Vec<&str>)>, targets: Vec<Target>) -> Desired {
+    /// Desired state: each plan selects the listed target keys.
+    pub fn desired(plans: Vec<(Arc<ProbePlan>, Vec<&str>)>, targets: Vec<Target>) -> Desired {
         Desired {
             targets: targets.into_iter().map(|t| (t.key.clone(), t)).collect(),
             plans: plans
@@ -212,6 +208,26 @@ mod tests {
                     )
                 })
                 .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::desired;
+    use super::*;
+    use netprobe_api::Granularity;
+
+    fn plan(name: &str, probes: Vec<PlannedProbe>) -> Arc<ProbePlan> {
+        testing::plan(name, probes, Granularity::Pod, 10)
+    }
+
+    fn target(key: &str, id: u64) -> Target {
+        Target {
+            key: key.into(),
+            owner: Owner::Cgroup { path: key.into() },
+            cgroup_id: id,
+            netns: Some(id as u32),
         }
     }
 

@@ -155,16 +155,6 @@ impl World {
     }
 }
 
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..200 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for: {what}");
-}
-
 #[tokio::test]
 async fn plans_pods_and_status_flow_with_isolation() {
     let w = World::new();
@@ -188,7 +178,7 @@ async fn plans_pods_and_status_flow_with_isolation() {
     let kernel = Arc::new(Recorder::default());
     let task = w.start(kernel.clone());
 
-    eventually("both probes report Running", || {
+    netprobe_testutil::eventually("both probes report Running", || {
         w.entry("shop", "all", "node-a")
             .is_some_and(|e| e["phase"] == "Running")
             && w.entry("shop", "redis", "node-a")
@@ -211,7 +201,7 @@ async fn plans_pods_and_status_flow_with_isolation() {
 
     // A new generation reaches the node without a restart.
     w.probe("shop", "redis", 2, json!({"probes": [{"type": "TcpRetransmits"}, {"type": "TcpRtt"}], "podSelector": {"matchLabels": {"app": "redis"}}}));
-    eventually("generation 2 applied", || {
+    netprobe_testutil::eventually("generation 2 applied", || {
         w.entry("shop", "redis", "node-a")
             .is_some_and(|e| e["appliedGeneration"] == 2)
     })
@@ -226,7 +216,7 @@ async fn plans_pods_and_status_flow_with_isolation() {
 
     // A corrupted plan fails alone.
     w.plan_cm("shop", "all", "{ not json");
-    eventually("corrupt plan is Failed", || {
+    netprobe_testutil::eventually("corrupt plan is Failed", || {
         w.entry("shop", "all", "node-a").is_some_and(|e| e["phase"] == "Failed")
     })
     .await;
@@ -245,7 +235,7 @@ async fn plans_pods_and_status_flow_with_isolation() {
         3,
         json!({"probes": [{"type": "TcpRetransmits"}], "nodeSelector": {"matchLabels": {"zone": "b"}}}),
     );
-    eventually("entry removed", || w.entry("shop", "redis", "node-a").is_none()).await;
+    netprobe_testutil::eventually("entry removed", || w.entry("shop", "redis", "node-a").is_none()).await;
     task.abort();
 }
 
@@ -256,14 +246,14 @@ async fn late_cgroups_are_picked_up_and_churn_is_debounced() {
     w.pod("shop", "late-0", "u-late", "node-a", json!({}), false);
     let kernel = Arc::new(Recorder::default());
     let task = w.start(kernel.clone());
-    eventually("reported with a waiting pod", || {
+    netprobe_testutil::eventually("reported with a waiting pod", || {
         w.entry("shop", "p", "node-a")
             .is_some_and(|e| e["message"].as_str().unwrap_or("").contains("no cgroup"))
     })
     .await;
     assert_eq!(w.entry("shop", "p", "node-a").unwrap()["podsMatched"], 0);
     w.cgroup("u-late");
-    eventually("late cgroup resolved", || {
+    netprobe_testutil::eventually("late cgroup resolved", || {
         w.entry("shop", "p", "node-a").is_some_and(|e| e["podsMatched"] == 1)
     })
     .await;
@@ -288,7 +278,7 @@ async fn late_cgroups_are_picked_up_and_churn_is_debounced() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    eventually("all churn pods matched", || {
+    netprobe_testutil::eventually("all churn pods matched", || {
         w.entry("shop", "p", "node-a").is_some_and(|e| e["podsMatched"] == 31)
     })
     .await;
@@ -317,7 +307,7 @@ async fn api_outage_keeps_the_kernel_state_and_status_converges_after() {
     w.probe("shop", "p", 1, json!({"probes": [{"type": "TcpResets"}]}));
     let kernel = Arc::new(Recorder::default());
     let task = w.start(kernel.clone());
-    eventually("running", || {
+    netprobe_testutil::eventually("running", || {
         w.entry("shop", "p", "node-a").is_some_and(|e| e["phase"] == "Running")
     })
     .await;
@@ -331,7 +321,7 @@ async fn api_outage_keeps_the_kernel_state_and_status_converges_after() {
     // What changes while it is away is reported once it is back.
     w.api.fail_with(None);
     w.pod("shop", "b", "u-b", "node-a", json!({}), true);
-    eventually("status converges after the outage", || {
+    netprobe_testutil::eventually("status converges after the outage", || {
         w.entry("shop", "p", "node-a").is_some_and(|e| e["podsMatched"] == 2)
     })
     .await;
@@ -368,7 +358,7 @@ async fn agent_uses_exactly_its_rbac() {
     );
     w.api.store().log.clear();
     let task = w.start(Arc::new(Recorder::default()));
-    eventually("both probes report", || {
+    netprobe_testutil::eventually("both probes report", || {
         w.entry("shop", "p", "node-a").is_some()
             && w.api
                 .get(GV, "clusternetworkprobes", None, "c")

@@ -20,16 +20,6 @@ use serde_json::json;
 
 const GV: &str = "netprobe.dev/v1alpha1";
 
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..200 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for: {what}");
-}
-
 #[tokio::test]
 async fn controllers_reconcile_and_use_exactly_their_rbac() {
     let api = Standin::new();
@@ -96,7 +86,7 @@ async fn controllers_reconcile_and_use_exactly_their_rbac() {
         json!({"apiVersion": GV, "kind": "ClusterNetworkProbe", "metadata": {"name": "c"},
         "spec": {"probes": [{"type": "PacketDrops"}]}}),
     );
-    eventually("orphans removed", || {
+    netprobe_testutil::eventually("orphans removed", || {
         api.get("v1", "configmaps", Some("netprobe-system"), "nprobe.old.gone")
             .is_none()
             && api
@@ -104,7 +94,7 @@ async fn controllers_reconcile_and_use_exactly_their_rbac() {
                 .is_none()
     })
     .await;
-    eventually("plans written", || {
+    netprobe_testutil::eventually("plans written", || {
         api.get("v1", "configmaps", Some("netprobe-system"), "nprobe.shop.p")
             .is_some()
             && api
@@ -112,7 +102,7 @@ async fn controllers_reconcile_and_use_exactly_their_rbac() {
                 .is_some()
     })
     .await;
-    eventually("status written", || {
+    netprobe_testutil::eventually("status written", || {
         api.get(GV, "networkprobes", Some("shop"), "p")
             .is_some_and(|o| o["status"]["nodesReady"] == "0/1")
             && api
@@ -126,7 +116,7 @@ async fn controllers_reconcile_and_use_exactly_their_rbac() {
     p["spec"]["probes"] = json!([{"type": "TcpResets"}, {"type": "TcpRtt"}]);
     p["metadata"]["generation"] = json!(2);
     api.put(GV, "networkprobes", p);
-    eventually("generation 2 planned", || {
+    netprobe_testutil::eventually("generation 2 planned", || {
         api.get("v1", "configmaps", Some("netprobe-system"), "nprobe.shop.p")
             .is_some_and(|cm| cm["data"]["plan.json"].as_str().unwrap_or("").contains("TcpRtt"))
     })
@@ -136,7 +126,7 @@ async fn controllers_reconcile_and_use_exactly_their_rbac() {
     let mut p = api.get(GV, "networkprobes", Some("shop"), "p").unwrap();
     p["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
     api.put(GV, "networkprobes", p);
-    eventually("finalizer ran", || {
+    netprobe_testutil::eventually("finalizer ran", || {
         api.get(GV, "networkprobes", Some("shop"), "p").is_none()
             && api
                 .get("v1", "configmaps", Some("netprobe-system"), "nprobe.shop.p")

@@ -473,3 +473,26 @@ pub fn desired_of(plan: ProbePlan, selected: &[Target], others: &[Target]) -> De
         )]),
     }
 }
+
+/// A TCP echo server on port 5003 (IPv4 and IPv6), for the peer namespace.
+pub const ECHO: &str = r#"
+import socket, threading
+def handle(c):
+    while True:
+        d = c.recv(64)
+        if not d:
+            break
+        c.sendall(d)
+def serve(fam, addr):
+    s = socket.socket(fam, socket.SOCK_STREAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if fam == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    s.bind((addr, 5003)); s.listen(8)
+    while True:
+        c, _ = s.accept()
+        threading.Thread(target=handle, args=(c,), daemon=True).start()
+for fam, addr in [(socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")]:
+    threading.Thread(target=serve, args=(fam, addr), daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()
+"#;

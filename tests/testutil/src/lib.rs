@@ -151,3 +151,14 @@ pub fn assert_rbac_matches(component: &str, rbac_yaml: &str, used: &std::collect
         "{component} RBAC does not match its API calls:\n  missing (called, not granted): {missing:?}\n  unused (granted, never called): {unused:?}"
     );
 }
+
+/// Wait up to 10 s for `cond`, checking every 50 ms; panic naming `what`.
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}

@@ -7,6 +7,11 @@ use http::Uri;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::{Map, Value, json};
 
+mod watch;
+
+use watch::WatchEvent;
+pub use watch::WatchQuery;
+
 use crate::apply::{self, ListMaps};
 use crate::select::{FieldQuery, LabelQuery};
 
@@ -66,33 +71,6 @@ pub struct Store {
     events: VecDeque<WatchEvent>,
     /// Woken on every change.
     pub(crate) changed: Arc<Notify>,
-}
-
-/// Changes kept for watches to replay.
-const MAX_EVENTS: usize = 5000;
-
-/// One change of one object.
-#[derive(Clone, Debug)]
-pub(crate) struct WatchEvent {
-    pub rv: u64,
-    pub key: ObjKey,
-    pub kind: &'static str,
-    pub object: Value,
-    /// The object before a MODIFIED event.
-    pub old: Option<Value>,
-}
-
-/// What a watch request asks for.
-#[derive(Clone, Debug)]
-pub struct WatchQuery {
-    prefix: String,
-    plural: String,
-    ns: Option<String>,
-    labels: LabelQuery,
-    fields: FieldQuery,
-    pub since: u64,
-    pub bookmarks: bool,
-    pub timeout: Option<u64>,
 }
 
 fn api_path(api_version: &str) -> String {
@@ -242,19 +220,10 @@ impl Store {
     }
 
     fn route(&mut self, method: &str, path: &str, query: &str, ct: Option<&str>, body: &[u8]) -> (u16, Value) {
-        let Parsed {
-            prefix,
-            plural,
-            ns,
-            name,
-            sub,
-            rt,
-            params,
-        } = match self.parse(path, query) {
+        let parsed = match self.parse(path, query) {
             Ok(p) => p,
             Err(e) => return e,
         };
-        let (plural, name) = (plural.as_str(), name.as_deref());
         let body: Value = if body.is_empty() {
             Value::Null
         } else {
@@ -263,22 +232,23 @@ impl Store {
                 Err(e) => return status_err(400, "BadRequest", format!("body is not JSON: {e}")),
             }
         };
-        let status_sub = sub.as_deref() == Some("status");
-        match (method, name) {
-            ("GET", None) => self.list(&prefix, plural, &rt, ns.as_deref(), &params),
-            ("GET", Some(n)) => {
-                match self
-                    .objects
-                    .get(&(prefix.clone(), plural.into(), ns.clone().unwrap_or_default(), n.into()))
-                {
-                    Some(o) => (200, o.clone()),
-                    None => status_err(404, "NotFound", format!("{plural} \"{n}\" not found")),
-                }
-            }
-            ("POST", None) => self.create(&prefix, plural, &rt, ns, body),
-            ("PUT", Some(n)) => self.replace(&prefix, plural, &rt, ns, n, body, status_sub),
-            ("PATCH", Some(n)) => self.patch(&prefix, plural, &rt, ns, n, ct.unwrap_or(""), body, status_sub, &params),
-            ("DELETE", Some(n)) => self.delete(&prefix, plural, ns, n),
+        let status_sub = parsed.sub.as_deref() == Some("status");
+        let (prefix, plural, rt, ns) = (
+            parsed.prefix.as_str(),
+            parsed.plural.as_str(),
+            &parsed.rt,
+            parsed.ns.clone(),
+        );
+        match (method, parsed.name.as_deref()) {
+            ("GET", None) => self.list(prefix, plural, rt, ns.as_deref(), &parsed.params),
+            ("GET", Some(n)) => match self.objects.get(&Self::key(prefix, plural, ns, n)) {
+                Some(o) => (200, o.clone()),
+                None => status_err(404, "NotFound", format!("{plural} \"{n}\" not found")),
+            },
+            ("POST", None) => self.create(prefix, plural, rt, ns, body),
+            ("PUT", Some(_)) => self.replace(&parsed, body, status_sub),
+            ("PATCH", Some(_)) => self.patch(&parsed, ct.unwrap_or(""), body, status_sub),
+            ("DELETE", Some(n)) => self.delete(prefix, plural, ns, n),
             _ => status_err(405, "MethodNotAllowed", format!("{method} {path} is not supported")),
         }
     }
@@ -317,90 +287,6 @@ impl Store {
             rt,
             params,
         })
-    }
-
-    /// Parse a watch request, or answer why it cannot be served.
-    pub fn watch_query(&mut self, uri: &Uri) -> Result<WatchQuery, (u16, Value)> {
-        self.builtin();
-        let path = uri.path();
-        let query = uri.query().unwrap_or("");
-        let Parsed {
-            prefix,
-            plural,
-            ns,
-            name,
-            params,
-            ..
-        } = self.parse(path, query)?;
-        if name.is_some() {
-            return Err(status_err(
-                405,
-                "MethodNotAllowed",
-                "watch of a single object is not supported",
-            ));
-        }
-        let labels = LabelQuery::parse(params.get("labelSelector").map(String::as_str).unwrap_or(""))
-            .map_err(|e| status_err(400, "BadRequest", e))?;
-        let fields = FieldQuery::parse(params.get("fieldSelector").map(String::as_str).unwrap_or(""))
-            .map_err(|e| status_err(400, "BadRequest", e))?;
-        let since = match params.get("resourceVersion").map(String::as_str) {
-            None | Some("") | Some("0") => self.rv,
-            Some(v) => v
-                .parse()
-                .map_err(|_| status_err(400, "BadRequest", format!("invalid resourceVersion {v:?}")))?,
-        };
-        self.log.push(Record {
-            method: "WATCH".into(),
-            path: path.to_string(),
-            query: query.to_string(),
-            content_type: None,
-            status: 200,
-        });
-        Ok(WatchQuery {
-            prefix,
-            plural,
-            ns,
-            labels,
-            fields,
-            since,
-            bookmarks: params.get("allowWatchBookmarks").is_some_and(|v| v == "true"),
-            timeout: params.get("timeoutSeconds").and_then(|v| v.parse().ok()),
-        })
-    }
-
-    /// Watch events after `q.since`, as the API server would send them
-    /// (objects leaving or entering the selection become DELETED/ADDED).
-    /// Err(an ERROR event with 410) when history no longer reaches back.
-    pub fn watch_events(&self, q: &WatchQuery) -> Result<(Vec<Value>, u64), Value> {
-        if let Some(first) = self.events.front()
-            && q.since + 1 < first.rv
-        {
-            let gone = status_err(410, "Expired", format!("too old resource version: {}", q.since)).1;
-            return Err(json!({"type": "ERROR", "object": gone}));
-        }
-        let mut out = Vec::new();
-        let mut last = q.since;
-        for ev in self.events.iter().filter(|e| e.rv > q.since) {
-            last = ev.rv;
-            let (p, pl, ns, _) = &ev.key;
-            if *p != q.prefix || *pl != q.plural || q.ns.as_ref().is_some_and(|n| n != ns) {
-                continue;
-            }
-            let matches = |o: &Value| q.labels.matches(o) && q.fields.matches(o);
-            let kind = match (ev.kind, ev.old.as_ref().map(matches), matches(&ev.object)) {
-                ("MODIFIED", Some(true), false) => "DELETED",
-                ("MODIFIED", Some(false), true) => "ADDED",
-                (_, _, false) => continue,
-                (k, _, true) => k,
-            };
-            out.push(json!({"type": kind, "object": ev.object}));
-        }
-        Ok((out, last.max(q.since)))
-    }
-
-    /// The current resource version (for bookmarks).
-    pub fn resource_version(&self) -> u64 {
-        self.rv
     }
 
     fn list(
@@ -485,17 +371,14 @@ impl Store {
         (201, body)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn replace(
-        &mut self,
-        prefix: &str,
-        plural: &str,
-        rt: &ResType,
-        ns: Option<String>,
-        name: &str,
-        body: Value,
-        status_sub: bool,
-    ) -> (u16, Value) {
+    fn replace(&mut self, p: &Parsed, body: Value, status_sub: bool) -> (u16, Value) {
+        let (prefix, plural, rt, ns, name) = (
+            p.prefix.as_str(),
+            p.plural.as_str(),
+            &p.rt,
+            p.ns.clone(),
+            p.name.as_deref().unwrap_or_default(),
+        );
         let key = Self::key(prefix, plural, ns, name);
         let Some(old) = self.objects.get(&key).cloned() else {
             return status_err(404, "NotFound", format!("{plural} \"{name}\" not found"));
@@ -575,19 +458,15 @@ impl Store {
         (200, new)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn patch(
-        &mut self,
-        prefix: &str,
-        plural: &str,
-        rt: &ResType,
-        ns: Option<String>,
-        name: &str,
-        ct: &str,
-        body: Value,
-        status_sub: bool,
-        params: &BTreeMap<String, String>,
-    ) -> (u16, Value) {
+    fn patch(&mut self, p: &Parsed, ct: &str, body: Value, status_sub: bool) -> (u16, Value) {
+        let (prefix, plural, rt, ns, name, params) = (
+            p.prefix.as_str(),
+            p.plural.as_str(),
+            &p.rt,
+            p.ns.clone(),
+            p.name.as_deref().unwrap_or_default(),
+            &p.params,
+        );
         let key = Self::key(prefix, plural, ns.clone(), name);
         let existing = self.objects.get(&key).cloned();
         let ct = ct.split(';').next().unwrap_or("").trim();
@@ -679,31 +558,6 @@ impl Store {
         }
         self.remove(&key);
         (200, obj)
-    }
-
-    /// Store an object and record the watch event.
-    fn put_obj(&mut self, key: ObjKey, obj: Value) {
-        let old = self.objects.insert(key.clone(), obj.clone());
-        let rv = obj["metadata"]["resourceVersion"]
-            .as_str()
-            .and_then(|r| r.parse().ok())
-            .unwrap_or(self.rv);
-        let kind = if old.is_some() { "MODIFIED" } else { "ADDED" };
-        self.record(WatchEvent {
-            rv,
-            key,
-            kind,
-            object: obj,
-            old,
-        });
-    }
-
-    fn record(&mut self, ev: WatchEvent) {
-        self.events.push_back(ev);
-        while self.events.len() > MAX_EVENTS {
-            self.events.pop_front();
-        }
-        self.changed.notify_waiters();
     }
 
     /// Remove an object and, like the garbage collector, its dependents.

@@ -1,0 +1,284 @@
+//! Unit tests of metric rendering from kernel snapshots.
+
+use super::*;
+use std::sync::Arc;
+
+use crate::desired::testing::plan;
+
+fn pod(key: &str, name: &str, workload: &str) -> Target {
+    Target {
+        key: key.into(),
+        owner: Owner::Pod {
+            namespace: "shop".into(),
+            pod: name.into(),
+            workload: Some(workload.into()),
+        },
+        cgroup_id: 1,
+        netns: None,
+    }
+}
+
+fn setup(plans: Vec<(Arc<ProbePlan>, Vec<&str>)>, targets: Vec<Target>) -> (Desired, BTreeMap<String, u32>) {
+    let slots = targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.key.clone(), i as u32))
+        .collect();
+    (crate::desired::testing::desired(plans, targets), slots)
+}
+
+fn ck(slot: u32, m: u16, sub: u16) -> CounterKey {
+    CounterKey { slot, metric: m, sub }
+}
+
+fn values(fams: &[MetricFamily], name: &str) -> Vec<(Vec<(String, String)>, f64)> {
+    fams.iter()
+        .filter(|f| f.name() == name)
+        .flat_map(|f| f.get_metric().iter())
+        .map(|m| {
+            let l = m
+                .get_label()
+                .iter()
+                .map(|l| (l.name().to_string(), l.value().to_string()))
+                .collect();
+            (l, m.get_counter().get_value())
+        })
+        .collect()
+}
+
+#[test]
+fn two_plans_see_the_same_kernel_count_once_each() {
+    let a = plan(
+        "a",
+        vec![PlannedProbe::TcpRetransmits { peer_labels: false }],
+        Granularity::Pod,
+        10,
+    );
+    let b = plan(
+        "b",
+        vec![PlannedProbe::TcpRetransmits { peer_labels: false }],
+        Granularity::Workload,
+        10,
+    );
+    let (d, slots) = setup(
+        vec![(a, vec!["u1", "u2"]), (b, vec!["u1", "u2"])],
+        vec![pod("u1", "web-1", "web"), pod("u2", "web-2", "web")],
+    );
+    let mut snap = Snapshot::default();
+    snap.counters.insert(ck(0, metric::RETRANS_SEGS, 0), 5);
+    snap.counters.insert(ck(1, metric::RETRANS_SEGS, 0), 7);
+    let fams = render(
+        &d,
+        &d.kernel(),
+        &slots,
+        &snap,
+        &ReasonNames::new(),
+        false,
+        &mut Budget::default(),
+    );
+    let v = values(&fams, "netprobe_tcp_retransmits_total");
+    let get = |probe: &str, k: &str, val: &str| {
+        v.iter()
+            .find(|(l, _)| l.contains(&("probe".into(), probe.into())) && l.contains(&(k.into(), val.into())))
+            .map(|x| x.1)
+    };
+    assert_eq!(get("NetworkProbe/shop/a", "pod", "web-1"), Some(5.0));
+    assert_eq!(get("NetworkProbe/shop/a", "pod", "web-2"), Some(7.0));
+    assert_eq!(get("NetworkProbe/shop/b", "workload", "web"), Some(12.0));
+    assert_eq!(v.len(), 3);
+}
+
+#[test]
+fn unselected_pods_yield_no_series() {
+    let a = plan("a", vec![PlannedProbe::TcpResets {}], Granularity::Pod, 10);
+    let (d, slots) = setup(vec![(a, vec!["u1"])], vec![pod("u1", "a", "a"), pod("u2", "b", "b")]);
+    let mut snap = Snapshot::default();
+    snap.counters.insert(ck(0, metric::RST_SENT, 0), 1);
+    snap.counters.insert(ck(1, metric::RST_SENT, 0), 9);
+    let fams = render(
+        &d,
+        &d.kernel(),
+        &slots,
+        &snap,
+        &ReasonNames::new(),
+        false,
+        &mut Budget::default(),
+    );
+    let v = values(&fams, "netprobe_tcp_resets_total");
+    assert_eq!(v.len(), 1);
+    assert!(v[0].0.contains(&("pod".into(), "a".into())));
+    assert!(v[0].0.contains(&("direction".into(), "sent".into())));
+}
+
+#[test]
+fn budget_overflows_into_one_series_and_is_stable() {
+    let a = plan(
+        "a",
+        vec![PlannedProbe::PacketDrops { reasons: vec![] }],
+        Granularity::Pod,
+        2,
+    );
+    let (d, slots) = setup(
+        vec![(a, vec!["u1", "u2", "u3"])],
+        vec![pod("u1", "a", "a"), pod("u2", "b", "b"), pod("u3", "c", "c")],
+    );
+    let names: ReasonNames = [(12u16, "NETFILTER_DROP".to_string())].into();
+    let mut snap = Snapshot::default();
+    snap.counters.insert(ck(2, metric::DROPS, 12), 3);
+    let mut budget = Budget::default();
+    render(&d, &d.kernel(), &slots, &snap, &names, false, &mut budget);
+    snap.counters.insert(ck(0, metric::DROPS, 12), 1);
+    snap.counters.insert(ck(1, metric::DROPS, 12), 2);
+    let fams = render(&d, &d.kernel(), &slots, &snap, &names, false, &mut budget);
+    let v = values(&fams, "netprobe_packet_drops_total");
+    assert_eq!(v.len(), 3, "{v:?}");
+    // c came first and keeps its own series; a is admitted; b overflows.
+    assert!(
+        v.iter()
+            .any(|(l, x)| l.contains(&("pod".into(), "c".into())) && *x == 3.0)
+    );
+    assert!(
+        v.iter()
+            .any(|(l, x)| l.contains(&("pod".into(), "a".into())) && *x == 1.0)
+    );
+    assert!(
+        v.iter()
+            .any(|(l, x)| l.contains(&("pod".into(), OVERFLOW.into())) && *x == 2.0)
+    );
+    assert!(budget.exhausted().contains("NetworkProbe/shop/a"));
+}
+
+#[test]
+fn drop_reason_filter_and_names() {
+    let a = plan(
+        "a",
+        vec![PlannedProbe::PacketDrops {
+            reasons: vec!["NETFILTER_DROP".into()],
+        }],
+        Granularity::Pod,
+        10,
+    );
+    let (d, slots) = setup(vec![(a, vec!["u1"])], vec![pod("u1", "a", "a")]);
+    let names: ReasonNames = [(2u16, "NOT_SPECIFIED".to_string()), (12, "NETFILTER_DROP".into())].into();
+    let mut snap = Snapshot::default();
+    snap.counters.insert(ck(0, metric::DROPS, 12), 4);
+    snap.counters.insert(ck(0, metric::DROPS, 2), 40);
+    let fams = render(&d, &d.kernel(), &slots, &snap, &names, false, &mut Budget::default());
+    let v = values(&fams, "netprobe_packet_drops_total");
+    assert_eq!(v.len(), 1);
+    assert!(v[0].0.contains(&("reason".into(), "NETFILTER_DROP".into())));
+    assert_eq!(v[0].1, 4.0);
+}
+
+#[test]
+fn histograms_rebin_exactly_onto_plan_bounds() {
+    let a = plan(
+        "a",
+        vec![PlannedProbe::TcpConnectLatency {
+            buckets: vec![0.01, 1.0],
+        }],
+        Granularity::Pod,
+        10,
+    );
+    let b = plan(
+        "b",
+        vec![PlannedProbe::TcpConnectLatency {
+            buckets: vec![0.001, 1.0, 2.0],
+        }],
+        Granularity::Pod,
+        10,
+    );
+    let (d, slots) = setup(vec![(a, vec!["u1"]), (b, vec!["u1"])], vec![pod("u1", "a", "a")]);
+    let k = d.kernel();
+    assert_eq!(
+        k.connect_bounds,
+        vec![1_000_000, 10_000_000, 1_000_000_000, 2_000_000_000]
+    );
+    let mut snap = Snapshot::default();
+    // 3 fast (≤1ms), 2 at ~1s (index 2), 1 beyond 2s (index 4 = +Inf).
+    snap.counters.insert(ck(0, metric::CONNECT_BUCKET, 0), 3);
+    snap.counters.insert(ck(0, metric::CONNECT_BUCKET, 2), 2);
+    snap.counters.insert(ck(0, metric::CONNECT_BUCKET, 4), 1);
+    snap.counters.insert(ck(0, metric::CONNECT_SUM, 0), 5_000_000_000);
+    let fams = render(
+        &d,
+        &k,
+        &slots,
+        &snap,
+        &ReasonNames::new(),
+        false,
+        &mut Budget::default(),
+    );
+    let h: Vec<_> = fams
+        .iter()
+        .filter(|f| f.name() == "netprobe_tcp_connect_latency_seconds")
+        .flat_map(|f| f.get_metric().iter())
+        .map(|m| m.get_histogram().clone())
+        .collect();
+    assert_eq!(h.len(), 2);
+    let cum = |h: &Histogram| {
+        h.get_bucket()
+            .iter()
+            .map(|b| (b.upper_bound(), b.cumulative_count()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(cum(&h[0]), vec![(0.01, 3), (1.0, 5)]);
+    assert_eq!(cum(&h[1]), vec![(0.001, 3), (1.0, 5), (2.0, 5)]);
+    assert_eq!(h[0].get_sample_count(), 6);
+    assert_eq!(h[0].get_sample_sum(), 5.0);
+}
+
+#[test]
+fn peers_render_with_mapped_addresses_and_remainder() {
+    let a = plan(
+        "a",
+        vec![PlannedProbe::TcpRetransmits { peer_labels: true }],
+        Granularity::Pod,
+        10,
+    );
+    let (d, slots) = setup(vec![(a, vec!["u1"])], vec![pod("u1", "a", "a")]);
+    let mut snap = Snapshot::default();
+    snap.counters.insert(ck(0, metric::RETRANS_SEGS, 0), 10);
+    let mut mapped = [0u8; 16];
+    mapped[10] = 0xff;
+    mapped[11] = 0xff;
+    mapped[12..].copy_from_slice(&[10, 0, 0, 2]);
+    snap.peers.insert(
+        PeerKey {
+            slot: 0,
+            family: 10,
+            port: 6379,
+            addr: mapped,
+        },
+        6,
+    );
+    let mut v4 = [0u8; 16];
+    v4[..4].copy_from_slice(&[10, 0, 0, 3]);
+    snap.peers.insert(
+        PeerKey {
+            slot: 0,
+            family: 2,
+            port: 80,
+            addr: v4,
+        },
+        3,
+    );
+    let fams = render(
+        &d,
+        &d.kernel(),
+        &slots,
+        &snap,
+        &ReasonNames::new(),
+        false,
+        &mut Budget::default(),
+    );
+    let v = values(&fams, "netprobe_tcp_retransmits_total");
+    let find = |addr: &str| {
+        v.iter()
+            .find(|(l, _)| l.contains(&("peer_address".into(), addr.into())))
+            .map(|x| x.1)
+    };
+    assert_eq!(find("10.0.0.2"), Some(6.0));
+    assert_eq!(find("10.0.0.3"), Some(3.0));
+    assert_eq!(find("other"), Some(1.0));
+}

@@ -1,0 +1,320 @@
+//! Kernel tier, the agent around the probes: attribution across container
+//! restarts and hostNetwork pods, the pod index on kubelet-shaped cgroups,
+//! the program shared by two probe types, the exposition, and that nothing
+//! stays in the kernel after the agent stops. Same rules as `kernel.rs`.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use netprobe_agent::agent::Agent;
+use netprobe_agent::desired::{Desired, Target};
+use netprobe_api::{Probe, ProbePlan, ProbeType};
+use support::{Driver, Pod, counter, histogram, kernel_available, serial, series_pods};
+
+fn plan(name: &str, probes: Vec<Probe>) -> ProbePlan {
+    support::plan_in("shop", name, probes)
+}
+
+fn desired(plan: ProbePlan, selected: &[Target], others: &[Target]) -> Desired {
+    support::desired_of(plan, selected, others)
+}
+
+#[test]
+fn attribution_survives_container_restart_and_covers_host_network_pods() {
+    if !kernel_available("attribution") {
+        return;
+    }
+    let _s = serial();
+    let agent = Agent::new(false).expect("agent loads");
+    let mut pod = Pod::new(Driver::Systemd);
+    let other = Pod::new(Driver::Systemd);
+    let host = Pod::host_network(Driver::Cgroupfs);
+    let p = plan("attr", vec![Probe::new(ProbeType::TcpResets)]);
+    agent
+        .set_desired(desired(
+            p.clone(),
+            &[pod.target("shop", "a"), host.target("shop", "h")],
+            &[other.target("shop", "b")],
+        ))
+        .expect("apply");
+    let refused = |p: &Pod, addr: &str, n: usize| {
+        p.run(&format!(
+            r#"
+import socket
+for _ in range({n}):
+    fam = socket.AF_INET6 if ":" in "{addr}" else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    try:
+        s.connect(("{addr}", 5995))
+    except ConnectionRefusedError:
+        pass
+    s.close()
+"#
+        ));
+    };
+    refused(&pod, &pod.peer_ip4, 2);
+    refused(&other, &other.peer_ip4, 2);
+    refused(&host, "127.0.0.1", 3);
+    let fams = agent.render();
+    let got = |f: &[prometheus::proto::MetricFamily], name: &str| {
+        counter(
+            f,
+            "netprobe_tcp_resets_total",
+            &[("pod", name), ("direction", "received")],
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(got(&fams, "a"), 2.0);
+    assert_eq!(got(&fams, "h"), 3.0, "hostNetwork pods are attributed by cgroup");
+    assert!(
+        !series_pods(&fams, "netprobe_tcp_resets_total").contains(&"b".to_string()),
+        "unselected pod b has no series"
+    );
+    pod.restart_container();
+    refused(&pod, &pod.peer_ip6, 2);
+    let fams = agent.render();
+    println!(
+        "attribution: pod a received resets before+after restart = {}",
+        got(&fams, "a")
+    );
+    assert_eq!(
+        got(&fams, "a"),
+        4.0,
+        "a new container cgroup keeps the pod's attribution"
+    );
+    // The pod leaves the plan: its series go.
+    agent
+        .set_desired(desired(p, &[host.target("shop", "h")], &[]))
+        .expect("apply");
+    let fams = agent.render();
+    assert!(!series_pods(&fams, "netprobe_tcp_resets_total").contains(&"a".to_string()));
+}
+
+fn np_programs() -> BTreeSet<u64> {
+    let out = support::sh("bpftool -j prog show");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["name"].as_str().is_some_and(|n| n.starts_with("np_")))
+        .filter_map(|p| p["id"].as_u64())
+        .collect()
+}
+
+#[test]
+fn nothing_remains_in_the_kernel_after_stop_or_sigkill() {
+    if !kernel_available("cleanup") {
+        return;
+    }
+    let _s = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "apiVersion: netprobe.dev/v1alpha1\nkind: NetworkProbe\nmetadata: {name: all, namespace: x}\nspec:\n  probes:\n  - type: TcpRetransmits\n  - type: TcpResets\n  - type: TcpConnectLatency\n  - type: TcpRtt\n  - type: PacketDrops\n",
+    )
+    .expect("write manifest");
+    for signal in ["TERM", "KILL"] {
+        let before = np_programs();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_netprobe-agent"))
+            .args([
+                "--standalone",
+                &dir.path().display().to_string(),
+                "--metrics-addr",
+                "127.0.0.1:0",
+                "--rescan-interval",
+                "0.2",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start agent");
+        let mut ours = BTreeSet::new();
+        for _ in 0..100 {
+            ours = np_programs().difference(&before).copied().collect();
+            if ours.len() >= 7 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(ours.len() >= 7, "the agent attached every program: {ours:?}");
+        support::sh(&format!("kill -{signal} {}", child.id()));
+        let _ = child.wait();
+        let mut left = BTreeSet::new();
+        for _ in 0..50 {
+            left = np_programs().intersection(&ours).copied().collect();
+            if left.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        println!(
+            "cleanup after SIG{signal}: {} programs attached, {} left",
+            ours.len(),
+            left.len()
+        );
+        assert!(left.is_empty(), "programs left after SIG{signal}: {left:?}");
+    }
+}
+
+#[test]
+fn exposition_with_every_probe_type_passes_promtool() {
+    if !kernel_available("exposition") {
+        return;
+    }
+    let _s = serial();
+    let agent = Agent::new(false).expect("agent loads");
+    let pod = Pod::new(Driver::Systemd);
+    let probes = ProbeType::ALL.iter().map(|t| Probe::new(*t)).collect();
+    agent
+        .set_desired(desired(plan("all", probes), &[pod.target("shop", "p")], &[]))
+        .expect("apply");
+    pod.run(&format!(
+        "import socket\nfor _ in range(3):\n    s = socket.socket()\n    try:\n        s.connect(('{}', 5994))\n    except OSError:\n        pass\n    s.close()\n",
+        pod.peer_ip4
+    ));
+    let text = agent.exposition();
+    assert!(text.contains("netprobe_tcp_resets_total"), "{text}");
+    assert!(text.contains("netprobe_tcp_connect_failures_total"), "{text}");
+    netprobe_testutil::promtool_check("agent exposition", &text);
+}
+
+#[test]
+fn pod_index_resolves_kubelet_cgroups_of_both_drivers() {
+    use netprobe_agent::podindex::PodIndex;
+    use std::os::unix::fs::MetadataExt;
+    if !kernel_available("pod index") {
+        return;
+    }
+    let _s = serial();
+    let mut systemd = Pod::new(Driver::Systemd);
+    let cgroupfs = Pod::new(Driver::Cgroupfs);
+    let host = Pod::host_network(Driver::Systemd);
+    let api_pod = |p: &Pod, host_network: bool| -> k8s_openapi::api::core::v1::Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "shop", "uid": p.uid},
+            "spec": {"containers": [], "hostNetwork": host_network},
+            "status": {"phase": "Running"}
+        }))
+        .expect("pod")
+    };
+    let cgroup2 = systemd.cgroup2.clone();
+    let mut index = PodIndex::new(cgroup2.clone(), std::path::PathBuf::from("/proc"));
+    let late_uid = format!("{:08x}-1111-4000-8000-000000000001", std::process::id());
+    let late: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "late", "namespace": "shop", "uid": late_uid}, "spec": {"containers": []}, "status": {"phase": "Pending"}
+    }))
+    .expect("pod");
+    let pods = [
+        api_pod(&systemd, false),
+        api_pod(&cgroupfs, false),
+        api_pod(&host, true),
+        late.clone(),
+    ];
+    let refs: Vec<&k8s_openapi::api::core::v1::Pod> = pods.iter().collect();
+    let views = index.views(&refs);
+    let netns_of = |p: &Pod| {
+        std::fs::metadata(format!("/run/netns/{}", p.ns))
+            .map(|m| m.ino() as u32)
+            .ok()
+    };
+    for (view, pod) in views.iter().zip([&systemd, &cgroupfs]) {
+        assert_eq!(
+            view.cgroup_id,
+            netprobe_agent::cgroups::cgroup_id(&pod.pod_cgroup).ok(),
+            "{}",
+            pod.pod_cgroup.display()
+        );
+        assert_eq!(view.netns, netns_of(pod), "netns of {}", pod.ns);
+        assert!(view.netns.is_some());
+    }
+    assert_eq!(
+        views[2].cgroup_id,
+        netprobe_agent::cgroups::cgroup_id(&host.pod_cgroup).ok()
+    );
+    assert_eq!(views[2].netns, None, "hostNetwork pods have no netns of their own");
+    assert_eq!(views[3].cgroup_id, None, "late pod: no cgroup yet");
+    // The kubelet creates the late pod's cgroup; the next pass finds it.
+    let late_dir = cgroup2.join(format!("kubepods/besteffort/pod{late_uid}"));
+    std::fs::create_dir_all(&late_dir).expect("late cgroup");
+    let want = netprobe_agent::cgroups::cgroup_id(&late_dir).ok();
+    let views = index.views(&refs);
+    let _ = std::fs::remove_dir(&late_dir);
+    assert!(want.is_some());
+    assert_eq!(views[3].cgroup_id, want, "late cgroup resolved on a later pass");
+    // A container restart changes the leaf, not the pod cgroup.
+    let before = views[0].cgroup_id;
+    systemd.restart_container();
+    assert_eq!(index.views(&refs)[0].cgroup_id, before);
+    println!("pod index: systemd, cgroupfs, hostNetwork and late pods resolved");
+}
+
+#[test]
+fn connect_latency_and_rtt_share_one_program() {
+    if !kernel_available("shared socket-state program") {
+        return;
+    }
+    let _s = serial();
+    let agent = Agent::new(false).expect("agent loads");
+    let mut pod = Pod::new(Driver::Systemd);
+    pod.peer_spawn(support::ECHO);
+    let target = pod.target("shop", "s");
+    let both = plan(
+        "both",
+        vec![Probe::new(ProbeType::TcpConnectLatency), Probe::new(ProbeType::TcpRtt)],
+    );
+    let report = agent
+        .set_desired(desired(both, std::slice::from_ref(&target), &[]))
+        .expect("apply");
+    let shared = netprobe_ebpf::programs::SOCK_STATE.to_string();
+    assert!(report.attached[&ProbeType::TcpConnectLatency].contains(&shared));
+    assert!(report.attached[&ProbeType::TcpRtt].contains(&shared));
+    let loaded = |a: &Agent| {
+        a.program_stats()
+            .into_iter()
+            .filter(|s| s.program == netprobe_ebpf::programs::SOCK_STATE)
+            .count()
+    };
+    assert_eq!(loaded(&agent), 1, "attached once for both types");
+    let hold = |n: usize| {
+        format!(
+            "import socket, time\nconns = []\nfor _ in range({n}):\n    s = socket.socket(); s.connect(('{}', 5003)); s.sendall(b'x'); s.recv(8); conns.append(s)\nprint('ok', flush=True)\ntime.sleep(60)\n",
+            pod.peer_ip4
+        )
+    };
+    let mut first = pod.spawn(&hold(2));
+    support::read_ready(&mut first);
+    let fams = agent.render();
+    assert_eq!(
+        histogram(&fams, "netprobe_tcp_connect_latency_seconds", &[("pod", "s")]).map(|h| h.0),
+        Some(2)
+    );
+    // Only TcpRtt left: the shared program stays, connect latency stops.
+    let rtt_only = plan("both", vec![Probe::new(ProbeType::TcpRtt)]);
+    agent
+        .set_desired(desired(rtt_only, std::slice::from_ref(&target), &[]))
+        .expect("apply");
+    assert_eq!(loaded(&agent), 1);
+    let mut second = pod.spawn(&hold(1));
+    support::read_ready(&mut second);
+    agent.rtt_sampler().expect("sampler").run().expect("iterator runs");
+    let fams = agent.render();
+    assert!(
+        histogram(&fams, "netprobe_tcp_connect_latency_seconds", &[("pod", "s")]).is_none(),
+        "connect latency is off"
+    );
+    let rtt = histogram(&fams, "netprobe_tcp_rtt_seconds", &[("pod", "s")]).map(|h| h.0);
+    println!("shared program: rtt samples with connect latency detached = {rtt:?} (3 connections)");
+    assert_eq!(
+        rtt,
+        Some(3),
+        "connections marked before and after the change are sampled"
+    );
+    agent.set_desired(Desired::default()).expect("apply");
+    assert_eq!(loaded(&agent), 0, "detached when no type uses it");
+    for mut c in [first, second] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
