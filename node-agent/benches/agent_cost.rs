@@ -39,27 +39,6 @@ fn desired(types: &[ProbeType], pod: &Target, extra: usize) -> Desired {
     )
 }
 
-const SERVERS: &str = r#"
-import socket, threading
-def sink(c):
-    while c.recv(65536):
-        pass
-    c.close()
-def serve(port, handler):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", port)); s.listen(1024)
-    while True:
-        c, _ = s.accept()
-        if handler:
-            threading.Thread(target=handler, args=(c,), daemon=True).start()
-        else:
-            c.close()
-threading.Thread(target=serve, args=(5001, sink), daemon=True).start()
-threading.Thread(target=serve, args=(5002, None), daemon=True).start()
-print("ready", flush=True)
-threading.Event().wait()
-"#;
-
 fn workloads(pod: &Pod) -> Vec<(&'static str, String)> {
     let peer = &pod.peer_ip4;
     vec![
@@ -313,7 +292,10 @@ fn main() {
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
     let agent = Agent::new(false).expect("agent");
     let mut pod = Pod::new(Driver::Systemd);
-    pod.peer_spawn(SERVERS);
+    pod.peer_spawn(&support::servers(&[
+        (5001, support::Serve::Sink),
+        (5002, support::Serve::AcceptClose),
+    ]));
     Pod::nft(
         &pod.peer_ns,
         "table inet nptest {\n chain input {\n type filter hook input priority 0;\n tcp dport 5001 numgen inc mod 50 == 0 drop\n }\n}",

@@ -20,26 +20,6 @@ fn desired(plan: ProbePlan, selected: &[Target], others: &[Target]) -> Desired {
     support::desired_of(plan, selected, others)
 }
 
-const SINK: &str = r#"
-import socket, threading
-def handle(c):
-    while c.recv(65536):
-        pass
-    c.close()
-def serve(s):
-    while True:
-        c, _ = s.accept()
-        threading.Thread(target=handle, args=(c,), daemon=True).start()
-s4 = socket.socket(socket.AF_INET, socket.SOCK_STREAM); s4.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s4.bind(("0.0.0.0", 5001)); s4.listen(64)
-s6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM); s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-s6.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s6.bind(("::", 5001)); s6.listen(64)
-threading.Thread(target=serve, args=(s4,), daemon=True).start()
-threading.Thread(target=serve, args=(s6,), daemon=True).start()
-print("ready", flush=True)
-threading.Event().wait()
-"#;
-
 fn bulk_client(pod: &Pod) -> String {
     format!(
         r#"
@@ -73,7 +53,7 @@ fn retransmits_equal_tcp_retrans_segs_for_ipv4_ipv6_and_mapped() {
     let mut selected = Pod::new(Driver::Systemd);
     let mut unselected = Pod::new(Driver::Cgroupfs);
     for p in [&mut selected, &mut unselected] {
-        p.peer_spawn(SINK);
+        p.peer_spawn(&support::servers(&[(5001, support::Serve::Sink)]));
         // Every 10th packet to the peer is lost (at least two per connection): the pod's sender retransmits.
         Pod::nft(
             &p.peer_ns,
@@ -119,7 +99,7 @@ fn retransmit_peer_labels_sum_to_the_pod_total() {
     let _s = serial();
     let agent = Agent::new(false).expect("agent loads");
     let mut pod = Pod::new(Driver::Systemd);
-    pod.peer_spawn(SINK);
+    pod.peer_spawn(&support::servers(&[(5001, support::Serve::Sink)]));
     Pod::nft(
         &pod.peer_ns,
         "table inet nptest {\n chain input {\n type filter hook input priority 0;\n tcp dport 5001 numgen inc mod 10 == 0 drop\n }\n}",
@@ -266,22 +246,7 @@ fn connect_latency_sees_the_dropped_syn_and_failures() {
     let _s = serial();
     let agent = Agent::new(false).expect("agent loads");
     let mut pod = Pod::new(Driver::Cgroupfs);
-    pod.peer_spawn(
-        r#"
-import socket, threading
-def serve(fam, addr):
-    s = socket.socket(fam, socket.SOCK_STREAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if fam == socket.AF_INET6:
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    s.bind((addr, 5002)); s.listen(64)
-    while True:
-        c, _ = s.accept(); c.close()
-for fam, addr in [(socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")]:
-    threading.Thread(target=serve, args=(fam, addr), daemon=True).start()
-print("ready", flush=True)
-threading.Event().wait()
-"#,
-    );
+    pod.peer_spawn(&support::servers(&[(5002, support::Serve::AcceptClose)]));
     agent
         .set_desired(desired(
             plan("lat", vec![Probe::new(ProbeType::TcpConnectLatency)]),
@@ -381,7 +346,7 @@ fn rtt_samples_match_ss() {
     let _s = serial();
     let agent = Agent::new(false).expect("agent loads");
     let mut pod = Pod::new(Driver::Systemd);
-    pod.peer_spawn(support::ECHO);
+    pod.peer_spawn(&support::servers(&[(5003, support::Serve::Echo)]));
     agent
         .set_desired(desired(
             plan("rtt", vec![Probe::new(ProbeType::TcpRtt)]),

@@ -258,7 +258,7 @@ fn connect_latency_and_rtt_share_one_program() {
     let _s = serial();
     let agent = Agent::new(false).expect("agent loads");
     let mut pod = Pod::new(Driver::Systemd);
-    pod.peer_spawn(support::ECHO);
+    pod.peer_spawn(&support::servers(&[(5003, support::Serve::Echo)]));
     let target = pod.target("shop", "s");
     let both = plan(
         "both",

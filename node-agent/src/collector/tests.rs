@@ -27,6 +27,11 @@ fn setup(plans: Vec<(Arc<ProbePlan>, Vec<&str>)>, targets: Vec<Target>) -> (Desi
     (crate::desired::testing::desired(plans, targets), slots)
 }
 
+/// One render with a fresh budget, the usual case of these tests.
+fn render_once(d: &Desired, slots: &BTreeMap<String, u32>, snap: &Snapshot, names: &ReasonNames) -> Vec<MetricFamily> {
+    render(d, &d.kernel(), slots, snap, names, false, &mut Budget::default())
+}
+
 fn ck(slot: u32, m: u16, sub: u16) -> CounterKey {
     CounterKey { slot, metric: m, sub }
 }
@@ -67,15 +72,7 @@ fn two_plans_see_the_same_kernel_count_once_each() {
     let mut snap = Snapshot::default();
     snap.counters.insert(ck(0, metric::RETRANS_SEGS, 0), 5);
     snap.counters.insert(ck(1, metric::RETRANS_SEGS, 0), 7);
-    let fams = render(
-        &d,
-        &d.kernel(),
-        &slots,
-        &snap,
-        &ReasonNames::new(),
-        false,
-        &mut Budget::default(),
-    );
+    let fams = render_once(&d, &slots, &snap, &ReasonNames::new());
     let v = values(&fams, "netprobe_tcp_retransmits_total");
     let get = |probe: &str, k: &str, val: &str| {
         v.iter()
@@ -95,15 +92,7 @@ fn unselected_pods_yield_no_series() {
     let mut snap = Snapshot::default();
     snap.counters.insert(ck(0, metric::RST_SENT, 0), 1);
     snap.counters.insert(ck(1, metric::RST_SENT, 0), 9);
-    let fams = render(
-        &d,
-        &d.kernel(),
-        &slots,
-        &snap,
-        &ReasonNames::new(),
-        false,
-        &mut Budget::default(),
-    );
+    let fams = render_once(&d, &slots, &snap, &ReasonNames::new());
     let v = values(&fams, "netprobe_tcp_resets_total");
     assert_eq!(v.len(), 1);
     assert!(v[0].0.contains(&("pod".into(), "a".into())));
@@ -163,7 +152,7 @@ fn drop_reason_filter_and_names() {
     let mut snap = Snapshot::default();
     snap.counters.insert(ck(0, metric::DROPS, 12), 4);
     snap.counters.insert(ck(0, metric::DROPS, 2), 40);
-    let fams = render(&d, &d.kernel(), &slots, &snap, &names, false, &mut Budget::default());
+    let fams = render_once(&d, &slots, &snap, &names);
     let v = values(&fams, "netprobe_packet_drops_total");
     assert_eq!(v.len(), 1);
     assert!(v[0].0.contains(&("reason".into(), "NETFILTER_DROP".into())));
@@ -200,15 +189,8 @@ fn histograms_rebin_exactly_onto_plan_bounds() {
     snap.counters.insert(ck(0, metric::CONNECT_BUCKET, 2), 2);
     snap.counters.insert(ck(0, metric::CONNECT_BUCKET, 4), 1);
     snap.counters.insert(ck(0, metric::CONNECT_SUM, 0), 5_000_000_000);
-    let fams = render(
-        &d,
-        &k,
-        &slots,
-        &snap,
-        &ReasonNames::new(),
-        false,
-        &mut Budget::default(),
-    );
+    assert_eq!(k, d.kernel());
+    let fams = render_once(&d, &slots, &snap, &ReasonNames::new());
     let h: Vec<_> = fams
         .iter()
         .filter(|f| f.name() == "netprobe_tcp_connect_latency_seconds")
@@ -263,15 +245,7 @@ fn peers_render_with_mapped_addresses_and_remainder() {
         },
         3,
     );
-    let fams = render(
-        &d,
-        &d.kernel(),
-        &slots,
-        &snap,
-        &ReasonNames::new(),
-        false,
-        &mut Budget::default(),
-    );
+    let fams = render_once(&d, &slots, &snap, &ReasonNames::new());
     let v = values(&fams, "netprobe_tcp_retransmits_total");
     let find = |addr: &str| {
         v.iter()

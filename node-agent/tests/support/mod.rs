@@ -474,25 +474,42 @@ pub fn desired_of(plan: ProbePlan, selected: &[Target], others: &[Target]) -> De
     }
 }
 
-/// A TCP echo server on port 5003 (IPv4 and IPv6), for the peer namespace.
-pub const ECHO: &str = r#"
-import socket, threading
-def handle(c):
-    while True:
-        d = c.recv(64)
-        if not d:
-            break
-        c.sendall(d)
-def serve(fam, addr):
-    s = socket.socket(fam, socket.SOCK_STREAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if fam == socket.AF_INET6:
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    s.bind((addr, 5003)); s.listen(8)
-    while True:
-        c, _ = s.accept()
-        threading.Thread(target=handle, args=(c,), daemon=True).start()
-for fam, addr in [(socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")]:
-    threading.Thread(target=serve, args=(fam, addr), daemon=True).start()
-print("ready", flush=True)
-threading.Event().wait()
-"#;
+/// What a test TCP server does with each connection.
+#[derive(Clone, Copy, Debug)]
+pub enum Serve {
+    /// Read until EOF (bulk transfers).
+    Sink,
+    /// Accept and close at once (connection setup).
+    AcceptClose,
+    /// Echo what arrives (round trips).
+    Echo,
+}
+
+/// A python script for the peer namespace serving `ports` on IPv4 and IPv6;
+/// prints "ready" once listening (see [`Pod::peer_spawn`]).
+pub fn servers(ports: &[(u16, Serve)]) -> String {
+    let mut s = String::from(
+        "import socket, threading\n\
+         def sink(c):\n    while c.recv(65536):\n        pass\n    c.close()\n\
+         def close(c):\n    c.close()\n\
+         def echo(c):\n    while True:\n        d = c.recv(64)\n        if not d:\n            break\n        c.sendall(d)\n\
+         def serve(fam, addr, port, handler):\n    \
+         s = socket.socket(fam, socket.SOCK_STREAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n    \
+         if fam == socket.AF_INET6:\n        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)\n    \
+         s.bind((addr, port)); s.listen(1024)\n    \
+         while True:\n        c, _ = s.accept()\n        threading.Thread(target=handler, args=(c,), daemon=True).start()\n",
+    );
+    for (port, kind) in ports {
+        let h = match kind {
+            Serve::Sink => "sink",
+            Serve::AcceptClose => "close",
+            Serve::Echo => "echo",
+        };
+        s.push_str(&format!(
+            "for fam, addr in [(socket.AF_INET, '0.0.0.0'), (socket.AF_INET6, '::')]:\n    \
+             threading.Thread(target=serve, args=(fam, addr, {port}, {h}), daemon=True).start()\n"
+        ));
+    }
+    s.push_str("print('ready', flush=True)\nthreading.Event().wait()\n");
+    s
+}
