@@ -12,13 +12,15 @@ use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricT
 use prometheus::{Encoder, TextEncoder};
 
 use crate::collector::{self, Budget, ReasonNames};
-use crate::desired::Desired;
+use crate::desired::{Desired, KernelState};
 use crate::iter::MapIterLink;
 use crate::manager::{ApplyReport, KernelFacts, ManagerError, ProbeManager};
 
 struct Inner {
     manager: ProbeManager,
     desired: Desired,
+    /// `desired.kernel()`, kept from the last apply instead of rebuilt per scrape.
+    kernel: KernelState,
     budget: Budget,
     last_collect: Duration,
 }
@@ -46,6 +48,7 @@ impl Agent {
             inner: Arc::new(Mutex::new(Inner {
                 manager,
                 desired: Desired::default(),
+                kernel: KernelState::default(),
                 budget: Budget::default(),
                 last_collect: Duration::ZERO,
             })),
@@ -67,6 +70,7 @@ impl Agent {
         let kernel = desired.kernel();
         let report = g.manager.apply(&kernel)?.clone();
         g.desired = desired;
+        g.kernel = kernel;
         Ok(report)
     }
 
@@ -91,10 +95,9 @@ impl Agent {
         let inner = &mut *g;
         let mut fams = match inner.manager.snapshot() {
             Ok(snap) => {
-                let kernel = inner.desired.kernel();
                 let mut fams = collector::render(
                     &inner.desired,
-                    &kernel,
+                    &inner.kernel,
                     inner.manager.slots(),
                     &snap,
                     &self.reasons,

@@ -87,6 +87,8 @@ struct Fam {
     series: BTreeMap<Vec<String>, Acc>,
     /// Histogram bounds of the plan (seconds) and the kernel's union bounds (ns).
     bounds: Option<(Vec<f64>, Vec<u64>)>,
+    /// Label values this family may export (the drop-reason allow-list).
+    allow: Option<Vec<String>>,
 }
 
 fn fam(name: &'static str, help: &'static str, kind: MetricType, extra: &'static [&'static str]) -> Fam {
@@ -97,6 +99,7 @@ fn fam(name: &'static str, help: &'static str, kind: MetricType, extra: &'static
         extra_labels: extra,
         series: BTreeMap::new(),
         bounds: None,
+        allow: None,
     }
 }
 
@@ -143,15 +146,7 @@ pub fn render(
             let (Some(t), Some(slot)) = (desired.targets.get(target_key), slots.get(target_key)) else {
                 continue;
             };
-            add_target(
-                &mut fams,
-                plan,
-                t,
-                g,
-                by_slot.get(slot),
-                peers_by_slot.get(slot),
-                reasons,
-            );
+            add_target(&mut fams, t, g, by_slot.get(slot), peers_by_slot.get(slot), reasons);
         }
         let admitted = budget.admitted.entry(plan_key.clone()).or_default();
         let max = plan.metrics.max_series_per_node as usize;
@@ -304,12 +299,16 @@ fn plan_families(plan: &ProbePlan, kernel: &KernelState) -> Vec<Fam> {
                 f.bounds = Some((buckets.clone(), kernel.rtt_bounds.clone()));
                 fams.push(f);
             }
-            PlannedProbe::PacketDrops { .. } => fams.push(fam(
-                "netprobe_packet_drops_total",
-                "Packets dropped by the kernel, by drop reason.",
-                MetricType::COUNTER,
-                &["reason"],
-            )),
+            PlannedProbe::PacketDrops { reasons } => {
+                let mut f = fam(
+                    "netprobe_packet_drops_total",
+                    "Packets dropped by the kernel, by drop reason.",
+                    MetricType::COUNTER,
+                    &["reason"],
+                );
+                f.allow = (!reasons.is_empty()).then(|| reasons.clone());
+                fams.push(f);
+            }
         }
     }
     fams
@@ -317,7 +316,6 @@ fn plan_families(plan: &ProbePlan, kernel: &KernelState) -> Vec<Fam> {
 
 fn add_target(
     fams: &mut [Fam],
-    plan: &ProbePlan,
     t: &Target,
     g: Granularity,
     counters: Option<&Vec<(&CounterKey, u64)>>,
@@ -330,17 +328,11 @@ fn add_target(
         k.extend(extra.iter().map(|s| s.to_string()));
         k
     };
-    let drop_filter: Option<&Vec<String>> = plan.probes.iter().find_map(|p| match p {
-        PlannedProbe::PacketDrops { reasons } if !reasons.is_empty() => Some(reasons),
-        _ => None,
-    });
-    let peer_labels = plan
-        .probes
-        .iter()
-        .any(|p| matches!(p, PlannedProbe::TcpRetransmits { peer_labels: true }));
     for f in fams.iter_mut() {
         match f.name {
             "netprobe_tcp_retransmits_total" => {
+                // The family carries peer labels exactly when the plan asked for them.
+                let peer_labels = !f.extra_labels.is_empty();
                 let total: u64 = counters
                     .into_iter()
                     .flatten()
@@ -395,7 +387,7 @@ fn add_target(
                     .filter(|(k, _)| k.metric == metric::DROPS)
                 {
                     let name = reasons.get(&k.sub).cloned().unwrap_or_else(|| k.sub.to_string());
-                    if drop_filter.is_some_and(|allow| !allow.contains(&name)) {
+                    if f.allow.as_ref().is_some_and(|allow| !allow.contains(&name)) {
                         continue;
                     }
                     f.series.entry(key(&[&name])).or_default().value += v;
