@@ -26,6 +26,9 @@ async fn controllers_reconcile_and_use_exactly_their_rbac() {
     api.register_crd(&NetworkProbe::crd());
     api.register_crd(&ClusterNetworkProbe::crd());
     api.put("v1", "nodes", json!({"metadata": {"name": "node-a"}}));
+    for ns in ["netprobe-system", "shop"] {
+        api.put("v1", "namespaces", json!({"metadata": {"name": ns}}));
+    }
     // Plans left behind by probes deleted while the operator was down.
     for (name, kind, ns) in [
         ("nprobe.old.gone", "NetworkProbe", Some("old")),

@@ -10,6 +10,7 @@
 
 pub mod apply;
 pub mod select;
+mod server;
 mod store;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,6 +24,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::Value;
 
+pub use server::Server;
 pub use store::{Record, Store, WatchQuery};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -60,25 +62,25 @@ impl Standin {
             async move {
                 let (parts, body) = req.into_parts();
                 let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-                let ct = parts
-                    .headers
-                    .get(http::header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-                Ok::<_, BoxError>(me.respond(parts.method.as_str(), &parts.uri, ct.as_deref(), &bytes))
+                Ok::<_, BoxError>(me.respond_to(&parts, &bytes))
             }
         });
         kube::Client::new(svc, "default")
     }
 
-    /// Answer one HTTP request: plain JSON, or a streaming watch.
-    pub fn respond(
-        &self,
-        method: &str,
-        uri: &http::Uri,
-        content_type: Option<&str>,
-        body: &[u8],
-    ) -> Response<BoxBody<Bytes, BoxError>> {
+    /// Answer one HTTP request: plain JSON, a Table when the client asks
+    /// for one, or a streaming watch.
+    pub fn respond_to(&self, parts: &http::request::Parts, body: &[u8]) -> Response<BoxBody<Bytes, BoxError>> {
+        let header = |h: http::header::HeaderName| parts.headers.get(h).and_then(|v| v.to_str().ok());
+        let (method, uri) = (parts.method.as_str(), &parts.uri);
+        let content_type = header(http::header::CONTENT_TYPE);
+        if content_type.is_some_and(|c| c.starts_with("application/vnd.kubernetes.protobuf")) {
+            // client-go falls back to JSON on 415.
+            let status = serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 415,
+                "reason": "UnsupportedMediaType", "message": "the stand-in speaks JSON only"});
+            return json_response(415, full(&status));
+        }
+        let table = header(http::header::ACCEPT).is_some_and(|a| a.contains("as=Table"));
         let is_watch = method == "GET"
             && uri
                 .query()
@@ -99,12 +101,15 @@ impl Standin {
                 Err(e) => e,
             }
         } else {
-            self.store().handle(method, uri, content_type, body)
+            let mut st = self.store();
+            let (status, value) = st.handle(method, uri, content_type, body);
+            if table && status == 200 && method == "GET" {
+                (status, st.table(uri.path(), value))
+            } else {
+                (status, value)
+            }
         };
-        let body = Full::new(Bytes::from(serde_json::to_vec(&value).unwrap_or_default()))
-            .map_err(|e| match e {})
-            .boxed_unsync();
-        json_response(status, body)
+        json_response(status, full(&value))
     }
 
     /// A watch stream: replays what followed `since`, then follows changes;
@@ -191,6 +196,12 @@ impl Standin {
     pub fn get(&self, api_version: &str, plural: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
         self.store().get_obj(api_version, plural, namespace, name)
     }
+}
+
+fn full(value: &serde_json::Value) -> BoxBody<Bytes, BoxError> {
+    Full::new(Bytes::from(serde_json::to_vec(value).unwrap_or_default()))
+        .map_err(|e| match e {})
+        .boxed_unsync()
 }
 
 fn json_response(status: u16, body: BoxBody<Bytes, BoxError>) -> Response<BoxBody<Bytes, BoxError>> {

@@ -9,13 +9,20 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube_standin::Standin;
 use serde_json::json;
 
+/// A stand-in with the namespace these tests write to.
+fn standin() -> Standin {
+    let s = Standin::new();
+    s.put("v1", "namespaces", json!({"metadata": {"name": "ns"}}));
+    s
+}
+
 fn cm(name: &str, labels: serde_json::Value) -> ConfigMap {
     serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}, "data": {"k": "v"}})).unwrap()
 }
 
 #[tokio::test]
 async fn reflector_follows_creates_updates_and_deletes() {
-    let s = Standin::new();
+    let s = standin();
     let api: Api<ConfigMap> = Api::namespaced(s.client(), "ns");
     api.create(&PostParams::default(), &cm("a", json!({"plan": "x"})))
         .await
@@ -54,7 +61,7 @@ async fn reflector_follows_creates_updates_and_deletes() {
 
 #[tokio::test]
 async fn watch_replays_from_a_resource_version_and_sends_bookmarks() {
-    let s = Standin::new();
+    let s = standin();
     let api: Api<ConfigMap> = Api::namespaced(s.client(), "ns");
     let first = api.create(&PostParams::default(), &cm("a", json!({}))).await.unwrap();
     let rv = first.metadata.resource_version.clone().unwrap();
@@ -76,7 +83,7 @@ async fn watch_replays_from_a_resource_version_and_sends_bookmarks() {
 
 #[tokio::test]
 async fn failing_server_ends_watches_and_refuses_requests() {
-    let s = Standin::new();
+    let s = standin();
     let api: Api<ConfigMap> = Api::namespaced(s.client(), "ns");
     let mut stream = api
         .watch(&WatchParams::default().timeout(30), "0")

@@ -7,6 +7,10 @@ use http::Uri;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::{Map, Value, json};
 
+mod crd;
+mod discovery;
+pub mod schema;
+mod table;
 mod watch;
 
 use watch::WatchEvent;
@@ -22,6 +26,17 @@ struct ResType {
     namespaced: bool,
     status_subresource: bool,
     list_maps: ListMaps,
+    short_names: Vec<String>,
+    categories: Vec<String>,
+    /// The CRD's `openAPIV3Schema` and printer columns; None for built-ins.
+    crd: Option<Arc<CrdVersion>>,
+}
+
+/// What the stand-in keeps of one served version of a CRD.
+#[derive(Debug)]
+pub(crate) struct CrdVersion {
+    pub schema: Option<Value>,
+    pub columns: Vec<Value>,
 }
 
 /// A request as the stand-in saw it.
@@ -52,6 +67,8 @@ struct Parsed {
     sub: Option<String>,
     rt: ResType,
     params: BTreeMap<String, String>,
+    /// `fieldValidation=Strict`: unknown fields are refused, not pruned.
+    strict: bool,
 }
 
 /// The stand-in's whole state.
@@ -100,40 +117,63 @@ impl Store {
         if !self.types.is_empty() {
             return;
         }
-        let t = |kind: &str, namespaced: bool| ResType {
+        let t = |kind: &str, namespaced: bool, short: &[&str]| ResType {
             kind: kind.into(),
             namespaced,
             status_subresource: kind != "ConfigMap" && kind != "Lease" && kind != "Event",
             list_maps: ListMaps::from([("metadata.ownerReferences".to_string(), vec!["uid".to_string()])]),
+            short_names: short.iter().map(|s| s.to_string()).collect(),
+            categories: Vec::new(),
+            crd: None,
         };
-        for (av, plural, kind, ns) in [
-            ("v1", "configmaps", "ConfigMap", true),
-            ("v1", "pods", "Pod", true),
-            ("v1", "nodes", "Node", false),
-            ("v1", "namespaces", "Namespace", false),
-            ("v1", "events", "Event", true),
-            ("events.k8s.io/v1", "events", "Event", true),
-            ("coordination.k8s.io/v1", "leases", "Lease", true),
+        for (av, plural, kind, ns, short) in [
+            ("v1", "configmaps", "ConfigMap", true, &["cm"][..]),
+            ("v1", "pods", "Pod", true, &["po"]),
+            ("v1", "nodes", "Node", false, &["no"]),
+            ("v1", "namespaces", "Namespace", false, &["ns"]),
+            ("v1", "events", "Event", true, &["ev"]),
+            ("events.k8s.io/v1", "events", "Event", true, &["ev"]),
+            ("coordination.k8s.io/v1", "leases", "Lease", true, &[]),
             (
                 "apiextensions.k8s.io/v1",
                 "customresourcedefinitions",
                 "CustomResourceDefinition",
                 false,
+                &["crd", "crds"],
             ),
         ] {
-            self.types.insert((api_path(av), plural.into()), t(kind, ns));
+            self.types.insert((api_path(av), plural.into()), t(kind, ns, short));
+        }
+        // The namespaces every cluster has.
+        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            self.seed(
+                "v1",
+                "namespaces",
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+            );
         }
     }
 
+    /// Serve the resources of `crd` (replacing what an earlier version of it served).
     pub fn register_crd(&mut self, crd: &CustomResourceDefinition) {
         self.builtin();
         let spec = &crd.spec;
         for v in &spec.versions {
             let mut list_maps = ListMaps::from([("metadata.ownerReferences".to_string(), vec!["uid".to_string()])]);
-            if let Some(schema) = v.schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()) {
-                let schema = serde_json::to_value(schema).unwrap_or_default();
-                collect_list_maps(&schema, "", &mut list_maps);
+            let schema = v
+                .schema
+                .as_ref()
+                .and_then(|s| s.open_api_v3_schema.as_ref())
+                .and_then(|s| serde_json::to_value(s).ok());
+            if let Some(schema) = &schema {
+                collect_list_maps(schema, "", &mut list_maps);
             }
+            let columns = v
+                .additional_printer_columns
+                .iter()
+                .flatten()
+                .filter_map(|c| serde_json::to_value(c).ok())
+                .collect();
             self.types.insert(
                 (format!("apis/{}/{}", spec.group, v.name), spec.names.plural.clone()),
                 ResType {
@@ -141,6 +181,9 @@ impl Store {
                     namespaced: spec.scope == "Namespaced",
                     status_subresource: v.subresources.as_ref().is_some_and(|s| s.status.is_some()),
                     list_maps,
+                    short_names: spec.names.short_names.clone().unwrap_or_default(),
+                    categories: spec.names.categories.clone().unwrap_or_default(),
+                    crd: Some(Arc::new(CrdVersion { schema, columns })),
                 },
             );
         }
@@ -220,6 +263,11 @@ impl Store {
     }
 
     fn route(&mut self, method: &str, path: &str, query: &str, ct: Option<&str>, body: &[u8]) -> (u16, Value) {
+        if method == "GET"
+            && let Some(v) = self.discovery(path)
+        {
+            return (200, v);
+        }
         let parsed = match self.parse(path, query) {
             Ok(p) => p,
             Err(e) => return e,
@@ -245,7 +293,7 @@ impl Store {
                 Some(o) => (200, o.clone()),
                 None => status_err(404, "NotFound", format!("{plural} \"{n}\" not found")),
             },
-            ("POST", None) => self.create(prefix, plural, rt, ns, body),
+            ("POST", None) => self.create(prefix, plural, rt, ns, body, parsed.strict),
             ("PUT", Some(_)) => self.replace(&parsed, body, status_sub),
             ("PATCH", Some(_)) => self.patch(&parsed, ct.unwrap_or(""), body, status_sub),
             ("DELETE", Some(n)) => self.delete(prefix, plural, ns, n),
@@ -273,12 +321,13 @@ impl Store {
                 format!("the server could not find the requested resource {prefix}/{plural}"),
             ));
         };
-        let params = query
+        let params: BTreeMap<String, String> = query
             .split('&')
             .filter_map(|kv| kv.split_once('='))
             .map(|(k, v)| (k.to_string(), percent_decode(v)))
             .collect();
         Ok(Parsed {
+            strict: params.get("fieldValidation").is_some_and(|v| v == "Strict"),
             prefix,
             plural: plural.to_string(),
             ns: ns.map(str::to_string),
@@ -336,6 +385,7 @@ impl Store {
         rt: &ResType,
         ns: Option<String>,
         mut body: Value,
+        strict: bool,
     ) -> (u16, Value) {
         if !body.is_object() {
             return status_err(400, "BadRequest", "object expected");
@@ -354,6 +404,9 @@ impl Store {
             }
         }
         if let Some(n) = &ns {
+            if !self.objects.contains_key(&Self::key("api/v1", "namespaces", None, n)) {
+                return status_err(404, "NotFound", format!("namespaces \"{n}\" not found"));
+            }
             ensure_obj(&mut body["metadata"]).insert("namespace".into(), json!(n));
         }
         let name = body["metadata"]["name"].as_str().unwrap_or_default().to_string();
@@ -363,6 +416,14 @@ impl Store {
         }
         body["apiVersion"] = json!(api_version_of(prefix));
         body["kind"] = json!(rt.kind);
+        if rt.status_subresource
+            && let Some(o) = body.as_object_mut()
+        {
+            o.remove("status");
+        }
+        if let Err(e) = self.admit(prefix, rt, &mut body, None, strict) {
+            return e;
+        }
         let m = ensure_obj(&mut body["metadata"]);
         m.remove("resourceVersion");
         m.remove("uid");
@@ -392,11 +453,20 @@ impl Store {
                 "the object has been modified; please apply your changes to the latest version and try again",
             );
         }
-        self.commit(key, rt, old, body, status_sub)
+        self.commit(key, rt, old, body, status_sub, p.strict)
     }
 
     /// Store `new` in place of `old`, keeping what the caller may not change.
-    fn commit(&mut self, key: ObjKey, rt: &ResType, old: Value, mut new: Value, status_sub: bool) -> (u16, Value) {
+    #[allow(clippy::too_many_arguments)]
+    fn commit(
+        &mut self,
+        key: ObjKey,
+        rt: &ResType,
+        old: Value,
+        mut new: Value,
+        status_sub: bool,
+        strict: bool,
+    ) -> (u16, Value) {
         if rt.status_subresource {
             if status_sub {
                 let status = new.get("status").cloned();
@@ -439,6 +509,9 @@ impl Store {
         }
         new["apiVersion"] = old["apiVersion"].clone();
         new["kind"] = old["kind"].clone();
+        if let Err(e) = self.admit(&key.0, rt, &mut new, Some(&old), strict) {
+            return e;
+        }
         if new.get("spec").is_some() && new.get("spec") != old.get("spec") {
             let g = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
             ensure_obj(&mut new["metadata"]).insert("generation".into(), json!(g));
@@ -497,7 +570,7 @@ impl Store {
                     return status_err(404, "NotFound", format!("{plural} \"{name}\" not found"));
                 }
                 self.applied.insert(akey, applied.clone());
-                return self.create(prefix, plural, rt, ns, applied);
+                return self.create(prefix, plural, rt, ns, applied, p.strict);
             };
             let mut new = old.clone();
             if let Some(p) = &prev {
@@ -505,7 +578,7 @@ impl Store {
             }
             apply::merge(&mut new, &applied, "", &rt.list_maps);
             self.applied.insert(akey, applied);
-            return self.commit(key, rt, old, new, status_sub);
+            return self.commit(key, rt, old, new, status_sub, p.strict);
         }
         let Some(old) = existing else {
             return status_err(404, "NotFound", format!("{plural} \"{name}\" not found"));
@@ -537,7 +610,58 @@ impl Store {
                 );
             }
         }
-        self.commit(key, rt, old, new, status_sub)
+        self.commit(key, rt, old, new, status_sub, p.strict)
+    }
+
+    /// Validate a custom resource write against its CRD (see [`schema`]).
+    fn admit(
+        &self,
+        prefix: &str,
+        rt: &ResType,
+        obj: &mut Value,
+        old: Option<&Value>,
+        strict: bool,
+    ) -> Result<(), (u16, Value)> {
+        let Some(schema) = rt.crd.as_ref().and_then(|c| c.schema.as_ref()) else {
+            return Ok(());
+        };
+        let errors = match schema::admit(schema, obj, old, strict) {
+            Ok(v) => {
+                *obj = v;
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+        let group = api_version_of(prefix)
+            .split_once('/')
+            .map(|(g, _)| g.to_string())
+            .unwrap_or_default();
+        let shown: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect();
+        if errors.iter().all(|e| e.message.starts_with("unknown field")) {
+            let list: Vec<&str> = errors.iter().map(|e| e.message.as_str()).collect();
+            return Err(status_err(
+                400,
+                "BadRequest",
+                format!("strict decoding error: {}", list.join(", ")),
+            ));
+        }
+        let joined = if shown.len() == 1 {
+            shown[0].clone()
+        } else {
+            format!("[{}]", shown.join(", "))
+        };
+        let causes: Vec<Value> = errors
+            .iter()
+            .map(|e| json!({"reason": e.reason, "message": e.message, "field": e.field}))
+            .collect();
+        let (code, mut body) = status_err(
+            422,
+            "Invalid",
+            format!("{}.{group} \"{name}\" is invalid: {joined}", rt.kind),
+        );
+        body["details"] = json!({"name": name, "group": group, "kind": rt.kind, "causes": causes});
+        Err((code, body))
     }
 
     fn delete(&mut self, prefix: &str, plural: &str, ns: Option<String>, name: &str) -> (u16, Value) {
@@ -575,6 +699,9 @@ impl Store {
             old: None,
         });
         self.applied.retain(|(k, _, _), _| k != key);
+        if key.1 == "customresourcedefinitions" {
+            self.crd_removed(&obj);
+        }
         let uid = obj["metadata"]["uid"].clone();
         let dependents: Vec<ObjKey> = self
             .objects

@@ -37,7 +37,10 @@ pub struct WatchQuery {
 
 impl Store {
     /// Store an object and record the watch event.
-    pub(super) fn put_obj(&mut self, key: ObjKey, obj: Value) {
+    pub(super) fn put_obj(&mut self, key: ObjKey, mut obj: Value) {
+        if key.1 == "customresourcedefinitions" {
+            self.crd_stored(&mut obj);
+        }
         let old = self.objects.insert(key.clone(), obj.clone());
         let rv = obj["metadata"]["resourceVersion"]
             .as_str()
