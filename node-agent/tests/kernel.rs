@@ -10,7 +10,7 @@ use std::time::Duration;
 use netprobe_agent::agent::Agent;
 use netprobe_agent::desired::{Desired, Target};
 use netprobe_api::{Probe, ProbePlan, ProbeType, TcpRetransmitsOptions};
-use support::{Driver, Pod, counter, histogram, kernel_available, serial, series_pods};
+use support::{Driver, Pod, bulk_client, counter, histogram, kernel_available, serial, series_pods};
 
 fn plan(name: &str, probes: Vec<Probe>) -> ProbePlan {
     support::plan_in("shop", name, probes)
@@ -18,29 +18,6 @@ fn plan(name: &str, probes: Vec<Probe>) -> ProbePlan {
 
 fn desired(plan: ProbePlan, selected: &[Target], others: &[Target]) -> Desired {
     support::desired_of(plan, selected, others)
-}
-
-fn bulk_client(pod: &Pod) -> String {
-    format!(
-        r#"
-import socket
-def send(fam, addr):
-    s = socket.socket(fam, socket.SOCK_STREAM); s.settimeout(120); s.connect((addr, 5001))
-    buf = b"x" * 65536
-    for _ in range(24):
-        s.sendall(buf)
-    s.shutdown(socket.SHUT_WR)
-    while s.recv(65536):
-        pass
-    s.close()
-send(socket.AF_INET, "{v4}")
-send(socket.AF_INET6, "{v6}")
-send(socket.AF_INET6, "::ffff:{v4}")
-print("done")
-"#,
-        v4 = pod.peer_ip4,
-        v6 = pod.peer_ip6
-    )
 }
 
 #[test]

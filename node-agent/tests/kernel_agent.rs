@@ -93,14 +93,7 @@ for _ in range({n}):
 }
 
 fn np_programs() -> BTreeSet<u64> {
-    let out = support::sh("bpftool -j prog show");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["name"].as_str().is_some_and(|n| n.starts_with("np_")))
-        .filter_map(|p| p["id"].as_u64())
-        .collect()
+    support::np_programs().into_keys().collect()
 }
 
 #[test]

@@ -1,0 +1,58 @@
+//! The system-test harness: a Kubernetes API (the in-repo stand-in on a
+//! loopback port), the real `netprobe-operator` and two real
+//! `netprobe-agent` processes (nodes `node-a` and `node-b`, each with its
+//! own kubelet-shaped pods), a real Prometheus scraping them, and the real
+//! `kubectl` for everything a user does. Everything it starts or creates is
+//! stopped and removed on drop, also when a test fails.
+
+pub mod procs;
+pub mod prom;
+pub mod world;
+
+pub use world::{PodSpec, World, WorldOptions};
+
+/// Poll `f` every 200 ms until it returns Some, or panic after `secs`
+/// naming `what` and the last value seen.
+pub fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(last) if std::time::Instant::now() >= deadline => {
+                panic!("timed out after {secs} s waiting for {what}; last seen: {last}")
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(200)),
+        }
+    }
+}
+
+/// One HTTP/1.0 GET on loopback: the status code and the body.
+pub fn http_get(addr: std::net::SocketAddr, path_and_query: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    write!(
+        s,
+        "GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\nAccept: */*\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {head}")))?;
+    Ok((code, body.to_string()))
+}
+
+/// Percent-encode a query parameter value.
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,609 @@
+//! The system scenarios: a user's `kubectl` against the API, the real
+//! operator and agents on this machine's kernel, Prometheus as the reader.
+//! Kernel counters (nstat in each pod's namespace) are the oracle.
+
+use std::time::{Duration, Instant};
+
+use netprobe_e2e::world::{NODES, SYSTEM_NS, repo_root};
+use netprobe_e2e::{PodSpec, World, WorldOptions, wait_for};
+use netprobe_pods::{Pod, Serve, bulk_client, servers};
+use serde_json::Value;
+
+const SAMPLE: &str = "config/samples/tcp-retransmits.yaml";
+const PROBE: &str = "redis-retransmits";
+const PROBE_LABEL: &str = "NetworkProbe/shop/redis-retransmits";
+
+/// shop/redis-a (node-a) and shop/redis-b (node-b) match the sample's
+/// `app=redis`; shop/web-a does not; other/redis-x matches the labels but
+/// lives in another namespace.
+fn pods() -> Vec<PodSpec> {
+    vec![
+        PodSpec {
+            namespace: "shop",
+            name: "redis-a",
+            node: "node-a",
+            labels: &[("app", "redis")],
+        },
+        PodSpec {
+            namespace: "shop",
+            name: "redis-b",
+            node: "node-b",
+            labels: &[("app", "redis")],
+        },
+        PodSpec {
+            namespace: "shop",
+            name: "web-a",
+            node: "node-a",
+            labels: &[("app", "web")],
+        },
+        PodSpec {
+            namespace: "other",
+            name: "redis-x",
+            node: "node-a",
+            labels: &[("app", "redis")],
+        },
+    ]
+}
+
+fn world(test: &str, opts: WorldOptions) -> Option<World> {
+    World::start(test, WorldOptions { pods: pods(), ..opts })
+}
+
+fn sample(path: &str) -> String {
+    repo_root().join(path).display().to_string()
+}
+
+/// Every 10th segment towards the peer's port 5001 is dropped, so bulk
+/// transfers from the pod retransmit.
+fn make_lossy(w: &mut World, ns: &str, name: &str) {
+    let pod = w.pod_mut(ns, name);
+    pod.peer_spawn(&servers(&[(5001, Serve::Sink)]));
+    Pod::nft(
+        &pod.peer_ns,
+        "table inet nptest {\n chain input {\n type filter hook input priority 0;\n tcp dport 5001 numgen inc mod 10 == 0 counter drop\n }\n}",
+    );
+}
+
+/// Run a bulk transfer from the pod; returns the pod's TcpRetransSegs delta.
+fn retransmit(w: &World, ns: &str, name: &str) -> u64 {
+    let pod = w.pod(ns, name);
+    let before = pod.nstat("TcpRetransSegs");
+    pod.run(&bulk_client(pod));
+    pod.nstat("TcpRetransSegs") - before
+}
+
+/// Connections to a closed port of the peer: each is answered by a reset.
+fn refused_connects(w: &World, ns: &str, name: &str, n: usize) {
+    let pod = w.pod(ns, name);
+    pod.run(&format!(
+        "import socket\nfor _ in range({n}):\n    s = socket.socket(); s.settimeout(5)\n    \
+         try:\n        s.connect(('{}', 5999))\n    except OSError:\n        pass\n    s.close()\n",
+        pod.peer_ip4
+    ));
+}
+
+fn probe_json(w: &World, kind: &str, ns: Option<&str>, name: &str) -> Result<Value, String> {
+    match ns {
+        Some(ns) => w.get_json(&[kind, name, "-n", ns]),
+        None => w.get_json(&[kind, name]),
+    }
+}
+
+/// Wait until every node reports `phase` for the probe at its current
+/// generation and the operator has observed that generation.
+fn wait_nodes(w: &World, kind: &str, ns: Option<&str>, name: &str, phase: &str) -> Value {
+    wait_for(
+        &format!("{name}: both nodes {phase} at the current generation"),
+        60,
+        || {
+            let p = probe_json(w, kind, ns, name)?;
+            let generation = p["metadata"]["generation"].as_i64();
+            let nodes = p["status"]["nodes"].as_array().cloned().unwrap_or_default();
+            let ok = p["status"]["observedGeneration"].as_i64() == generation
+                && NODES.iter().all(|n| {
+                    nodes.iter().any(|e| {
+                        e["nodeName"] == *n && e["phase"] == phase && e["appliedGeneration"].as_i64() == generation
+                    })
+                });
+            if ok { Ok(p) } else { Err(p["status"].to_string()) }
+        },
+    )
+}
+
+/// Sum of the probe's retransmit series per (namespace, pod), from Prometheus.
+fn prom_retransmits(w: &World, probe: &str, pod: &str) -> Option<f64> {
+    w.prom.value(
+        &format!("sum by (namespace, pod) (netprobe_tcp_retransmits_total{{probe=\"{probe}\"}})"),
+        &[("pod", pod)],
+    )
+}
+
+fn pods_with_series(w: &World, metric: &str) -> Vec<String> {
+    w.prom
+        .query(&format!("count by (namespace, pod) ({metric})"))
+        .into_iter()
+        .map(|(l, _)| {
+            format!(
+                "{}/{}",
+                l.get("namespace").cloned().unwrap_or_default(),
+                l.get("pod").cloned().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn s1_apply_a_sample_and_see_it_ready_on_both_nodes() {
+    let Some(w) = world("s1", WorldOptions::default()) else {
+        return;
+    };
+    let out = w.kubectl_ok(&["apply", "-f", &sample(SAMPLE)]);
+    assert!(
+        out.contains("networkprobe.netprobe.dev/redis-retransmits created"),
+        "{out}"
+    );
+    let cm = format!("nprobe.shop.{PROBE}");
+    wait_for("the plan ConfigMap", 30, || {
+        w.kubectl(&["get", "configmap", &cm, "-n", SYSTEM_NS])
+    });
+    wait_nodes(&w, "networkprobe", Some("shop"), PROBE, "Running");
+    w.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        &format!("networkprobe/{PROBE}"),
+        "-n",
+        "shop",
+        "--timeout=60s",
+    ]);
+    let table = w.kubectl_ok(&["get", "networkprobes", "-n", "shop"]);
+    println!("{table}");
+    let header: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "TYPES", "NODES", "PODS", "READY", "AGE"], "{table}");
+    let row: Vec<&str> = table.lines().nth(1).unwrap_or_default().split_whitespace().collect();
+    assert_eq!(&row[..5], [PROBE, "TcpRetransmits", "2/2", "2", "True"], "{table}");
+}
+
+#[test]
+fn s2_retransmits_in_prometheus_equal_the_kernel_and_stay_in_their_namespace() {
+    let Some(mut w) = world("s2", WorldOptions::default()) else {
+        return;
+    };
+    for (ns, pod) in [
+        ("shop", "redis-a"),
+        ("shop", "redis-b"),
+        ("shop", "web-a"),
+        ("other", "redis-x"),
+    ] {
+        make_lossy(&mut w, ns, pod);
+    }
+    w.kubectl_ok(&["apply", "-f", &sample(SAMPLE)]);
+    wait_nodes(&w, "networkprobe", Some("shop"), PROBE, "Running");
+    let query = "sum by (namespace, pod) (netprobe_tcp_retransmits_total)";
+    let oracle_a = retransmit(&w, "shop", "redis-a");
+    let oracle_b = retransmit(&w, "shop", "redis-b");
+    let web = retransmit(&w, "shop", "web-a");
+    let other = retransmit(&w, "other", "redis-x");
+    assert!(
+        oracle_a > 0 && oracle_b > 0 && web > 0 && other > 0,
+        "the loss rule must cause retransmits"
+    );
+    wait_for("Prometheus to equal TcpRetransSegs for both selected pods", 30, || {
+        let a = w.prom.value(query, &[("namespace", "shop"), ("pod", "redis-a")]);
+        let b = w.prom.value(query, &[("namespace", "shop"), ("pod", "redis-b")]);
+        println!("nstat TcpRetransSegs: redis-a {oracle_a}, redis-b {oracle_b}; Prometheus: {a:?}, {b:?}");
+        if a == Some(oracle_a as f64) && b == Some(oracle_b as f64) {
+            Ok(())
+        } else {
+            Err(format!("{a:?} {b:?}"))
+        }
+    });
+    let with_series = pods_with_series(&w, "netprobe_tcp_retransmits_total");
+    assert!(
+        !with_series.contains(&"shop/web-a".to_string()),
+        "unselected pod has a series: {with_series:?}"
+    );
+    assert!(
+        !with_series.contains(&"other/redis-x".to_string()),
+        "other namespace leaked: {with_series:?}"
+    );
+
+    // A match-all selector in shop still never reaches into "other".
+    w.apply(
+        "apiVersion: netprobe.dev/v1alpha1\nkind: NetworkProbe\nmetadata: {name: everything, namespace: shop}\n\
+         spec:\n  podSelector: {}\n  probes:\n  - type: TcpRetransmits\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    wait_nodes(&w, "networkprobe", Some("shop"), "everything", "Running");
+    let web = retransmit(&w, "shop", "web-a");
+    let other = retransmit(&w, "other", "redis-x");
+    assert!(web > 0 && other > 0);
+    wait_for(
+        "web-a's series under the match-all probe",
+        30,
+        || match prom_retransmits(&w, "NetworkProbe/shop/everything", "web-a") {
+            Some(v) if v == web as f64 => Ok(()),
+            v => Err(format!("{v:?} (want {web})")),
+        },
+    );
+    let with_series = pods_with_series(&w, "netprobe_tcp_retransmits_total");
+    assert!(
+        with_series.iter().all(|p| p.starts_with("shop/")),
+        "a namespaced probe yielded a series outside its namespace: {with_series:?}"
+    );
+}
+
+#[test]
+fn s3_updates_reach_both_agents_without_restart_or_counter_reset() {
+    let Some(mut w) = world("s3", WorldOptions::default()) else {
+        return;
+    };
+    make_lossy(&mut w, "shop", "redis-a");
+    w.kubectl_ok(&["apply", "-f", &sample(SAMPLE)]);
+    wait_nodes(&w, "networkprobe", Some("shop"), PROBE, "Running");
+    let first = retransmit(&w, "shop", "redis-a");
+    let v1 = wait_for("first retransmits in Prometheus", 30, || {
+        match prom_retransmits(&w, PROBE_LABEL, "redis-a") {
+            Some(v) if v == first as f64 => Ok(v),
+            v => Err(format!("{v:?}")),
+        }
+    });
+    let pids: Vec<Option<u32>> = w.agents.iter().map(|a| a.proc.pid()).collect();
+
+    let updated = std::fs::read_to_string(sample(SAMPLE))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .replace(
+            "    matchLabels:\n      app: redis\n",
+            "    matchExpressions:\n      - {key: app, operator: In, values: [redis, web]}\n",
+        )
+        .replace("  metrics:\n", "    - type: TcpResets\n  metrics:\n");
+    assert!(
+        updated.contains("TcpResets") && updated.contains("operator: In"),
+        "{updated}"
+    );
+    let out = w.apply(&updated).unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.contains("configured"), "{out}");
+    let p = wait_nodes(&w, "networkprobe", Some("shop"), PROBE, "Running");
+    assert_eq!(p["metadata"]["generation"], 2);
+    assert_eq!(p["status"]["probeTypes"], "TcpRetransmits,TcpResets");
+    assert_eq!(p["status"]["podsMatched"], 3, "redis-a, redis-b and web-a");
+    for a in &mut w.agents {
+        assert!(a.proc.running(), "agent {} restarted or died", a.node);
+    }
+    assert_eq!(pids, w.agents.iter().map(|a| a.proc.pid()).collect::<Vec<_>>());
+
+    let second = retransmit(&w, "shop", "redis-a");
+    wait_for(
+        "the counter to continue from where it was",
+        30,
+        || match prom_retransmits(&w, PROBE_LABEL, "redis-a") {
+            Some(v) if v == v1 + second as f64 => Ok(()),
+            v => Err(format!("{v:?} (want {})", v1 + second as f64)),
+        },
+    );
+    let resets = w.prom.query(&format!(
+        "resets(netprobe_tcp_retransmits_total{{probe=\"{PROBE_LABEL}\"}}[5m])"
+    ));
+    assert!(
+        !resets.is_empty() && resets.iter().all(|(_, v)| *v == 0.0),
+        "counter resets: {resets:?}"
+    );
+    // The new selector and the new type are live: web-a's resets are counted.
+    refused_connects(&w, "shop", "web-a", 3);
+    wait_for("web-a's resets series", 30, || {
+        match w
+            .prom
+            .value("sum by (pod) (netprobe_tcp_resets_total)", &[("pod", "web-a")])
+        {
+            Some(v) if v >= 3.0 => Ok(()),
+            v => Err(format!("{v:?}")),
+        }
+    });
+}
+
+#[test]
+fn s4_bad_input_is_refused_or_reported_and_breaks_only_itself() {
+    let Some(mut w) = world("s4", WorldOptions::default()) else {
+        return;
+    };
+    // Refused by the schema, naming the field.
+    let err = w
+        .apply(
+            "apiVersion: netprobe.dev/v1alpha1\nkind: NetworkProbe\nmetadata: {name: typo, namespace: shop}\n\
+             spec:\n  probes:\n  - type: TcpRetransmit\n",
+        )
+        .expect_err("schema violation must be refused");
+    assert!(
+        err.contains("spec.probes[0].type") && err.contains("Unsupported value"),
+        "{err}"
+    );
+    assert!(w.kubectl(&["get", "networkprobe", "typo", "-n", "shop"]).is_err());
+    // Valid for the schema, invalid by meaning: InvalidSpec naming the field.
+    w.apply(
+        "apiVersion: netprobe.dev/v1alpha1\nkind: NetworkProbe\nmetadata: {name: no-values, namespace: shop}\n\
+         spec:\n  podSelector:\n    matchExpressions:\n    - {key: app, operator: In, values: []}\n  probes:\n  - type: TcpResets\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    w.kubectl_ok(&[
+        "wait",
+        "--for=condition=InvalidSpec",
+        "networkprobe/no-values",
+        "-n",
+        "shop",
+        "--timeout=60s",
+    ]);
+    let p = probe_json(&w, "networkprobe", Some("shop"), "no-values").unwrap_or_else(|e| panic!("{e}"));
+    let msg = p["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "InvalidSpec")
+        .map(|c| c["message"].to_string())
+        .unwrap_or_default();
+    assert!(msg.contains("spec.podSelector.matchExpressions[0].values"), "{msg}");
+    assert!(
+        w.kubectl(&["get", "configmap", "nprobe.shop.no-values", "-n", SYSTEM_NS])
+            .is_err()
+    );
+
+    // A hand-corrupted plan fails on the nodes; the other plan keeps running.
+    w.kubectl_ok(&["apply", "-f", &sample(SAMPLE)]);
+    w.kubectl_ok(&["apply", "-f", &sample("config/samples/tcp-resets.yaml")]);
+    wait_nodes(&w, "networkprobe", Some("shop"), PROBE, "Running");
+    wait_nodes(&w, "networkprobe", Some("shop"), "resets", "Running");
+    // With the operator stopped, nothing repairs the edit behind our back.
+    for o in &mut w.operators {
+        o.proc.stop();
+    }
+    let cm = format!("nprobe.shop.{PROBE}");
+    w.kubectl_ok(&[
+        "patch",
+        "configmap",
+        &cm,
+        "-n",
+        SYSTEM_NS,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"data":{"plan.json":"{\"formatVersion\": 1, \"broken"}}"#,
+    ]);
+    wait_for("the corrupted plan to be Failed on both nodes", 30, || {
+        let p = probe_json(&w, "networkprobe", Some("shop"), PROBE)?;
+        let nodes = p["status"]["nodes"].as_array().cloned().unwrap_or_default();
+        let failed = nodes.iter().filter(|e| e["phase"] == "Failed").count();
+        if failed == 2 {
+            Ok(())
+        } else {
+            Err(p["status"]["nodes"].to_string())
+        }
+    });
+    wait_nodes(&w, "networkprobe", Some("shop"), "resets", "Running");
+    for node in NODES {
+        let progs = w.programs_of(node);
+        assert!(
+            progs.iter().any(|(n, _)| n.contains("reset")),
+            "{node} lost the resets programs: {progs:?}"
+        );
+    }
+    // The operator, back, restores the plan it owns.
+    w.start_operator("operator-again", false, 15);
+    wait_nodes(&w, "networkprobe", Some("shop"), PROBE, "Running");
+}
+
+#[test]
+fn s5_delete_runs_the_finalizer_detaches_and_drops_the_series() {
+    let Some(mut w) = world("s5", WorldOptions::default()) else {
+        return;
+    };
+    make_lossy(&mut w, "shop", "redis-a");
+    w.kubectl_ok(&["apply", "-f", &sample(SAMPLE)]);
+    wait_nodes(&w, "networkprobe", Some("shop"), PROBE, "Running");
+    let p = probe_json(&w, "networkprobe", Some("shop"), PROBE).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        p["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty()),
+        "{p}"
+    );
+    for node in NODES {
+        assert!(!w.programs_of(node).is_empty(), "{node} runs no program");
+    }
+    let n = retransmit(&w, "shop", "redis-a");
+    wait_for("the series", 30, || {
+        prom_retransmits(&w, PROBE_LABEL, "redis-a")
+            .filter(|v| *v == n as f64)
+            .ok_or_else(|| "absent".to_string())
+    });
+
+    let out = w.kubectl_ok(&["delete", "-f", &sample(SAMPLE), "--timeout=60s"]);
+    assert!(out.contains("deleted"), "{out}");
+    let gone = w
+        .kubectl(&["get", "networkprobe", PROBE, "-n", "shop"])
+        .expect_err("deleted");
+    assert!(gone.contains("NotFound"), "{gone}");
+    let cm = w.kubectl(&["get", "configmap", &format!("nprobe.shop.{PROBE}"), "-n", SYSTEM_NS]);
+    assert!(cm.is_err_and(|e| e.contains("NotFound")), "plan ConfigMap still there");
+    wait_for("both agents to detach every program", 30, || {
+        let left: Vec<_> = NODES.iter().flat_map(|n| w.programs_of(n)).collect();
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{left:?}"))
+        }
+    });
+    wait_for("the series to disappear from Prometheus", 30, || {
+        let s = w.prom.query("netprobe_tcp_retransmits_total");
+        if s.is_empty() { Ok(()) } else { Err(format!("{s:?}")) }
+    });
+}
+
+#[test]
+fn s6_an_api_outage_keeps_metrics_flowing_and_status_converges_after() {
+    let Some(mut w) = world("s6", WorldOptions::default()) else {
+        return;
+    };
+    make_lossy(&mut w, "shop", "redis-a");
+    w.kubectl_ok(&["apply", "-f", &sample(SAMPLE)]);
+    wait_nodes(&w, "networkprobe", Some("shop"), PROBE, "Running");
+    let programs: Vec<_> = NODES.iter().map(|n| w.programs_of(n)).collect();
+    let first = retransmit(&w, "shop", "redis-a");
+    wait_for("the series", 30, || {
+        prom_retransmits(&w, PROBE_LABEL, "redis-a")
+            .filter(|v| *v == first as f64)
+            .ok_or_else(|| "absent".to_string())
+    });
+
+    w.stop_api();
+    let down = Instant::now();
+    assert!(
+        w.kubectl(&["get", "networkprobes", "-A", "--request-timeout=2s"])
+            .is_err(),
+        "API still answers"
+    );
+    let mut total = first;
+    while down.elapsed() < Duration::from_secs(10) {
+        total += retransmit(&w, "shop", "redis-a");
+        let v = wait_for("the agent to count during the outage", 10, || {
+            match prom_retransmits(&w, PROBE_LABEL, "redis-a") {
+                Some(v) if v == total as f64 => Ok(v),
+                v => Err(format!("{v:?} (want {total})")),
+            }
+        });
+        println!("API down {:?}: Prometheus {v}, nstat total {total}", down.elapsed());
+    }
+    assert!(total > first, "counters grew during the outage");
+    w.resume_api();
+
+    // A change made after the outage converges, with no duplicated program.
+    w.apply(
+        &std::fs::read_to_string(sample(SAMPLE))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .replace("maxSeriesPerNode: 500", "maxSeriesPerNode: 400"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let p = wait_nodes(&w, "networkprobe", Some("shop"), PROBE, "Running");
+    assert_eq!(p["metadata"]["generation"], 2);
+    w.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        &format!("networkprobe/{PROBE}"),
+        "-n",
+        "shop",
+        "--timeout=60s",
+    ]);
+    for (node, before) in NODES.iter().zip(programs) {
+        let now = w.programs_of(node);
+        assert_eq!(now, before, "{node}: programs changed or were duplicated by the outage");
+    }
+}
+
+#[test]
+fn s7_a_cluster_probe_selects_only_matching_namespaces() {
+    let opts = WorldOptions {
+        namespaces: vec![("shop", &[("netprobe.dev/observe", "true")]), ("other", &[])],
+        ..WorldOptions::default()
+    };
+    let Some(mut w) = world("s7", opts) else { return };
+    make_lossy(&mut w, "shop", "redis-a");
+    make_lossy(&mut w, "other", "redis-x");
+    w.kubectl_ok(&["apply", "-f", &sample("config/samples/cluster-network-probe.yaml")]);
+    let p = wait_nodes(&w, "clusternetworkprobe", None, "observed-namespaces", "Running");
+    assert_eq!(p["status"]["podsMatched"], 3, "the three shop pods: {}", p["status"]);
+    let shop = retransmit(&w, "shop", "redis-a");
+    let other = retransmit(&w, "other", "redis-x");
+    assert!(shop > 0 && other > 0);
+    wait_for("redis-a's series", 30, || {
+        match prom_retransmits(&w, "ClusterNetworkProbe/observed-namespaces", "redis-a") {
+            Some(v) if v == shop as f64 => Ok(()),
+            v => Err(format!("{v:?} (want {shop})")),
+        }
+    });
+    let namespaces: Vec<String> = w
+        .prom
+        .query("count by (namespace) ({__name__=~\"netprobe_tcp_.*|netprobe_packet_.*\", probe=~\"ClusterNetworkProbe/.*\"})")
+        .into_iter()
+        .filter_map(|(l, _)| l.get("namespace").cloned())
+        .collect();
+    assert_eq!(
+        namespaces,
+        vec!["shop".to_string()],
+        "series outside the selected namespaces"
+    );
+}
+
+#[test]
+fn s8_a_standby_operator_takes_over_within_the_lease() {
+    let lease = 6;
+    let Some(mut w) = world(
+        "s8",
+        WorldOptions {
+            operators: 2,
+            lease_secs: lease,
+            ..WorldOptions::default()
+        },
+    ) else {
+        return;
+    };
+    let holder = |w: &World| {
+        w.kubectl(&[
+            "get",
+            "lease",
+            "netprobe-operator",
+            "-n",
+            SYSTEM_NS,
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ])
+    };
+    let leader = wait_for("a leader", 30, || {
+        holder(&w).and_then(|h| if h.is_empty() { Err("none".into()) } else { Ok(h) })
+    });
+    let leading = |id: &str| {
+        w.prom.value(
+            "netprobe_operator_leader",
+            &[(
+                "instance",
+                &w.operators
+                    .iter()
+                    .find(|o| o.identity == id)
+                    .map(|o| o.addr.to_string())
+                    .unwrap_or_default(),
+            )],
+        )
+    };
+    let standby = w
+        .operators
+        .iter()
+        .map(|o| o.identity.clone())
+        .find(|i| *i != leader)
+        .unwrap_or_default();
+    wait_for("the leader gauges", 30, || {
+        match (leading(&leader), leading(&standby)) {
+            (Some(1.0), Some(0.0)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    w.kubectl_ok(&["apply", "-f", &sample(SAMPLE)]);
+    wait_nodes(&w, "networkprobe", Some("shop"), PROBE, "Running");
+
+    let killed = Instant::now();
+    if let Some(o) = w.operators.iter_mut().find(|o| o.identity == leader) {
+        o.proc.kill9();
+    }
+    let new = wait_for("the standby to take the lease", 3 * lease, || {
+        holder(&w).and_then(|h| if h != leader && !h.is_empty() { Ok(h) } else { Err(h) })
+    });
+    let took = killed.elapsed();
+    println!("leader {leader} killed; {new} holds the lease after {took:?} (lease {lease} s)");
+    assert_eq!(new, standby);
+    // The lease must run out first; the standby checks every lease/5.
+    assert!(
+        took <= Duration::from_secs_f64(lease as f64 * 1.2 + 1.0),
+        "handover took {took:?}"
+    );
+    w.apply(
+        &std::fs::read_to_string(sample(SAMPLE))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .replace("maxSeriesPerNode: 500", "maxSeriesPerNode: 400"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let p = wait_nodes(&w, "networkprobe", Some("shop"), PROBE, "Running");
+    assert_eq!(p["status"]["observedGeneration"], 2, "the new leader reconciles");
+}
