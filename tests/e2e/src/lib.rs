@@ -5,8 +5,10 @@
 //! `kubectl` for everything a user does. Everything it starts or creates is
 //! stopped and removed on drop, also when a test fails.
 
+pub mod cluster;
 pub mod procs;
 pub mod prom;
+pub mod testpod;
 pub mod world;
 
 pub use world::{PodSpec, World, WorldOptions};

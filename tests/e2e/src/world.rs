@@ -11,9 +11,14 @@ use kube_standin::{Server, Standin};
 use netprobe_pods::{Driver, Pod};
 use serde_json::{Value, json};
 
+use crate::cluster::{Cluster, PEERS_NS};
 use crate::procs::{Proc, binary, free_port};
 use crate::prom::Prometheus;
+use crate::testpod::{RemotePod, TestPod};
 use crate::{http_get, wait_for};
+
+/// The environment variable naming a real cluster's kubeconfig.
+pub const KUBECONFIG_ENV: &str = "NETPROBE_E2E_KUBECONFIG";
 
 /// The two nodes every world has.
 pub const NODES: [&str; 2] = ["node-a", "node-b"];
@@ -54,18 +59,31 @@ impl Default for WorldOptions {
     }
 }
 
-/// A running agent.
+/// A running agent: a local process, or a port-forward to its pod.
 pub struct Agent {
     pub node: String,
     pub addr: SocketAddr,
     pub proc: Proc,
+    /// Pod name on a real cluster.
+    pub pod: Option<String>,
 }
 
-/// A running operator replica.
+/// A running operator replica (same shape as [`Agent`]).
 pub struct Operator {
     pub identity: String,
     pub addr: SocketAddr,
     pub proc: Proc,
+}
+
+/// Where the API and the components run.
+enum Backend {
+    /// The in-repo stand-in on loopback; components are local processes.
+    StandIn {
+        server: Server,
+        rt: tokio::runtime::Runtime,
+    },
+    /// A real cluster with netprobe deployed in it.
+    Cluster(Cluster),
 }
 
 /// Fields drop in order: processes stop (agents detach their programs)
@@ -74,11 +92,13 @@ pub struct World {
     pub prom: Prometheus,
     pub operators: Vec<Operator>,
     pub agents: Vec<Agent>,
-    pods: BTreeMap<String, Pod>,
-    pub server: Server,
-    pub standin: Standin,
-    rt: tokio::runtime::Runtime,
+    pods: BTreeMap<String, TestPod>,
+    backend: Backend,
     kubeconfig: PathBuf,
+    /// The nodes standing for node-a and node-b.
+    nodes: Vec<String>,
+    /// The operators' lease duration, in seconds.
+    pub lease_secs: u64,
     pub dir: tempfile::TempDir,
     _serial: MutexGuard<'static, ()>,
 }
@@ -95,6 +115,7 @@ pub fn repo_root() -> PathBuf {
 impl World {
     /// Start a world, or None (after saying why) when this machine cannot
     /// run system tests; with NETPROBE_REQUIRE_KERNEL_TESTS=1 that fails.
+    /// With NETPROBE_E2E_KUBECONFIG set, the world is that cluster.
     pub fn start(test: &str, opts: WorldOptions) -> Option<World> {
         let mut missing = Vec::new();
         for tool in ["kubectl", "prometheus"] {
@@ -105,7 +126,8 @@ impl World {
         if !missing.is_empty() && !netprobe_testutil::can_run(&format!("e2e/{test}"), &missing) {
             return None;
         }
-        if !netprobe_pods::kernel_available(&format!("e2e/{test}")) {
+        let real = std::env::var(KUBECONFIG_ENV).ok().filter(|v| !v.is_empty());
+        if real.is_none() && !netprobe_pods::kernel_available(&format!("e2e/{test}")) {
             return None;
         }
         let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
@@ -113,6 +135,36 @@ impl World {
             .prefix("netprobe-e2e-")
             .tempdir()
             .unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let placeholder = Prometheus {
+            addr: "127.0.0.1:1".parse().unwrap_or_else(|e| panic!("{e}")),
+            proc: Proc::spawn("placeholder", Command::new("true"), dir.path()),
+        };
+        let mut world = match real {
+            Some(kc) => Self::on_cluster(PathBuf::from(kc), &opts, dir, serial, placeholder),
+            None => Self::on_standin(&opts, dir, serial, placeholder),
+        };
+        world.kubectl_ok(&["apply", "-f", &repo_root().join("crds").display().to_string()]);
+        if matches!(world.backend, Backend::StandIn { .. }) {
+            for node in NODES {
+                world.start_agent(node);
+            }
+            for i in 0..opts.operators {
+                world.start_operator(&format!("operator-{i}"), opts.operators > 1, opts.lease_secs);
+            }
+        }
+        let mut jobs = vec![("netprobe-agent", world.agents.iter().map(|a| a.addr).collect())];
+        jobs.push(("netprobe-operator", world.operators.iter().map(|o| o.addr).collect()));
+        world.prom = Prometheus::start(world.dir.path(), &jobs);
+        wait_for("every scrape target to be up", 60, || world.prom.all_up());
+        Some(world)
+    }
+
+    fn on_standin(
+        opts: &WorldOptions,
+        dir: tempfile::TempDir,
+        serial: MutexGuard<'static, ()>,
+        prom: Prometheus,
+    ) -> World {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -156,36 +208,180 @@ impl World {
                        "spec": {"nodeName": p.node, "containers": [{"name": "app", "image": "python"}]},
                        "status": {"phase": "Running", "podIP": pod.ip4}}),
             );
-            pods.insert(format!("{}/{}", p.namespace, p.name), pod);
+            pods.insert(format!("{}/{}", p.namespace, p.name), TestPod::Local(pod));
         }
-
-        let mut world = World {
-            prom: Prometheus {
-                addr: "127.0.0.1:1".parse().unwrap_or_else(|e| panic!("{e}")),
-                proc: Proc::spawn("placeholder", Command::new("true"), dir.path()),
-            },
+        World {
+            prom,
             operators: Vec::new(),
             agents: Vec::new(),
             pods,
-            server,
-            standin,
-            rt,
+            backend: Backend::StandIn { server, rt },
             kubeconfig,
+            nodes: NODES.iter().map(|n| n.to_string()).collect(),
+            lease_secs: opts.lease_secs,
             dir,
             _serial: serial,
+        }
+    }
+
+    fn on_cluster(
+        kubeconfig: PathBuf,
+        opts: &WorldOptions,
+        dir: tempfile::TempDir,
+        serial: MutexGuard<'static, ()>,
+        prom: Prometheus,
+    ) -> World {
+        let mut cluster = Cluster::connect(kubeconfig.clone(), &repo_root());
+        for (ns, labels) in &opts.namespaces {
+            cluster.create_namespace(ns, labels);
+        }
+        cluster.create_namespace(PEERS_NS, &[]);
+        let nodes = cluster.nodes.clone();
+        let real = |node: &str| match NODES.iter().position(|n| *n == node) {
+            Some(i) => nodes[i].clone(),
+            None => node.to_string(),
         };
-        world.kubectl_ok(&["apply", "-f", &repo_root().join("crds").display().to_string()]);
-        for node in NODES {
-            world.start_agent(node);
+        let mut pods = BTreeMap::new();
+        for p in &opts.pods {
+            let peer_ip = cluster.create_pod(p, &real(p.node));
+            pods.insert(
+                format!("{}/{}", p.namespace, p.name),
+                TestPod::Remote(RemotePod::new(
+                    kubeconfig.clone(),
+                    p.namespace,
+                    p.name,
+                    PEERS_NS,
+                    &peer_ip,
+                )),
+            );
         }
-        for i in 0..opts.operators {
-            world.start_operator(&format!("operator-{i}"), opts.operators > 1, opts.lease_secs);
+        let mut agents = Vec::new();
+        for (pod, node) in cluster.component_pods("netprobe-agent") {
+            if nodes.contains(&node) {
+                let (addr, proc) = cluster.forward(&pod, 9990, dir.path());
+                agents.push(Agent {
+                    node,
+                    addr,
+                    proc,
+                    pod: Some(pod),
+                });
+            }
         }
-        let mut jobs = vec![("netprobe-agent", world.agents.iter().map(|a| a.addr).collect())];
-        jobs.push(("netprobe-operator", world.operators.iter().map(|o| o.addr).collect()));
-        world.prom = Prometheus::start(world.dir.path(), &jobs);
-        wait_for("every scrape target to be up", 60, || world.prom.all_up());
-        Some(world)
+        let mut operators = Vec::new();
+        for (pod, _) in cluster.component_pods("netprobe-operator") {
+            let (addr, proc) = cluster.forward(&pod, 8080, dir.path());
+            operators.push(Operator {
+                identity: pod,
+                addr,
+                proc,
+            });
+        }
+        World {
+            prom,
+            operators,
+            agents,
+            pods,
+            backend: Backend::Cluster(cluster),
+            kubeconfig,
+            nodes,
+            // The Deployment in config/ keeps the operator's default.
+            lease_secs: 15,
+            dir,
+            _serial: serial,
+        }
+    }
+
+    /// The nodes standing for node-a and node-b, in that order.
+    pub fn nodes(&self) -> Vec<String> {
+        self.nodes.clone()
+    }
+
+    /// The real name of node-a or node-b.
+    pub fn node(&self, logical: &str) -> String {
+        NODES
+            .iter()
+            .position(|n| *n == logical)
+            .and_then(|i| self.nodes.get(i).cloned())
+            .unwrap_or_else(|| logical.to_string())
+    }
+
+    /// Something that changes when an agent restarts: its pid, or its pod's
+    /// uid and restart count.
+    pub fn agent_instances(&self) -> Vec<String> {
+        match &self.backend {
+            Backend::StandIn { .. } => self.agents.iter().map(|a| format!("{:?}", a.proc.pid())).collect(),
+            Backend::Cluster(c) => self
+                .agents
+                .iter()
+                .map(|a| {
+                    let v = c.json(&["get", "pod", a.pod.as_deref().unwrap_or_default(), "-n", SYSTEM_NS]);
+                    format!(
+                        "{}/{}",
+                        v["metadata"]["uid"], v["status"]["containerStatuses"][0]["restartCount"]
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// Stop every operator replica (to edit what they would repair).
+    pub fn stop_operators(&mut self) {
+        match &self.backend {
+            Backend::StandIn { .. } => {
+                for o in &mut self.operators {
+                    o.proc.stop();
+                }
+            }
+            Backend::Cluster(c) => {
+                c.ok(&["scale", "-n", SYSTEM_NS, "deployment/netprobe-operator", "--replicas=0"]);
+                wait_for("operator pods to go", 120, || {
+                    let left = c.component_pods("netprobe-operator");
+                    if left.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(format!("{left:?}"))
+                    }
+                });
+            }
+        }
+    }
+
+    /// Bring the operator back after [`World::stop_operators`].
+    pub fn restart_operators(&mut self) {
+        match &self.backend {
+            Backend::StandIn { .. } => self.start_operator("operator-again", false, 15),
+            Backend::Cluster(c) => {
+                c.ok(&["scale", "-n", SYSTEM_NS, "deployment/netprobe-operator", "--replicas=2"]);
+                c.rolled_out("deployment/netprobe-operator");
+            }
+        }
+    }
+
+    /// Kill an operator replica without a chance to release its Lease.
+    pub fn kill_operator(&mut self, identity: &str) {
+        match &self.backend {
+            Backend::StandIn { .. } => {
+                if let Some(o) = self.operators.iter_mut().find(|o| o.identity == identity) {
+                    o.proc.kill9();
+                }
+            }
+            Backend::Cluster(c) => {
+                c.ok(&[
+                    "delete",
+                    "pod",
+                    identity,
+                    "-n",
+                    SYSTEM_NS,
+                    "--grace-period=0",
+                    "--force",
+                ]);
+            }
+        }
+    }
+
+    /// True when the API server can be stopped by the test (stand-in only).
+    pub fn can_stop_api(&self) -> bool {
+        matches!(self.backend, Backend::StandIn { .. })
     }
 
     pub fn start_agent(&mut self, node: &str) {
@@ -219,6 +415,7 @@ impl World {
             node: node.to_string(),
             addr,
             proc,
+            pod: None,
         });
     }
 
@@ -252,19 +449,20 @@ impl World {
         });
     }
 
-    /// Run kubectl against this world's API.
+    /// Run kubectl against this world's API. On a real cluster, manifests
+    /// applied with `-f` (other than the CRDs) are deleted when the world ends.
     pub fn kubectl(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new("kubectl")
-            .env("KUBECONFIG", &self.kubeconfig)
-            .args(args)
-            .output()
-            .map_err(|e| format!("kubectl: {e}"))?;
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        if out.status.success() {
-            Ok(stdout)
-        } else {
-            Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
+        if let Backend::Cluster(c) = &self.backend
+            && args.first() == Some(&"apply")
+            && let Some(i) = args.iter().position(|a| *a == "-f")
+            && let Some(path) = args.get(i + 1).filter(|p| !p.ends_with("crds"))
+        {
+            c.applied
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(path.to_string());
         }
+        crate::cluster::kubectl(&self.kubeconfig, args, None)
     }
 
     pub fn kubectl_ok(&self, args: &[&str]) -> String {
@@ -288,22 +486,24 @@ impl World {
         serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))
     }
 
-    pub fn pod(&self, namespace: &str, name: &str) -> &Pod {
+    pub fn pod(&self, namespace: &str, name: &str) -> &TestPod {
         self.pods
             .get(&format!("{namespace}/{name}"))
             .unwrap_or_else(|| panic!("no pod {namespace}/{name} in this world"))
     }
 
-    pub fn pod_mut(&mut self, namespace: &str, name: &str) -> &mut Pod {
+    pub fn pod_mut(&mut self, namespace: &str, name: &str) -> &mut TestPod {
         self.pods
             .get_mut(&format!("{namespace}/{name}"))
             .unwrap_or_else(|| panic!("no pod {namespace}/{name} in this world"))
     }
 
+    /// The agent of a node (by its real name, or as node-a / node-b).
     pub fn agent(&self, node: &str) -> &Agent {
+        let real = self.node(node);
         self.agents
             .iter()
-            .find(|a| a.node == node)
+            .find(|a| a.node == real)
             .unwrap_or_else(|| panic!("no agent {node}"))
     }
 
@@ -315,22 +515,43 @@ impl World {
         }
     }
 
-    /// Stop the API server (connections refused, open watches cut) until [`World::resume_api`].
+    /// Stop the API server (connections refused, open watches cut) until
+    /// [`World::resume_api`]. Stand-in only (see [`World::can_stop_api`]).
     pub fn stop_api(&mut self) {
-        self.server.stop();
+        if let Backend::StandIn { server, .. } = &mut self.backend {
+            server.stop();
+        }
     }
 
     pub fn resume_api(&mut self) {
-        let server = &mut self.server;
-        self.rt
-            .block_on(server.resume())
-            .unwrap_or_else(|e| panic!("restart the stand-in listener: {e}"));
+        if let Backend::StandIn { server, rt, .. } = &mut self.backend {
+            rt.block_on(server.resume())
+                .unwrap_or_else(|e| panic!("restart the stand-in listener: {e}"));
+        }
     }
 
-    /// The np_* programs an agent holds: (name, id), sorted.
-    pub fn programs_of(&self, node: &str) -> Vec<(String, u64)> {
+    /// How many programs the agent of `node` has attached: from the kernel
+    /// locally, from the agent's own gauge on a real cluster.
+    pub fn program_count(&self, node: &str) -> usize {
+        match &self.backend {
+            Backend::StandIn { .. } => self.programs_of(node).map_or(0, |p| p.len()),
+            Backend::Cluster(_) => self
+                .agent_metrics(node)
+                .lines()
+                .find_map(|l| l.strip_prefix("netprobe_agent_programs_loaded "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .map_or(0, |v| v as usize),
+        }
+    }
+
+    /// The np_* programs an agent holds, (name, id) sorted, read from the
+    /// kernel; None on a real cluster (the kernel is another machine's).
+    pub fn programs_of(&self, node: &str) -> Option<Vec<(String, u64)>> {
+        if !matches!(self.backend, Backend::StandIn { .. }) {
+            return None;
+        }
         let Some(pid) = self.agent(node).proc.pid() else {
-            return Vec::new();
+            return Some(Vec::new());
         };
         let held = netprobe_pods::programs_held_by(pid);
         let mut out: Vec<(String, u64)> = netprobe_pods::np_programs()
@@ -339,7 +560,7 @@ impl World {
             .map(|(id, name)| (name, id))
             .collect();
         out.sort();
-        out
+        Some(out)
     }
 }
 
@@ -362,5 +583,6 @@ impl Drop for World {
         for o in &mut self.operators {
             o.proc.stop();
         }
+        self.pods.clear();
     }
 }

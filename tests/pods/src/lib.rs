@@ -277,15 +277,7 @@ impl Pod {
     /// A kernel counter of a namespace, as nstat reads it.
     pub fn nstat_in(ns: &str, counter: &str) -> u64 {
         let out = sh(&format!("ip netns exec {ns} nstat -asz {counter}"));
-        let text = String::from_utf8_lossy(&out.stdout);
-        text.lines()
-            .find_map(|l| {
-                let mut it = l.split_whitespace();
-                (it.next() == Some(counter))
-                    .then(|| it.next().and_then(|v| v.parse().ok()))
-                    .flatten()
-            })
-            .unwrap_or_else(|| panic!("no {counter} in nstat output: {text}"))
+        parse_nstat(&String::from_utf8_lossy(&out.stdout), counter)
     }
 
     pub fn nstat(&self, counter: &str) -> u64 {
@@ -403,6 +395,18 @@ pub fn programs_held_by(pid: u32) -> std::collections::BTreeSet<u64> {
         .collect()
 }
 
+/// The value of `counter` in `nstat -asz` output.
+pub fn parse_nstat(text: &str, counter: &str) -> u64 {
+    text.lines()
+        .find_map(|l| {
+            let mut it = l.split_whitespace();
+            (it.next() == Some(counter))
+                .then(|| it.next().and_then(|v| v.parse().ok()))
+                .flatten()
+        })
+        .unwrap_or_else(|| panic!("no {counter} in nstat output: {text}"))
+}
+
 /// Wait for a child's first line and check it says "ready" (or "ok").
 pub fn read_ready(child: &mut Child) {
     use std::io::BufRead;
@@ -506,7 +510,12 @@ pub fn desired_of(plan: ProbePlan, selected: &[Target], others: &[Target]) -> De
 /// A client script for the pod: 24 × 64 KiB to the peer's port 5001 over
 /// IPv4, IPv6 and v4-mapped IPv6, each connection drained to the end.
 pub fn bulk_client(pod: &Pod) -> String {
-    format!(
+    bulk_client_to(&pod.peer_ip4, Some(&pod.peer_ip6))
+}
+
+/// The same to any peer: IPv4 always, IPv6 and v4-mapped when `v6` is given.
+pub fn bulk_client_to(v4: &str, v6: Option<&str>) -> String {
+    let mut s = String::from(
         r#"
 import socket
 def send(fam, addr):
@@ -518,14 +527,16 @@ def send(fam, addr):
     while s.recv(65536):
         pass
     s.close()
-send(socket.AF_INET, "{v4}")
-send(socket.AF_INET6, "{v6}")
-send(socket.AF_INET6, "::ffff:{v4}")
-print("done")
 "#,
-        v4 = pod.peer_ip4,
-        v6 = pod.peer_ip6
-    )
+    );
+    s.push_str(&format!("send(socket.AF_INET, \"{v4}\")\n"));
+    if let Some(v6) = v6 {
+        s.push_str(&format!(
+            "send(socket.AF_INET6, \"{v6}\")\nsend(socket.AF_INET6, \"::ffff:{v4}\")\n"
+        ));
+    }
+    s.push_str("print(\"done\")\n");
+    s
 }
 
 /// What a test TCP server does with each connection.

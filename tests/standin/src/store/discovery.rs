@@ -9,16 +9,7 @@ use serde_json::{Value, json};
 
 use super::{ResType, Store};
 
-const VERBS: [&str; 8] = [
-    "create",
-    "delete",
-    "deletecollection",
-    "get",
-    "list",
-    "patch",
-    "update",
-    "watch",
-];
+const VERBS: [&str; 7] = ["create", "delete", "get", "list", "patch", "update", "watch"];
 
 impl Store {
     /// Answer a discovery path, or None when `path` is not one.
