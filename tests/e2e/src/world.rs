@@ -296,6 +296,15 @@ impl World {
         self.nodes.clone()
     }
 
+    /// How many Node objects the cluster has (what the operator expects to
+    /// report when a probe has no nodeSelector).
+    pub fn node_total(&self) -> usize {
+        match &self.backend {
+            Backend::StandIn { .. } => NODES.len(),
+            Backend::Cluster(c) => c.json(&["get", "nodes"])["items"].as_array().map_or(0, Vec::len),
+        }
+    }
+
     /// The real name of node-a or node-b.
     pub fn node(&self, logical: &str) -> String {
         NODES
