@@ -322,8 +322,11 @@ impl ProbeManager {
                 }
                 Op::UpdateTarget(key, e) => {
                     targets_changed = true;
+                    // Overwrite in place; remove only keys that changed, so
+                    // events of the pod are never unattributed in between.
                     if let Some(old) = self.current.targets.get(&key).copied() {
-                        self.unregister(old)?;
+                        let cgroup = Some(old.cgroup_id).filter(|c| *c != e.cgroup_id);
+                        self.unregister(cgroup, old.netns.filter(|n| Some(*n) != e.netns))?;
                     }
                     self.add_target(&key, e)?;
                 }
@@ -438,11 +441,14 @@ impl ProbeManager {
         Ok(())
     }
 
-    fn unregister(&mut self, e: TargetEntry) -> Result<(), ManagerError> {
-        let mut by_cg: HashMap<_, u64, PodInfo> =
-            HashMap::try_from(self.map_mut(maps::POD_BY_CGROUP)?).map_err(map_err(maps::POD_BY_CGROUP))?;
-        let _ = by_cg.remove(&e.cgroup_id);
-        if let Some(ns) = e.netns {
+    /// Remove a pod's attribution keys (its cgroup, its network namespace).
+    fn unregister(&mut self, cgroup: Option<u64>, netns: Option<u32>) -> Result<(), ManagerError> {
+        if let Some(id) = cgroup {
+            let mut by_cg: HashMap<_, u64, PodInfo> =
+                HashMap::try_from(self.map_mut(maps::POD_BY_CGROUP)?).map_err(map_err(maps::POD_BY_CGROUP))?;
+            let _ = by_cg.remove(&id);
+        }
+        if let Some(ns) = netns {
             let mut by_ns: HashMap<_, u32, PodInfo> =
                 HashMap::try_from(self.map_mut(maps::POD_BY_NETNS)?).map_err(map_err(maps::POD_BY_NETNS))?;
             let _ = by_ns.remove(&ns);
@@ -452,7 +458,7 @@ impl ProbeManager {
 
     fn remove_target(&mut self, key: &str) -> Result<(), ManagerError> {
         if let Some(e) = self.current.targets.remove(key) {
-            self.unregister(e)?;
+            self.unregister(Some(e.cgroup_id), e.netns)?;
         }
         self.report.target_errors.remove(key);
         if let Some(slot) = self.slots.remove(key) {

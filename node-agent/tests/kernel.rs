@@ -10,7 +10,8 @@ use std::time::Duration;
 use netprobe_agent::agent::Agent;
 use netprobe_agent::desired::{Desired, Target};
 use netprobe_api::{Probe, ProbePlan, ProbeType, TcpRetransmitsOptions};
-use support::{Driver, Pod, bulk_client, counter, histogram, kernel_available, serial, series_pods};
+use prometheus::proto::MetricFamily;
+use support::{Driver, Pod, RetransOracle, bulk_client, counter, histogram, kernel_available, serial, series_pods};
 
 fn plan(name: &str, probes: Vec<Probe>) -> ProbePlan {
     support::plan_in("shop", name, probes)
@@ -18,6 +19,22 @@ fn plan(name: &str, probes: Vec<Probe>) -> ProbePlan {
 
 fn desired(plan: ProbePlan, selected: &[Target], others: &[Target]) -> Desired {
     support::desired_of(plan, selected, others)
+}
+
+/// Render until `check` accepts what the agent shows (late retransmits, of a
+/// lost FIN say, arrive after the client exits), at most ~3 s; panics with
+/// the last difference.
+fn settle(agent: &Agent, check: impl Fn(&[MetricFamily]) -> Result<u64, String>) -> (u64, Vec<MetricFamily>) {
+    let mut last = String::new();
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(300));
+        let fams = agent.render();
+        match check(&fams) {
+            Ok(v) => return (v, fams),
+            Err(e) => last = e,
+        }
+    }
+    panic!("netprobe does not match the kernel: {last}");
 }
 
 #[test]
@@ -46,17 +63,18 @@ fn retransmits_equal_tcp_retrans_segs_for_ipv4_ipv6_and_mapped() {
         ))
         .expect("apply");
     assert!(report.unsupported.is_empty(), "{report:?}");
-    let before = selected.nstat("TcpRetransSegs");
+    let since = RetransOracle::start(|c| selected.nstat(c));
     let before_u = unselected.nstat("TcpRetransSegs");
     selected.run(&bulk_client(&selected));
     unselected.run(&bulk_client(&unselected));
-    std::thread::sleep(Duration::from_millis(300));
-    let oracle = selected.nstat("TcpRetransSegs") - before;
-    let fams = agent.render();
-    let got = counter(&fams, "netprobe_tcp_retransmits_total", &[("pod", "redis-0")]).unwrap_or(0.0) as u64;
-    println!("TcpRetransmits: nstat TcpRetransSegs delta = {oracle}, netprobe = {got}");
+    let (oracle, fams) = settle(&agent, |fams| {
+        since.check(
+            |c| selected.nstat(c),
+            counter(fams, "netprobe_tcp_retransmits_total", &[("pod", "redis-0")]),
+        )
+    });
+    println!("TcpRetransmits: TcpRetransSegs delta = {oracle} = netprobe (less failed sends)");
     assert!(oracle > 0, "the nft loss rule must cause retransmits");
-    assert_eq!(got, oracle);
     assert!(
         unselected.nstat("TcpRetransSegs") > before_u,
         "the unselected pod retransmitted too"
@@ -90,11 +108,14 @@ fn retransmit_peer_labels_sum_to_the_pod_total() {
     agent
         .set_desired(desired(plan("peers", vec![probe]), &[pod.target("shop", "p")], &[]))
         .expect("apply");
-    let before = pod.nstat("TcpRetransSegs");
+    let since = RetransOracle::start(|c| pod.nstat(c));
     pod.run(&bulk_client(&pod));
-    std::thread::sleep(Duration::from_millis(300));
-    let oracle = pod.nstat("TcpRetransSegs") - before;
-    let fams = agent.render();
+    let (oracle, fams) = settle(&agent, |fams| {
+        since.check(
+            |c| pod.nstat(c),
+            counter(fams, "netprobe_tcp_retransmits_total", &[("pod", "p")]),
+        )
+    });
     let v4 = counter(
         &fams,
         "netprobe_tcp_retransmits_total",
@@ -109,7 +130,6 @@ fn retransmit_peer_labels_sum_to_the_pod_total() {
     .unwrap_or(0.0);
     let total = counter(&fams, "netprobe_tcp_retransmits_total", &[("pod", "p")]).unwrap_or(0.0) as u64;
     println!("TcpRetransmits peers: nstat = {oracle}, netprobe total = {total} (v4 and mapped = {v4}, v6 = {v6})");
-    assert_eq!(total, oracle);
     assert!(v4 > 0.0 && v6 > 0.0, "both families have peer series");
     assert_eq!(
         (v4 + v6) as u64,

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use netprobe_e2e::world::{SYSTEM_NS, repo_root};
 use netprobe_e2e::{PodSpec, World, WorldOptions, wait_for};
-use netprobe_pods::{Serve, servers};
+use netprobe_pods::{RetransOracle, Serve, servers};
 use serde_json::Value;
 
 const SAMPLE: &str = "config/samples/tcp-retransmits.yaml";
@@ -122,37 +122,22 @@ fn prom_retransmits(w: &World, probe: &str, pod: &str) -> Option<f64> {
 struct Retrans {
     ns: &'static str,
     pod: &'static str,
-    segs0: u64,
-    fail0: u64,
+    oracle: RetransOracle,
 }
 
 impl Retrans {
     fn start(w: &World, ns: &'static str, pod: &'static str) -> Retrans {
-        let p = w.pod(ns, pod);
-        Retrans {
-            ns,
-            pod,
-            segs0: p.nstat("TcpRetransSegs"),
-            fail0: p.nstat("TcpExtTCPRetransFail"),
-        }
+        let oracle = RetransOracle::start(|c| w.pod(ns, pod).nstat(c));
+        Retrans { ns, pod, oracle }
     }
 
-    /// Whether netprobe's count `got` is the kernel's: `TcpRetransSegs`,
-    /// less at most the retransmissions that then failed locally
-    /// (`TCPRetransFail`: counted by the kernel, never sent; docs/probes.md).
+    /// Whether netprobe's count `got` is the kernel's ([`RetransOracle`]).
     /// The oracle is re-read on each call: a FIN lost to the loss rule is
     /// retransmitted after the client has exited.
     fn check(&self, w: &World, got: Option<f64>) -> Result<u64, String> {
-        let p = w.pod(self.ns, self.pod);
-        let segs = p.nstat("TcpRetransSegs") - self.segs0;
-        let fail = p.nstat("TcpExtTCPRetransFail") - self.fail0;
-        let ok = got.is_some_and(|v| v <= segs as f64 && v >= segs.saturating_sub(fail) as f64);
-        let seen = format!(
-            "{}: Prometheus {got:?}, TcpRetransSegs {segs}, TCPRetransFail {fail}",
-            self.pod
-        );
-        println!("{seen}");
-        if ok { Ok(segs) } else { Err(seen) }
+        self.oracle
+            .check(|c| w.pod(self.ns, self.pod).nstat(c), got)
+            .map_err(|e| format!("{}: {e}", self.pod))
     }
 }
 

@@ -395,6 +395,36 @@ pub fn programs_held_by(pid: u32) -> std::collections::BTreeSet<u64> {
         .collect()
 }
 
+/// What netprobe's retransmit count of a network namespace must be since a
+/// starting point: `TcpRetransSegs`, less at most `TCPRetransFail` (since
+/// Linux 6.16 the kernel counts a retransmission before a local send
+/// failure; netprobe counts sent segments: docs/probes.md).
+pub struct RetransOracle {
+    segs0: u64,
+    fail0: u64,
+}
+
+impl RetransOracle {
+    /// Start from the current counters; `nstat` reads one counter.
+    pub fn start(nstat: impl Fn(&str) -> u64) -> Self {
+        Self {
+            segs0: nstat("TcpRetransSegs"),
+            fail0: nstat("TcpExtTCPRetransFail"),
+        }
+    }
+
+    /// Check netprobe's count `got` against the counters now: Ok with the
+    /// TcpRetransSegs delta, or Err describing both figures.
+    pub fn check(&self, nstat: impl Fn(&str) -> u64, got: Option<f64>) -> Result<u64, String> {
+        let segs = nstat("TcpRetransSegs") - self.segs0;
+        let fail = nstat("TcpExtTCPRetransFail") - self.fail0;
+        let ok = got.is_some_and(|v| v <= segs as f64 && v >= segs.saturating_sub(fail) as f64);
+        let seen = format!("netprobe {got:?}, TcpRetransSegs {segs}, TCPRetransFail {fail}");
+        println!("{seen}");
+        if ok { Ok(segs) } else { Err(seen) }
+    }
+}
+
 /// The value of `counter` in `nstat -asz` output.
 pub fn parse_nstat(text: &str, counter: &str) -> u64 {
     text.lines()
