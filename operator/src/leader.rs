@@ -96,6 +96,11 @@ mod tests {
     #[tokio::test]
     async fn one_leader_and_takeover_after_expiry_or_release() {
         let api = Standin::new();
+        api.put(
+            "v1",
+            "namespaces",
+            serde_json::json!({"metadata": {"name": "netprobe-system"}}),
+        );
         let a = LeaderElector::new(
             api.client(),
             "netprobe-system",
