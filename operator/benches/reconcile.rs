@@ -32,6 +32,7 @@ async fn main() {
     let api = Standin::new();
     api.register_crd(&NetworkProbe::crd());
     api.register_crd(&ClusterNetworkProbe::crd());
+    api.put("v1", "namespaces", json!({"metadata": {"name": "netprobe-system"}}));
     let (nodes, mut writer) = reflector::store::<Node>();
     for i in 0..3 {
         let n: Node = serde_json::from_value(json!({"metadata": {"name": format!("node-{i}")}})).expect("node");

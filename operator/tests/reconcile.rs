@@ -31,6 +31,7 @@ impl Harness {
         let api = Standin::new();
         api.register_crd(&NetworkProbe::crd());
         api.register_crd(&ClusterNetworkProbe::crd());
+        api.put("v1", "namespaces", json!({"metadata": {"name": NS}}));
         let (store, writer): (Store<Node>, _) = reflector::store();
         let mut h = Harness {
             ctx: Arc::new(Context {

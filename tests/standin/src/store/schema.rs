@@ -45,7 +45,28 @@ pub fn admit(schema: &Value, obj: &Value, old: Option<&Value>, strict: bool) -> 
             message: format!("Invalid value: \"object\": {}", e.message),
         }));
     }
+    // Ratcheting (GA in 1.33): on update, a field that fails but did not
+    // change does not block the write (a status update of an object whose
+    // spec predates the schema, say).
+    if let Some(old) = old {
+        errors.retain(|e| at(&obj, &e.field) != at(old, &e.field));
+    }
     if errors.is_empty() { Ok(obj) } else { Err(errors) }
+}
+
+/// The value at a field path like `spec.probes[0].type`.
+fn at<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut cur = v;
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let (name, indices) = part.split_once('[').map_or((part, ""), |(n, rest)| (n, rest));
+        if !name.is_empty() {
+            cur = cur.get(name)?;
+        }
+        for idx in indices.split('[').filter(|i| !i.is_empty()) {
+            cur = cur.get(idx.trim_end_matches(']').parse::<usize>().ok()?)?;
+        }
+    }
+    Some(cur)
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -367,6 +388,21 @@ mod tests {
         assert!(e[0].starts_with("spec.probes[1]: Duplicate value"), "{e:?}");
         let e = fields(admit(&schema(), &json!({"spec": {"probes": "x"}}), None, false));
         assert!(e[0].starts_with("spec.probes: Invalid value: \"string\""), "{e:?}");
+    }
+
+    #[test]
+    fn unchanged_invalid_fields_do_not_block_updates() {
+        let old = json!({"spec": {"probes": [{"type": "C"}]}, "status": {}});
+        let mut new = old.clone();
+        new["status"] = json!({"seen": true});
+        assert!(admit(&schema(), &new, Some(&old), false).is_ok(), "ratcheting");
+        new["spec"]["probes"][0]["type"] = json!("D");
+        let e = fields(admit(&schema(), &new, Some(&old), false));
+        assert!(
+            e[0].starts_with("spec.probes[0].type: Unsupported value: \"D\""),
+            "{e:?}"
+        );
+        assert_eq!(at(&new, "spec.probes[0].type"), Some(&json!("D")));
     }
 
     #[test]
