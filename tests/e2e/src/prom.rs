@@ -9,7 +9,7 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::procs::{Proc, free_port};
-use crate::{http_get, urlencode, wait_for};
+use crate::{http_get, urlencode};
 
 pub struct Prometheus {
     pub addr: SocketAddr,
@@ -41,15 +41,7 @@ impl Prometheus {
             .arg(format!("--web.listen-address={addr}"))
             .arg("--query.lookback-delta=5s");
         let mut proc = Proc::spawn("prometheus", cmd, dir);
-        wait_for("prometheus to be ready", 60, || {
-            if !proc.running() {
-                panic!("prometheus exited:\n{}", proc.tail(20));
-            }
-            match http_get(addr, "/-/ready") {
-                Ok((200, _)) => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        });
+        proc.wait_serving(addr, "/-/ready", 60);
         Prometheus { addr, proc }
     }
 

@@ -411,15 +411,7 @@ impl World {
                 "1",
             ]);
         let mut proc = Proc::spawn(&format!("agent-{node}"), cmd, self.dir.path());
-        wait_for(&format!("agent {node} to serve /healthz"), 30, || {
-            if !proc.running() {
-                panic!("agent {node} exited:\n{}", proc.tail(30));
-            }
-            match http_get(addr, "/healthz") {
-                Ok((200, _)) => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        });
+        proc.wait_serving(addr, "/healthz", 30);
         self.agents.push(Agent {
             node: node.to_string(),
             addr,
@@ -442,15 +434,7 @@ impl World {
             cmd.arg("--leader-elect");
         }
         let mut proc = Proc::spawn(identity, cmd, self.dir.path());
-        wait_for(&format!("{identity} to serve /healthz"), 30, || {
-            if !proc.running() {
-                panic!("{identity} exited:\n{}", proc.tail(30));
-            }
-            match http_get(addr, "/healthz") {
-                Ok((200, _)) => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        });
+        proc.wait_serving(addr, "/healthz", 30);
         self.operators.push(Operator {
             identity: identity.to_string(),
             addr,

@@ -49,6 +49,28 @@ fn world(test: &str, opts: WorldOptions) -> Option<World> {
     World::start(test, WorldOptions { pods: pods(), ..opts })
 }
 
+/// A world where redis-a's path to its peer is lossy and the sample probe
+/// runs on both nodes.
+fn world_with_sample(test: &str) -> Option<World> {
+    let mut w = world(test, WorldOptions::default())?;
+    make_lossy(&mut w, "shop", "redis-a");
+    w.kubectl_ok(&["apply", "-f", &sample(SAMPLE)]);
+    wait_nodes(&w, "networkprobe", Some("shop"), PROBE, "Running");
+    Some(w)
+}
+
+/// A new generation of the sample (a different series budget); returns the
+/// probe once both nodes run it.
+fn update_sample(w: &World) -> Value {
+    w.apply(
+        &std::fs::read_to_string(sample(SAMPLE))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .replace("maxSeriesPerNode: 500", "maxSeriesPerNode: 400"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    wait_nodes(w, "networkprobe", Some("shop"), PROBE, "Running")
+}
+
 fn sample(path: &str) -> String {
     repo_root().join(path).display().to_string()
 }
@@ -271,12 +293,9 @@ fn s2_retransmits_in_prometheus_equal_the_kernel_and_stay_in_their_namespace() {
 
 #[test]
 fn s3_updates_reach_both_agents_without_restart_or_counter_reset() {
-    let Some(mut w) = world("s3", WorldOptions::default()) else {
+    let Some(w) = world_with_sample("s3") else {
         return;
     };
-    make_lossy(&mut w, "shop", "redis-a");
-    w.kubectl_ok(&["apply", "-f", &sample(SAMPLE)]);
-    wait_nodes(&w, "networkprobe", Some("shop"), PROBE, "Running");
     let since = Retrans::start(&w, "shop", "redis-a");
     assert!(retransmit(&w, "shop", "redis-a") > 0);
     wait_retransmits(&w, PROBE_LABEL, &since);
@@ -412,12 +431,9 @@ fn s4_bad_input_is_refused_or_reported_and_breaks_only_itself() {
 
 #[test]
 fn s5_delete_runs_the_finalizer_detaches_and_drops_the_series() {
-    let Some(mut w) = world("s5", WorldOptions::default()) else {
+    let Some(w) = world_with_sample("s5") else {
         return;
     };
-    make_lossy(&mut w, "shop", "redis-a");
-    w.kubectl_ok(&["apply", "-f", &sample(SAMPLE)]);
-    wait_nodes(&w, "networkprobe", Some("shop"), PROBE, "Running");
     let p = probe_json(&w, "networkprobe", Some("shop"), PROBE).unwrap_or_else(|e| panic!("{e}"));
     assert!(
         p["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty()),
@@ -454,12 +470,9 @@ fn s5_delete_runs_the_finalizer_detaches_and_drops_the_series() {
 
 #[test]
 fn s6_an_api_outage_keeps_metrics_flowing_and_status_converges_after() {
-    let Some(mut w) = world("s6", WorldOptions::default()) else {
+    let Some(mut w) = world_with_sample("s6") else {
         return;
     };
-    make_lossy(&mut w, "shop", "redis-a");
-    w.kubectl_ok(&["apply", "-f", &sample(SAMPLE)]);
-    wait_nodes(&w, "networkprobe", Some("shop"), PROBE, "Running");
     let programs: Vec<_> = w.nodes().iter().map(|n| w.programs_of(n)).collect();
     let since = Retrans::start(&w, "shop", "redis-a");
     assert!(retransmit(&w, "shop", "redis-a") > 0);
@@ -482,13 +495,7 @@ fn s6_an_api_outage_keeps_metrics_flowing_and_status_converges_after() {
     w.resume_api();
 
     // A change made after the outage converges, with no duplicated program.
-    w.apply(
-        &std::fs::read_to_string(sample(SAMPLE))
-            .unwrap_or_else(|e| panic!("{e}"))
-            .replace("maxSeriesPerNode: 500", "maxSeriesPerNode: 400"),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let p = wait_nodes(&w, "networkprobe", Some("shop"), PROBE, "Running");
+    let p = update_sample(&w);
     assert_eq!(p["metadata"]["generation"], 2);
     w.kubectl_ok(&[
         "wait",
@@ -606,12 +613,6 @@ fn s8_a_standby_operator_takes_over_within_the_lease() {
         took <= Duration::from_secs_f64(lease as f64 * 1.2 + 1.0),
         "handover took {took:?}"
     );
-    w.apply(
-        &std::fs::read_to_string(sample(SAMPLE))
-            .unwrap_or_else(|e| panic!("{e}"))
-            .replace("maxSeriesPerNode: 500", "maxSeriesPerNode: 400"),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let p = wait_nodes(&w, "networkprobe", Some("shop"), PROBE, "Running");
+    let p = update_sample(&w);
     assert_eq!(p["status"]["observedGeneration"], 2, "the new leader reconciles");
 }
