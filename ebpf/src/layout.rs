@@ -8,6 +8,7 @@ pub const SLOT_NONE: u32 = u32::MAX;
 pub const MAX_PODS: u32 = 4096;
 pub const LEAF_CACHE: u32 = 16384;
 pub const COUNTERS: u32 = 65536;
+pub const HISTS: u32 = 2 * MAX_PODS;
 pub const PEERS: u32 = 16384;
 pub const MAX_BOUNDS: usize = 64;
 
@@ -18,7 +19,9 @@ pub const POD_PEER_LABELS: u32 = 1;
 pub const TYPE_CONNECT: u32 = 1;
 pub const TYPE_RTT: u32 = 2;
 
-/// `np_counter_key.metric` values.
+/// `np_counter_key.metric` values. In the kernel only DROPS keys the
+/// `counters` map; the others name the fields of [`PodCounters`] and
+/// [`Hist`] when the manager flattens them into a `Snapshot`.
 pub mod metric {
     pub const RETRANS_SEGS: u16 = 1;
     pub const RST_SENT: u16 = 2;
@@ -35,7 +38,7 @@ pub mod metric {
 pub const CONNECT_FAIL_REASONS: [&str; 5] = ["refused", "timeout", "unreachable", "aborted", "other"];
 
 /// Indices of the `errors` per-CPU array, as metric label values.
-pub const ERROR_NAMES: [&str; 4] = ["counters", "retrans_peers", "sock_state", "leaf_cache"];
+pub const ERROR_NAMES: [&str; 5] = ["counters", "retrans_peers", "sock_state", "leaf_cache", "hists"];
 
 /// Indices of the `bounds` array.
 pub const BOUNDS_CONNECT: u32 = 0;
@@ -82,6 +85,41 @@ impl Default for Bounds {
     }
 }
 
+/// The fixed counters of one pod slot (a per-CPU array element).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PodCounters {
+    pub retrans_segs: u64,
+    pub rst_sent: u64,
+    pub rst_recv: u64,
+    pub connect_fail: [u64; CONNECT_FAIL_REASONS.len()],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HistKey {
+    pub slot: u32,
+    /// `BOUNDS_CONNECT` or `BOUNDS_RTT`.
+    pub which: u32,
+}
+
+/// One latency histogram of one pod; `buckets[n]` (n = number of bounds) is +Inf.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hist {
+    pub sum_ns: u64,
+    pub buckets: [u64; MAX_BOUNDS + 1],
+}
+
+impl Default for Hist {
+    fn default() -> Self {
+        Hist {
+            sum_ns: 0,
+            buckets: [0; MAX_BOUNDS + 1],
+        }
+    }
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CounterKey {
@@ -116,6 +154,9 @@ unsafe impl aya::Pod for Leaf {}
 unsafe impl aya::Pod for Config {}
 unsafe impl aya::Pod for Bounds {}
 unsafe impl aya::Pod for CounterKey {}
+unsafe impl aya::Pod for PodCounters {}
+unsafe impl aya::Pod for HistKey {}
+unsafe impl aya::Pod for Hist {}
 unsafe impl aya::Pod for PeerKey {}
 unsafe impl aya::Pod for SockState {}
 
@@ -152,6 +193,32 @@ pub fn mirrored() -> Vec<Mirrored> {
             "np_bounds",
             size_of::<Bounds>(),
             vec![("n", offset_of!(Bounds, n)), ("le_ns", offset_of!(Bounds, le_ns))],
+        ),
+        (
+            "np_pod_counters",
+            size_of::<PodCounters>(),
+            vec![
+                ("retrans_segs", offset_of!(PodCounters, retrans_segs)),
+                ("rst_sent", offset_of!(PodCounters, rst_sent)),
+                ("rst_recv", offset_of!(PodCounters, rst_recv)),
+                ("connect_fail", offset_of!(PodCounters, connect_fail)),
+            ],
+        ),
+        (
+            "np_hist_key",
+            size_of::<HistKey>(),
+            vec![
+                ("slot", offset_of!(HistKey, slot)),
+                ("which", offset_of!(HistKey, which)),
+            ],
+        ),
+        (
+            "np_hist",
+            size_of::<Hist>(),
+            vec![
+                ("sum_ns", offset_of!(Hist, sum_ns)),
+                ("buckets", offset_of!(Hist, buckets)),
+            ],
         ),
         (
             "np_counter_key",

@@ -36,7 +36,12 @@ pub mod maps {
     pub const LEAF_CACHE: &str = "leaf_cache";
     pub const CONFIG: &str = "config";
     pub const BOUNDS: &str = "bounds";
+    /// Per-CPU array of `PodCounters`, indexed by slot.
+    pub const POD_COUNTERS: &str = "pod_counters";
+    /// Drops by (slot, reason).
     pub const COUNTERS: &str = "counters";
+    pub const HISTS: &str = "hists";
+    pub const HIST_ZERO: &str = "hist_zero";
     pub const RETRANS_PEERS: &str = "retrans_peers";
     pub const ERRORS: &str = "errors";
     pub const SOCK_STATE: &str = "sock_state";
@@ -81,6 +86,9 @@ mod tests {
             maps::CONFIG,
             maps::BOUNDS,
             maps::COUNTERS,
+            maps::POD_COUNTERS,
+            maps::HISTS,
+            maps::HIST_ZERO,
             maps::RETRANS_PEERS,
             maps::ERRORS,
             maps::SOCK_STATE,
@@ -146,6 +154,7 @@ mod tests {
             ("NP_M_DROPS", u64::from(layout::metric::DROPS)),
             ("NP_FAIL_REFUSED", 0),
             ("NP_FAIL_OTHER", layout::CONNECT_FAIL_REASONS.len() as u64 - 1),
+            ("NP_FAIL_MAX", layout::CONNECT_FAIL_REASONS.len() as u64),
             ("NP_E_MAX", layout::ERROR_NAMES.len() as u64),
             ("NP_B_CONNECT", u64::from(layout::BOUNDS_CONNECT)),
             ("NP_B_RTT", u64::from(layout::BOUNDS_RTT)),

@@ -8,17 +8,20 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::AsFd;
 use std::sync::Arc;
 
-use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap};
+use aya::maps::{Array, HashMap, Map};
 use aya::programs::Program;
 use aya::{Ebpf, EbpfLoader};
 use netprobe_api::ProbeType;
 use netprobe_ebpf::btf::Btf as KernelBtf;
-use netprobe_ebpf::layout::{self, Bounds, Config, CounterKey, PeerKey, PodInfo};
+use netprobe_ebpf::layout::{self, Bounds, Config, PodInfo};
 use netprobe_ebpf::{maps, programs};
 use tracing::{info, warn};
 
+use crate::counters;
+pub use crate::counters::Snapshot;
 use crate::desired::{KernelState, Op, TargetEntry, diff};
 use crate::iter::MapIterLink;
+use crate::slots::{QUARANTINE, Slots};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManagerError {
@@ -33,6 +36,8 @@ pub enum ManagerError {
         name: &'static str,
         source: aya::maps::MapError,
     },
+    #[error("eBPF map {name}: per-CPU values: {source}")]
+    Values { name: &'static str, source: std::io::Error },
 }
 
 /// Where a program hooks in.
@@ -45,15 +50,6 @@ enum Hook {
 struct Attached {
     program: &'static str,
     link: Option<aya::programs::tp_btf::BtfTracePointLinkId>,
-}
-
-/// Counters read from the kernel, summed over CPUs.
-#[derive(Clone, Debug, Default)]
-pub struct Snapshot {
-    pub counters: BTreeMap<CounterKey, u64>,
-    pub peers: BTreeMap<PeerKey, u64>,
-    /// Per `layout::ERROR_NAMES` index.
-    pub errors: Vec<u64>,
 }
 
 /// Kernel-side cost of one program, when `kernel.bpf_stats_enabled=1`.
@@ -110,10 +106,7 @@ pub struct ProbeManager {
     ebpf: Ebpf,
     facts: KernelFacts,
     current: KernelState,
-    slots: BTreeMap<String, u32>,
-    /// Slots are never reused: an event racing a removal can never be
-    /// counted for another pod.
-    next_slot: u32,
+    slots: Slots,
     generation: u32,
     /// Programs attached, once each, with the probe types that use them
     /// (TcpConnectLatency and TcpRtt share the socket-state program).
@@ -125,7 +118,7 @@ pub struct ProbeManager {
     report: ApplyReport,
 }
 
-fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> ManagerError {
+pub(crate) fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> ManagerError {
     move |source| ManagerError::Map { name, source }
 }
 
@@ -138,8 +131,7 @@ impl ProbeManager {
             ebpf,
             facts,
             current: KernelState::default(),
-            slots: BTreeMap::new(),
-            next_slot: 0,
+            slots: Slots::new(layout::MAX_PODS, QUARANTINE),
             generation: 0,
             links: BTreeMap::new(),
             attached: BTreeMap::new(),
@@ -413,11 +405,21 @@ impl ProbeManager {
     }
 
     fn add_target(&mut self, key: &str, e: TargetEntry) -> Result<(), ManagerError> {
-        let slot = *self.slots.entry(key.to_string()).or_insert_with(|| {
-            let s = self.next_slot;
-            self.next_slot = self.next_slot.saturating_add(1).min(layout::SLOT_NONE - 1);
-            s
-        });
+        let Some(assigned) = self.slots.assign(key, std::time::Instant::now()) else {
+            self.report.target_errors.insert(
+                key.to_string(),
+                format!(
+                    "no free counter slot: {} pods on this node, slots of removed pods rest {} s",
+                    layout::MAX_PODS,
+                    QUARANTINE.as_secs()
+                ),
+            );
+            return Ok(());
+        };
+        if assigned.reused {
+            counters::clear_slot(&mut self.ebpf, assigned.slot)?;
+        }
+        let slot = assigned.slot;
         let info = PodInfo { slot, flags: e.flags };
         let mut by_cg: HashMap<_, u64, PodInfo> =
             HashMap::try_from(self.map_mut(maps::POD_BY_CGROUP)?).map_err(map_err(maps::POD_BY_CGROUP))?;
@@ -461,74 +463,20 @@ impl ProbeManager {
             self.unregister(Some(e.cgroup_id), e.netns)?;
         }
         self.report.target_errors.remove(key);
-        if let Some(slot) = self.slots.remove(key) {
-            self.forget_slot(slot)?;
-        }
-        Ok(())
-    }
-
-    /// Delete every counter of `slot` (a pod that left): its series go.
-    fn forget_slot(&mut self, slot: u32) -> Result<(), ManagerError> {
-        let mut c: PerCpuHashMap<_, CounterKey, u64> =
-            PerCpuHashMap::try_from(self.map_mut(maps::COUNTERS)?).map_err(map_err(maps::COUNTERS))?;
-        let keys: Vec<CounterKey> = c.keys().filter_map(Result::ok).filter(|k| k.slot == slot).collect();
-        for k in keys {
-            let _ = c.remove(&k);
-        }
-        let mut p: PerCpuHashMap<_, PeerKey, u64> =
-            PerCpuHashMap::try_from(self.map_mut(maps::RETRANS_PEERS)?).map_err(map_err(maps::RETRANS_PEERS))?;
-        let keys: Vec<PeerKey> = p.keys().filter_map(Result::ok).filter(|k| k.slot == slot).collect();
-        for k in keys {
-            let _ = p.remove(&k);
+        if let Some(slot) = self.slots.release(key, std::time::Instant::now()) {
+            counters::clear_slot(&mut self.ebpf, slot)?;
         }
         Ok(())
     }
 
     fn forget_metrics(&mut self, metrics: &[u16]) -> Result<(), ManagerError> {
-        let mut c: PerCpuHashMap<_, CounterKey, u64> =
-            PerCpuHashMap::try_from(self.map_mut(maps::COUNTERS)?).map_err(map_err(maps::COUNTERS))?;
-        let keys: Vec<CounterKey> = c
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| metrics.contains(&k.metric))
-            .collect();
-        for k in keys {
-            let _ = c.remove(&k);
-        }
-        if metrics.contains(&layout::metric::RETRANS_SEGS) {
-            let mut p: PerCpuHashMap<_, PeerKey, u64> =
-                PerCpuHashMap::try_from(self.map_mut(maps::RETRANS_PEERS)?).map_err(map_err(maps::RETRANS_PEERS))?;
-            let keys: Vec<PeerKey> = p.keys().filter_map(Result::ok).collect();
-            for k in keys {
-                let _ = p.remove(&k);
-            }
-        }
-        Ok(())
+        let slots: Vec<u32> = self.slots.by_key().values().copied().collect();
+        counters::forget_metrics(&mut self.ebpf, &slots, metrics)
     }
 
-    /// Read every counter, summed over CPUs.
+    /// Read every counter of the current pods, summed over CPUs.
     pub fn snapshot(&self) -> Result<Snapshot, ManagerError> {
-        let get = |name: &'static str| self.ebpf.map(name).ok_or(ManagerError::MissingMap(name));
-        let c: PerCpuHashMap<&MapData, CounterKey, u64> =
-            PerCpuHashMap::try_from(get(maps::COUNTERS)?).map_err(map_err(maps::COUNTERS))?;
-        let mut snap = Snapshot::default();
-        for (k, v) in c.iter().filter_map(Result::ok) {
-            snap.counters.insert(k, v.iter().copied().fold(0u64, u64::wrapping_add));
-        }
-        let p: PerCpuHashMap<&MapData, PeerKey, u64> =
-            PerCpuHashMap::try_from(get(maps::RETRANS_PEERS)?).map_err(map_err(maps::RETRANS_PEERS))?;
-        for (k, v) in p.iter().filter_map(Result::ok) {
-            snap.peers.insert(k, v.iter().copied().fold(0u64, u64::wrapping_add));
-        }
-        let e: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(get(maps::ERRORS)?).map_err(map_err(maps::ERRORS))?;
-        for i in 0..layout::ERROR_NAMES.len() as u32 {
-            let v = e
-                .get(&i, 0)
-                .map(|v| v.iter().copied().fold(0u64, u64::wrapping_add))
-                .unwrap_or(0);
-            snap.errors.push(v);
-        }
-        Ok(snap)
+        counters::snapshot(&self.ebpf, self.slots.by_key().values().copied())
     }
 
     /// Entries in the target maps (self-metrics).
@@ -544,7 +492,7 @@ impl ProbeManager {
 
     /// The slot of a target key (for the collector).
     pub fn slots(&self) -> &BTreeMap<String, u32> {
-        &self.slots
+        self.slots.by_key()
     }
 
     pub fn report(&self) -> &ApplyReport {

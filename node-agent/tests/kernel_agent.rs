@@ -311,3 +311,105 @@ fn connect_latency_and_rtt_share_one_program() {
         let _ = c.wait();
     }
 }
+
+/// The counter maps as the manager resets them: a slot cleared before it is
+/// handed to another pod loses everything in every map, the other slots
+/// nothing; forgetting a probe type's metrics leaves the other types' alone.
+/// Values are written on several CPUs' copies, as events on several CPUs
+/// would.
+#[test]
+fn slot_clearing_and_metric_forgetting_touch_only_their_own_counters() {
+    use aya::maps::{PerCpuArray, PerCpuHashMap, PerCpuValues};
+    use netprobe_agent::counters::{clear_slot, forget_metrics, snapshot};
+    use netprobe_ebpf::layout::{self, CounterKey, Hist, HistKey, PodCounters, metric};
+    use netprobe_ebpf::maps;
+
+    if !kernel_available("slot clearing") {
+        return;
+    }
+    let btf = aya::Btf::from_sys_fs().expect("kernel BTF");
+    let mut ebpf = aya::EbpfLoader::new()
+        .btf(Some(&btf))
+        .load(netprobe_ebpf::OBJECT)
+        .expect("object loads");
+    let cpus = aya::util::nr_cpus().expect("possible CPUs");
+    fn per_cpu<T: aya::Pod>(v: T, cpus: usize) -> PerCpuValues<T> {
+        PerCpuValues::try_from(vec![v; cpus]).expect("one value per CPU")
+    }
+    {
+        let mut pods: PerCpuArray<_, PodCounters> =
+            PerCpuArray::try_from(ebpf.map_mut(maps::POD_COUNTERS).expect("map")).expect("array");
+        for slot in [1u32, 2] {
+            let c = PodCounters {
+                retrans_segs: 10 * u64::from(slot),
+                rst_sent: 1,
+                rst_recv: 2,
+                connect_fail: [3, 0, 0, 0, 4],
+            };
+            pods.set(slot, per_cpu(c, cpus), 0).expect("set");
+        }
+    }
+    {
+        let mut hists: PerCpuHashMap<_, HistKey, Hist> =
+            PerCpuHashMap::try_from(ebpf.map_mut(maps::HISTS).expect("map")).expect("hash");
+        for (slot, which) in [
+            (1, layout::BOUNDS_CONNECT),
+            (1, layout::BOUNDS_RTT),
+            (2, layout::BOUNDS_RTT),
+        ] {
+            let mut h = Hist::default();
+            h.buckets[3] = 5;
+            h.sum_ns = 700;
+            hists
+                .insert(HistKey { slot, which }, per_cpu(h, cpus), 0)
+                .expect("insert");
+        }
+    }
+    {
+        let mut drops: PerCpuHashMap<_, CounterKey, u64> =
+            PerCpuHashMap::try_from(ebpf.map_mut(maps::COUNTERS).expect("map")).expect("hash");
+        for slot in [1, 2] {
+            let k = CounterKey {
+                slot,
+                metric: metric::DROPS,
+                sub: 12,
+            };
+            drops.insert(k, per_cpu(6u64, cpus), 0).expect("insert");
+        }
+    }
+    let n = cpus as u64;
+    let get = |snap: &netprobe_agent::counters::Snapshot, slot, m, sub| {
+        snap.counters.get(&CounterKey { slot, metric: m, sub }).copied()
+    };
+    let s = snapshot(&ebpf, [1, 2]).expect("snapshot");
+    assert_eq!(get(&s, 2, metric::RETRANS_SEGS, 0), Some(20 * n), "summed over CPUs");
+    assert_eq!(get(&s, 1, metric::CONNECT_FAIL, 4), Some(4 * n));
+    assert_eq!(get(&s, 1, metric::CONNECT_FAIL, 1), None, "zero counters are left out");
+    assert_eq!(get(&s, 1, metric::CONNECT_BUCKET, 3), Some(5 * n));
+    assert_eq!(get(&s, 1, metric::CONNECT_SUM, 0), Some(700 * n));
+    assert_eq!(get(&s, 1, metric::DROPS, 12), Some(6 * n));
+
+    // TcpResets detached: resets go, retransmits and failures stay.
+    forget_metrics(&mut ebpf, &[1, 2], &[metric::RST_SENT, metric::RST_RECV]).expect("forget");
+    let s = snapshot(&ebpf, [1, 2]).expect("snapshot");
+    assert_eq!(get(&s, 1, metric::RST_SENT, 0), None);
+    assert_eq!(get(&s, 2, metric::RST_RECV, 0), None);
+    assert_eq!(get(&s, 1, metric::RETRANS_SEGS, 0), Some(10 * n));
+    assert_eq!(get(&s, 1, metric::CONNECT_FAIL, 0), Some(3 * n));
+
+    // RTT bounds changed: RTT histograms restart, connect latency stays.
+    forget_metrics(&mut ebpf, &[1, 2], &[metric::RTT_BUCKET, metric::RTT_SUM]).expect("forget");
+    let s = snapshot(&ebpf, [1, 2]).expect("snapshot");
+    assert_eq!(get(&s, 1, metric::RTT_BUCKET, 3), None);
+    assert_eq!(get(&s, 2, metric::RTT_SUM, 0), None);
+    assert_eq!(get(&s, 1, metric::CONNECT_BUCKET, 3), Some(5 * n));
+
+    // Slot 1 handed to another pod: nothing of it is left; slot 2 keeps all.
+    clear_slot(&mut ebpf, 1).expect("clear");
+    let s = snapshot(&ebpf, [1, 2]).expect("snapshot");
+    let left: Vec<_> = s.counters.keys().filter(|k| k.slot == 1).collect();
+    assert!(left.is_empty(), "slot 1 still has {left:?}");
+    assert_eq!(get(&s, 2, metric::RETRANS_SEGS, 0), Some(20 * n));
+    assert_eq!(get(&s, 2, metric::DROPS, 12), Some(6 * n));
+    assert_eq!(get(&s, 2, metric::CONNECT_FAIL, 4), Some(4 * n));
+}

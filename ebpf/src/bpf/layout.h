@@ -14,8 +14,10 @@
 /* Leaf cgroups (containers and other cgroups that own sockets) whose pod
  * lookup is cached; LRU, so it never fills, it evicts. */
 #define NP_LEAF_CACHE 16384
-/* (pod, metric, sub) counters: pods x (drop reasons, buckets). */
+/* (pod, drop reason) counters. */
 #define NP_COUNTERS 65536
+/* (pod, histogram) entries: two latency types per pod. */
+#define NP_HISTS (2 * NP_MAX_PODS)
 /* (pod, peer) retransmit counters when peer labels are on. */
 #define NP_PEERS 16384
 /* Histogram bounds per latency type. */
@@ -32,6 +34,9 @@
 #define NP_TYPE_CONNECT 1u
 #define NP_TYPE_RTT 2u
 
+/* np_counter_key.metric: only drops are keyed by (slot, metric, sub); the
+ * fixed counters live in np_pod_counters and histograms in np_hist. The
+ * other values name those for userspace (Snapshot), never as map keys. */
 enum np_metric {
 	NP_M_RETRANS_SEGS = 1,
 	NP_M_RST_SENT = 2,
@@ -50,6 +55,7 @@ enum np_connect_fail {
 	NP_FAIL_UNREACHABLE = 2,
 	NP_FAIL_ABORTED = 3,
 	NP_FAIL_OTHER = 4,
+	NP_FAIL_MAX = 5,
 };
 
 enum np_error {
@@ -57,7 +63,8 @@ enum np_error {
 	NP_E_PEERS_FULL = 1,
 	NP_E_SOCK_STORAGE = 2,
 	NP_E_LEAF_CACHE = 3,
-	NP_E_MAX = 4,
+	NP_E_HISTS_FULL = 4,
+	NP_E_MAX = 5,
 };
 
 enum np_bounds_index {
@@ -86,6 +93,28 @@ struct np_bounds {
 	__u32 n;
 	__u32 _pad;
 	__u64 le_ns[NP_MAX_BOUNDS];
+};
+
+/* The fixed counters of one pod slot, a per-CPU array element: an event
+ * costs one inlined array access instead of a hash lookup. The agent zeroes
+ * a slot before it gives it to another pod. */
+struct np_pod_counters {
+	__u64 retrans_segs;
+	__u64 rst_sent;
+	__u64 rst_recv;
+	__u64 connect_fail[NP_FAIL_MAX];
+};
+
+struct np_hist_key {
+	__u32 slot;
+	__u32 which; /* enum np_bounds_index */
+};
+
+/* One latency histogram of one pod: an observation is one lookup that
+ * updates a bucket and the sum together. buckets[n] is +Inf. */
+struct np_hist {
+	__u64 sum_ns;
+	__u64 buckets[NP_MAX_BOUNDS + 1];
 };
 
 struct np_counter_key {

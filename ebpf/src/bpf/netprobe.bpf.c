@@ -57,11 +57,37 @@ struct {
 } bounds SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NP_MAX_PODS);
+	__type(key, __u32);
+	__type(value, struct np_pod_counters);
+} pod_counters SEC(".maps");
+
+/* Drops by (slot, reason): reasons are many and sparse per pod. */
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, NP_COUNTERS);
 	__type(key, struct np_counter_key);
 	__type(value, __u64);
 } counters SEC(".maps");
+
+/* Not preallocated: an entry is ~0.5 KiB per CPU, made on a pod's first
+ * observation of that latency type. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, NP_HISTS);
+	__type(key, struct np_hist_key);
+	__type(value, struct np_hist);
+} hists SEC(".maps");
+
+/* The initial (zero) value of a new hists entry: too large for the stack. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct np_hist);
+} hist_zero SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
@@ -190,19 +216,26 @@ static __always_inline struct np_pod_info *pod_of_skb(const struct sk_buff *skb,
 	return pod_of_netns(skb->dev->nd_net.net, out);
 }
 
-static __always_inline void count(__u32 slot, __u16 metric, __u16 sub, __u64 n)
+/* The fixed counters of a slot (an inlined per-CPU array access). */
+static __always_inline struct np_pod_counters *slot_counters(__u32 slot)
 {
-	struct np_counter_key key = { .slot = slot, .metric = metric, .sub = sub };
+	return bpf_map_lookup_elem(&pod_counters, &slot);
+}
+
+static __always_inline void count_drop(__u32 slot, __u16 reason)
+{
+	struct np_counter_key key = { .slot = slot, .metric = NP_M_DROPS, .sub = reason };
 	__u64 *v = bpf_map_lookup_elem(&counters, &key);
 	if (v) {
-		*v += n;
+		*v += 1;
 		return;
 	}
-	long err = bpf_map_update_elem(&counters, &key, &n, BPF_NOEXIST);
+	__u64 one = 1;
+	long err = bpf_map_update_elem(&counters, &key, &one, BPF_NOEXIST);
 	if (err == -17 /* EEXIST: another CPU created it */) {
 		v = bpf_map_lookup_elem(&counters, &key);
 		if (v)
-			*v += n;
+			*v += 1;
 	} else if (err) {
 		count_error(NP_E_COUNTERS_FULL);
 	}
@@ -232,10 +265,30 @@ static __always_inline __u16 bucket_of(__u32 which, __u64 v)
 	return lo;
 }
 
-static __always_inline void observe(__u32 slot, __u32 which, __u16 bucket_metric, __u16 sum_metric, __u64 v)
+/* One observation: one lookup, bucket and sum updated together. */
+static __always_inline void observe(__u32 slot, __u32 which, __u64 v)
 {
-	count(slot, bucket_metric, bucket_of(which, v), 1);
-	count(slot, sum_metric, 0, v);
+	struct np_hist_key key = { .slot = slot, .which = which };
+	struct np_hist *h = bpf_map_lookup_elem(&hists, &key);
+	if (!h) {
+		__u32 zero = 0;
+		struct np_hist *z = bpf_map_lookup_elem(&hist_zero, &zero);
+		if (!z)
+			return;
+		long err = bpf_map_update_elem(&hists, &key, z, BPF_NOEXIST);
+		if (err && err != -17 /* EEXIST: another CPU created it */) {
+			count_error(NP_E_HISTS_FULL);
+			return;
+		}
+		h = bpf_map_lookup_elem(&hists, &key);
+		if (!h)
+			return;
+	}
+	__u32 b = bucket_of(which, v);
+	if (b > NP_MAX_BOUNDS)
+		b = NP_MAX_BOUNDS;
+	h->buckets[b] += 1;
+	h->sum_ns += v;
 }
 
 /* ---- TcpRetransmits --------------------------------------------------- */
@@ -243,12 +296,17 @@ static __always_inline void observe(__u32 slot, __u32 which, __u16 bucket_metric
 static __always_inline void count_peer(const struct sock *sk, __u32 slot, __u64 segs)
 {
 	struct np_peer_key key = { .slot = slot };
-	key.family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	key.port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	if (key.family == AF_INET)
-		BPF_CORE_READ_INTO(&key.addr, sk, __sk_common.skc_daddr);
-	else
-		BPF_CORE_READ_INTO(&key.addr, sk, __sk_common.skc_v6_daddr);
+	key.family = sk->__sk_common.skc_family;
+	key.port = bpf_ntohs(sk->__sk_common.skc_dport);
+	__u32 *addr = (__u32 *)key.addr;
+	if (key.family == AF_INET) {
+		addr[0] = sk->__sk_common.skc_daddr;
+	} else {
+		addr[0] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[0];
+		addr[1] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[1];
+		addr[2] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[2];
+		addr[3] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[3];
+	}
 	__u64 *v = bpf_map_lookup_elem(&retrans_peers, &key);
 	if (v) {
 		*v += segs;
@@ -269,12 +327,15 @@ static __always_inline void retransmitted(const struct sock *sk, const struct sk
 	struct np_pod_info pod;
 	if (!pod_of_sock(sk, &pod))
 		return;
-	/* TcpRetransSegs counts segments: a GSO skb carries tcp_gso_segs. */
-	struct tcp_skb_cb *cb = (struct tcp_skb_cb *)&skb->cb[0];
-	__u64 segs = BPF_CORE_READ(cb, tcp_gso_segs); /* cb is a char array: read it as a tcp_skb_cb */
+	/* TcpRetransSegs counts segments: a GSO skb carries tcp_gso_segs in
+	 * its control block (a char array: a direct load at the relocated
+	 * offset, no helper call). */
+	__u64 segs = *(const __u16 *)(skb->cb + bpf_core_field_offset(struct tcp_skb_cb, tcp_gso_segs));
 	if (segs == 0)
 		segs = 1;
-	count(pod.slot, NP_M_RETRANS_SEGS, 0, segs);
+	struct np_pod_counters *c = slot_counters(pod.slot);
+	if (c)
+		c->retrans_segs += segs;
 	if (pod.flags & NP_POD_PEER_LABELS)
 		count_peer(sk, pod.slot, segs);
 }
@@ -302,8 +363,11 @@ SEC("tp_btf/tcp_retransmit_synack")
 int BPF_PROG(np_retransmit_synack, const struct sock *sk, const struct request_sock *req)
 {
 	struct np_pod_info pod;
-	if (pod_of_sock(sk, &pod))
-		count(pod.slot, NP_M_RETRANS_SEGS, 0, 1);
+	if (!pod_of_sock(sk, &pod))
+		return 0;
+	struct np_pod_counters *c = slot_counters(pod.slot);
+	if (c)
+		c->retrans_segs += 1;
 	return 0;
 }
 
@@ -313,8 +377,11 @@ SEC("tp_btf/tcp_send_reset")
 int BPF_PROG(np_send_reset, const struct sock *sk, const struct sk_buff *skb)
 {
 	struct np_pod_info pod;
-	if (pod_of_skb(skb, sk, &pod))
-		count(pod.slot, NP_M_RST_SENT, 0, 1);
+	if (!pod_of_skb(skb, sk, &pod))
+		return 0;
+	struct np_pod_counters *c = slot_counters(pod.slot);
+	if (c)
+		c->rst_sent += 1;
 	return 0;
 }
 
@@ -322,8 +389,11 @@ SEC("tp_btf/tcp_receive_reset")
 int BPF_PROG(np_receive_reset, struct sock *sk)
 {
 	struct np_pod_info pod;
-	if (pod_of_sock(sk, &pod))
-		count(pod.slot, NP_M_RST_RECV, 0, 1);
+	if (!pod_of_sock(sk, &pod))
+		return 0;
+	struct np_pod_counters *c = slot_counters(pod.slot);
+	if (c)
+		c->rst_recv += 1;
 	return 0;
 }
 
@@ -334,7 +404,7 @@ static __always_inline int is_tcp(const struct sock *sk)
 	return sk->sk_protocol == IPPROTO_TCP;
 }
 
-static __always_inline __u16 fail_reason(const struct sock *sk)
+static __always_inline __u32 fail_reason(const struct sock *sk)
 {
 	int err = sk->sk_err;
 	switch (err) {
@@ -383,7 +453,7 @@ static __always_inline void sample_rtt(struct sock *sk, struct np_sock_state *st
 		return;
 	__u32 slot;
 	if (slot_of(sk, st, gen, &slot))
-		observe(slot, NP_B_RTT, NP_M_RTT_BUCKET, NP_M_RTT_SUM, srtt_us * 1000);
+		observe(slot, NP_B_RTT, srtt_us * 1000);
 }
 
 static __always_inline struct np_sock_state *new_state(struct sock *sk, __u32 slot, __u32 gen)
@@ -431,11 +501,14 @@ int BPF_PROG(np_sock_state_change, struct sock *sk, const int oldstate, const in
 	if (oldstate == TCP_SYN_SENT && st && (st->flags & NP_SOCK_SYN_PENDING)) {
 		st->flags &= ~NP_SOCK_SYN_PENDING;
 		if ((cfg.types & NP_TYPE_CONNECT) && slot_of(sk, st, cfg.generation, &slot)) {
-			if (newstate == TCP_ESTABLISHED)
-				observe(slot, NP_B_CONNECT, NP_M_CONNECT_BUCKET, NP_M_CONNECT_SUM,
-					bpf_ktime_get_ns() - st->syn_ns);
-			else if (newstate == TCP_CLOSE)
-				count(slot, NP_M_CONNECT_FAIL, fail_reason(sk), 1);
+			if (newstate == TCP_ESTABLISHED) {
+				observe(slot, NP_B_CONNECT, bpf_ktime_get_ns() - st->syn_ns);
+			} else if (newstate == TCP_CLOSE) {
+				struct np_pod_counters *c = slot_counters(slot);
+				__u32 r = fail_reason(sk);
+				if (c && r < NP_FAIL_MAX)
+					c->connect_fail[r] += 1;
+			}
 		}
 	}
 	if (!(cfg.types & NP_TYPE_RTT))
@@ -478,7 +551,7 @@ static __always_inline void dropped(const struct sk_buff *skb, __u32 reason, con
 {
 	struct np_pod_info pod;
 	if (pod_of_skb(skb, rx_sk, &pod))
-		count(pod.slot, NP_M_DROPS, (__u16)reason, 1);
+		count_drop(pod.slot, (__u16)reason);
 }
 
 /* Linux >= 6.12 passes the receiving socket when known. */
@@ -509,6 +582,28 @@ struct {
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(np_calib_empty)
 {
+	return 0;
+}
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct np_counter_key);
+	__type(value, __u64);
+} calib_hash SEC(".maps");
+
+/* A program that updates a per-CPU hash counter (what a keyed counter costs). */
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(np_calib_hash)
+{
+	struct np_counter_key key = { .slot = 1, .metric = NP_M_DROPS, .sub = 1 };
+	__u64 *v = bpf_map_lookup_elem(&calib_hash, &key);
+	if (v) {
+		*v += 1;
+		return 0;
+	}
+	__u64 one = 1;
+	bpf_map_update_elem(&calib_hash, &key, &one, BPF_NOEXIST);
 	return 0;
 }
 

@@ -1,0 +1,212 @@
+//! Where kernel counters are read back and reset: the per-slot counter
+//! array, the drop, histogram and peer hashes, and the error array. The
+//! collector sees one flat `Snapshot` keyed like the kernel's drop counters,
+//! whatever map each figure lives in.
+
+use std::collections::BTreeMap;
+
+use aya::Ebpf;
+use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
+use netprobe_ebpf::layout::{self, CounterKey, Hist, HistKey, PeerKey, PodCounters, metric};
+use netprobe_ebpf::maps;
+
+use crate::manager::{ManagerError, map_err};
+
+/// Counters read from the kernel, summed over CPUs. Zero counters are left
+/// out: a pod has a series once something happened to it.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub counters: BTreeMap<CounterKey, u64>,
+    pub peers: BTreeMap<PeerKey, u64>,
+    /// Per `layout::ERROR_NAMES` index.
+    pub errors: Vec<u64>,
+}
+
+impl Snapshot {
+    fn add(&mut self, slot: u32, metric: u16, sub: u16, v: u64) {
+        if v > 0 {
+            *self.counters.entry(CounterKey { slot, metric, sub }).or_default() += v;
+        }
+    }
+
+    fn add_pod(&mut self, slot: u32, c: &PodCounters) {
+        self.add(slot, metric::RETRANS_SEGS, 0, c.retrans_segs);
+        self.add(slot, metric::RST_SENT, 0, c.rst_sent);
+        self.add(slot, metric::RST_RECV, 0, c.rst_recv);
+        for (i, v) in c.connect_fail.iter().enumerate() {
+            self.add(slot, metric::CONNECT_FAIL, i as u16, *v);
+        }
+    }
+
+    fn add_hist(&mut self, k: &HistKey, h: &Hist) {
+        let (bucket, sum) = if k.which == layout::BOUNDS_RTT {
+            (metric::RTT_BUCKET, metric::RTT_SUM)
+        } else {
+            (metric::CONNECT_BUCKET, metric::CONNECT_SUM)
+        };
+        if h.buckets.iter().all(|b| *b == 0) {
+            return;
+        }
+        for (i, v) in h.buckets.iter().enumerate() {
+            self.add(k.slot, bucket, i as u16, *v);
+        }
+        // A histogram with observations always has a sum, even of zero.
+        *self
+            .counters
+            .entry(CounterKey {
+                slot: k.slot,
+                metric: sum,
+                sub: 0,
+            })
+            .or_default() += h.sum_ns;
+    }
+}
+
+fn sum_pod(values: &PerCpuValues<PodCounters>) -> PodCounters {
+    let mut out = PodCounters::default();
+    for v in values.iter() {
+        out.retrans_segs = out.retrans_segs.wrapping_add(v.retrans_segs);
+        out.rst_sent = out.rst_sent.wrapping_add(v.rst_sent);
+        out.rst_recv = out.rst_recv.wrapping_add(v.rst_recv);
+        for (o, x) in out.connect_fail.iter_mut().zip(v.connect_fail) {
+            *o = o.wrapping_add(x);
+        }
+    }
+    out
+}
+
+fn sum_hist(values: &PerCpuValues<Hist>) -> Hist {
+    let mut out = Hist::default();
+    for v in values.iter() {
+        out.sum_ns = out.sum_ns.wrapping_add(v.sum_ns);
+        for (o, x) in out.buckets.iter_mut().zip(v.buckets) {
+            *o = o.wrapping_add(x);
+        }
+    }
+    out
+}
+
+fn map<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a aya::maps::Map, ManagerError> {
+    ebpf.map(name).ok_or(ManagerError::MissingMap(name))
+}
+
+fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut aya::maps::Map, ManagerError> {
+    ebpf.map_mut(name).ok_or(ManagerError::MissingMap(name))
+}
+
+/// Read every counter of `slots`, summed over CPUs.
+pub fn snapshot(ebpf: &Ebpf, slots: impl IntoIterator<Item = u32>) -> Result<Snapshot, ManagerError> {
+    let mut snap = Snapshot::default();
+    let pods: PerCpuArray<&MapData, PodCounters> =
+        PerCpuArray::try_from(map(ebpf, maps::POD_COUNTERS)?).map_err(map_err(maps::POD_COUNTERS))?;
+    for slot in slots {
+        if let Ok(v) = pods.get(&slot, 0) {
+            snap.add_pod(slot, &sum_pod(&v));
+        }
+    }
+    let hists: PerCpuHashMap<&MapData, HistKey, Hist> =
+        PerCpuHashMap::try_from(map(ebpf, maps::HISTS)?).map_err(map_err(maps::HISTS))?;
+    for (k, v) in hists.iter().filter_map(Result::ok) {
+        snap.add_hist(&k, &sum_hist(&v));
+    }
+    let drops: PerCpuHashMap<&MapData, CounterKey, u64> =
+        PerCpuHashMap::try_from(map(ebpf, maps::COUNTERS)?).map_err(map_err(maps::COUNTERS))?;
+    for (k, v) in drops.iter().filter_map(Result::ok) {
+        snap.add(k.slot, k.metric, k.sub, v.iter().copied().fold(0u64, u64::wrapping_add));
+    }
+    let peers: PerCpuHashMap<&MapData, PeerKey, u64> =
+        PerCpuHashMap::try_from(map(ebpf, maps::RETRANS_PEERS)?).map_err(map_err(maps::RETRANS_PEERS))?;
+    for (k, v) in peers.iter().filter_map(Result::ok) {
+        snap.peers.insert(k, v.iter().copied().fold(0u64, u64::wrapping_add));
+    }
+    let errors: PerCpuArray<&MapData, u64> =
+        PerCpuArray::try_from(map(ebpf, maps::ERRORS)?).map_err(map_err(maps::ERRORS))?;
+    for i in 0..layout::ERROR_NAMES.len() as u32 {
+        let v = errors
+            .get(&i, 0)
+            .map(|v| v.iter().copied().fold(0u64, u64::wrapping_add))
+            .unwrap_or(0);
+        snap.errors.push(v);
+    }
+    Ok(snap)
+}
+
+/// Delete the entries of per-CPU hash `name` whose key matches `drop`.
+fn remove_where<K: aya::Pod, V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    drop: impl Fn(&K) -> bool,
+) -> Result<(), ManagerError> {
+    let mut m: PerCpuHashMap<_, K, V> = PerCpuHashMap::try_from(map_mut(ebpf, name)?).map_err(map_err(name))?;
+    let keys: Vec<K> = m.keys().filter_map(Result::ok).filter(|k| drop(k)).collect();
+    for k in keys {
+        let _ = m.remove(&k);
+    }
+    Ok(())
+}
+
+/// Rewrite the per-slot counters of `slots` (every CPU) with `f` applied.
+fn update_pods(
+    ebpf: &mut Ebpf,
+    slots: impl IntoIterator<Item = u32>,
+    f: impl Fn(&mut PodCounters),
+) -> Result<(), ManagerError> {
+    let mut pods: PerCpuArray<_, PodCounters> =
+        PerCpuArray::try_from(map_mut(ebpf, maps::POD_COUNTERS)?).map_err(map_err(maps::POD_COUNTERS))?;
+    for slot in slots {
+        let Ok(values) = pods.get(&slot, 0) else { continue };
+        let mut v: Vec<PodCounters> = values.iter().copied().collect();
+        v.iter_mut().for_each(&f);
+        let values = PerCpuValues::try_from(v).map_err(|source| ManagerError::Values {
+            name: maps::POD_COUNTERS,
+            source,
+        })?;
+        pods.set(slot, values, 0).map_err(map_err(maps::POD_COUNTERS))?;
+    }
+    Ok(())
+}
+
+/// Every counter of `slot` goes: its fixed counters are zeroed, its hash
+/// entries deleted (a pod that left, or a slot handed to another pod).
+pub fn clear_slot(ebpf: &mut Ebpf, slot: u32) -> Result<(), ManagerError> {
+    update_pods(ebpf, [slot], |c| *c = PodCounters::default())?;
+    remove_where::<CounterKey, u64>(ebpf, maps::COUNTERS, |k| k.slot == slot)?;
+    remove_where::<PeerKey, u64>(ebpf, maps::RETRANS_PEERS, |k| k.slot == slot)?;
+    remove_where::<HistKey, Hist>(ebpf, maps::HISTS, |k| k.slot == slot)
+}
+
+/// Reset `metrics` of every slot in `slots` (a probe type detached, or
+/// histogram bounds changed).
+pub fn forget_metrics(ebpf: &mut Ebpf, slots: &[u32], metrics: &[u16]) -> Result<(), ManagerError> {
+    let has = |m: u16| metrics.contains(&m);
+    if has(metric::RETRANS_SEGS) || has(metric::RST_SENT) || has(metric::RST_RECV) || has(metric::CONNECT_FAIL) {
+        update_pods(ebpf, slots.iter().copied(), |c| {
+            if has(metric::RETRANS_SEGS) {
+                c.retrans_segs = 0;
+            }
+            if has(metric::RST_SENT) {
+                c.rst_sent = 0;
+            }
+            if has(metric::RST_RECV) {
+                c.rst_recv = 0;
+            }
+            if has(metric::CONNECT_FAIL) {
+                c.connect_fail = Default::default();
+            }
+        })?;
+    }
+    if has(metric::RETRANS_SEGS) {
+        remove_where::<PeerKey, u64>(ebpf, maps::RETRANS_PEERS, |_| true)?;
+    }
+    if has(metric::DROPS) {
+        remove_where::<CounterKey, u64>(ebpf, maps::COUNTERS, |k| k.metric == metric::DROPS)?;
+    }
+    let connect = has(metric::CONNECT_BUCKET) || has(metric::CONNECT_SUM);
+    let rtt = has(metric::RTT_BUCKET) || has(metric::RTT_SUM);
+    if connect || rtt {
+        remove_where::<HistKey, Hist>(ebpf, maps::HISTS, |k| {
+            (connect && k.which == layout::BOUNDS_CONNECT) || (rtt && k.which == layout::BOUNDS_RTT)
+        })?;
+    }
+    Ok(())
+}
