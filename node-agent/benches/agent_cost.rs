@@ -68,86 +68,141 @@ fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
 }
 
-/// Reference programs on the drops workload's tracepoint: an empty one and
-/// one that updates a per-CPU array, measured the same way as ours.
-fn calibration(pod: &Pod) {
-    use aya::programs::BtfTracePoint;
-    let btf = aya::Btf::from_sys_fs().expect("kernel BTF");
-    let mut ebpf = aya::EbpfLoader::new()
-        .btf(Some(&btf))
-        .load(netprobe_ebpf::OBJECT)
-        .expect("object");
-    let mut ns = Vec::new();
-    for name in ["np_calib_empty", "np_calib_map"] {
-        let p: &mut BtfTracePoint = ebpf.program_mut(name).expect(name).try_into().expect("tp_btf");
-        p.load("kfree_skb", &btf).expect("load calibration");
-        p.attach().expect("attach calibration");
-    }
-    let stats = |ebpf: &aya::Ebpf, name: &str| -> (u64, u64) {
-        let p: &BtfTracePoint = ebpf.program(name).expect(name).try_into().expect("tp_btf");
-        let i = p.info().expect("info");
-        (i.run_time().as_nanos() as u64, i.run_count())
-    };
-    for name in ["np_calib_empty", "np_calib_map"] {
-        let mut v = Vec::new();
-        for _ in 0..5 {
-            let (t0, c0) = stats(&ebpf, name);
-            pod.run(&workloads(pod)[2].1);
-            let (t1, c1) = stats(&ebpf, name);
-            if c1 > c0 {
-                v.push((t1 - t0) as f64 / (c1 - c0) as f64);
+/// Reference programs from the same object, attached beside ours for the
+/// same workload passes: an empty program on every tracepoint we use (the
+/// floor of a `tp_btf` program for exactly those events on this machine),
+/// and on `kfree_skb` one that updates a per-CPU array and one that updates
+/// a per-CPU hash (the usual reference points).
+struct References {
+    /// (label, tracepoint, object holding the program, program name)
+    progs: Vec<(String, &'static str, aya::Ebpf, &'static str)>,
+}
+
+const REFERENCE_TRACEPOINTS: [&str; 5] = [
+    "tcp_retransmit_skb",
+    "tcp_send_reset",
+    "tcp_receive_reset",
+    "inet_sock_set_state",
+    "kfree_skb",
+];
+
+impl References {
+    fn attach() -> Self {
+        use aya::programs::BtfTracePoint;
+        let btf = aya::Btf::from_sys_fs().expect("kernel BTF");
+        let mut progs = Vec::new();
+        for tp in REFERENCE_TRACEPOINTS {
+            let names: &[&'static str] = if tp == "kfree_skb" {
+                &["np_calib_empty", "np_calib_map", "np_calib_hash"]
+            } else {
+                &["np_calib_empty"]
+            };
+            for name in names {
+                // One object per program: a program loads for one tracepoint.
+                let mut ebpf = aya::EbpfLoader::new()
+                    .btf(Some(&btf))
+                    .load(netprobe_ebpf::OBJECT)
+                    .expect("object");
+                let p: &mut BtfTracePoint = ebpf.program_mut(name).expect(name).try_into().expect("tp_btf");
+                p.load(tp, &btf).expect("load reference program");
+                p.attach().expect("attach reference program");
+                let label = match *name {
+                    "np_calib_map" => "ref: per-CPU array update".to_string(),
+                    "np_calib_hash" => "ref: per-CPU hash update".to_string(),
+                    _ => format!("ref: empty on {tp}"),
+                };
+                progs.push((label, tp, ebpf, *name));
             }
         }
-        ns.push((name, median(v)));
+        References { progs }
     }
-    for (name, v) in ns {
-        println!("{name:<24} {:>12} {v:>14.1} {:>14}", "reference", "-");
+
+    /// (label, run_time_ns, run_count) of every reference program.
+    fn stats(&self) -> Vec<(String, u64, u64)> {
+        use aya::programs::BtfTracePoint;
+        self.progs
+            .iter()
+            .map(|(label, _, ebpf, name)| {
+                let p: &BtfTracePoint = ebpf.program(name).expect(name).try_into().expect("tp_btf");
+                let i = p.info().expect("info");
+                (label.clone(), i.run_time().as_nanos() as u64, i.run_count())
+            })
+            .collect()
     }
 }
 
+/// The tracepoint a program of ours runs on (for its floor).
+fn tracepoint_of(program: &str) -> Option<&'static str> {
+    use netprobe_ebpf::programs::*;
+    Some(match program {
+        p if p == RETRANSMIT_SKB || p == RETRANSMIT_SKB_V1 => "tcp_retransmit_skb",
+        p if p == SEND_RESET => "tcp_send_reset",
+        p if p == RECEIVE_RESET => "tcp_receive_reset",
+        p if p == SOCK_STATE => "inet_sock_set_state",
+        p if p == KFREE_SKB || p == KFREE_SKB_V1 => "kfree_skb",
+        _ => return None,
+    })
+}
+
 fn kernel_cost(agent: &Agent, pod: &Pod, target: &Target) {
-    println!("\n== 1. kernel cost per event (bpf_stats: run_time_ns / run_cnt, median of 5 runs) ==");
-    println!(
-        "{:<24} {:>12} {:>14} {:>14}",
-        "program", "type", "1 pod ns/ev", "1000 pods ns/ev"
-    );
-    let mut table: BTreeMap<&'static str, (String, f64, f64)> = BTreeMap::new();
+    println!("\n== 1. kernel cost per event (bpf_stats: run_time_ns / run_cnt, median of 5 passes) ==");
+    println!("floor = an empty program on the same tracepoint, same events, same passes");
+    let mut refs: Option<References> = None;
+    // (program or reference) -> (probe type, [median 1 pod, median 1000 pods])
+    let mut table: BTreeMap<String, (String, [f64; 2])> = BTreeMap::new();
     for (col, extra) in [(0, 0usize), (1, 999)] {
         agent
             .set_desired(desired(&ProbeType::ALL, target, extra))
             .expect("apply");
-        let mut samples: BTreeMap<&'static str, (String, Vec<f64>)> = BTreeMap::new();
+        // After ours: programs on one tracepoint run in attach order, and
+        // the first to touch a cold socket or cgroup pays the cache misses.
+        let refs = &*refs.get_or_insert_with(References::attach);
+        let mut samples: BTreeMap<String, (String, Vec<f64>)> = BTreeMap::new();
+        let ours = || -> Vec<(String, String, u64, u64)> {
+            agent
+                .program_stats()
+                .into_iter()
+                .map(|s| (s.program.to_string(), s.probe.to_string(), s.run_time_ns, s.run_count))
+                .chain(refs.stats().into_iter().map(|(l, t, c)| (l, "reference".into(), t, c)))
+                .collect()
+        };
         for _ in 0..5 {
-            let before: BTreeMap<_, _> = agent.program_stats().into_iter().map(|s| (s.program, s)).collect();
+            let before: BTreeMap<String, (u64, u64)> = ours().into_iter().map(|(n, _, t, c)| (n, (t, c))).collect();
             for (_, w) in workloads(pod) {
                 pod.run(&w);
             }
             if let Some(s) = agent.rtt_sampler() {
                 let _ = s.run();
             }
-            for s in agent.program_stats() {
-                let Some(b) = before.get(s.program) else { continue };
-                let runs = s.run_count.saturating_sub(b.run_count);
+            for (name, probe, t, c) in ours() {
+                let Some((t0, c0)) = before.get(&name) else { continue };
+                let runs = c.saturating_sub(*c0);
                 if runs > 0 {
-                    let ns = (s.run_time_ns.saturating_sub(b.run_time_ns)) as f64 / runs as f64;
-                    samples
-                        .entry(s.program)
-                        .or_insert_with(|| (s.probe.to_string(), Vec::new()))
-                        .1
-                        .push(ns);
+                    let ns = t.saturating_sub(*t0) as f64 / runs as f64;
+                    samples.entry(name).or_insert_with(|| (probe, Vec::new())).1.push(ns);
                 }
             }
         }
-        for (prog, (t, v)) in samples {
-            let e = table.entry(prog).or_insert((t, f64::NAN, f64::NAN));
-            if col == 0 { e.1 = median(v) } else { e.2 = median(v) }
+        for (name, (probe, v)) in samples {
+            table.entry(name).or_insert((probe, [f64::NAN; 2])).1[col] = median(v);
         }
     }
-    for (prog, (t, a, b)) in table {
-        println!("{prog:<24} {t:>12} {a:>14.1} {b:>14.1}");
-    }
     agent.set_desired(Desired::default()).expect("detach");
-    calibration(pod);
+    println!(
+        "{:<34} {:>18} {:>12} {:>15} {:>10} {:>22}",
+        "program", "type", "1 pod ns/ev", "1000 pods ns/ev", "floor ns", "above floor (1000 pods)"
+    );
+    let floor = |tp: &str| table.get(&format!("ref: empty on {tp}")).map(|(_, v)| v[1]);
+    for (name, (probe, [a, b])) in &table {
+        let f = tracepoint_of(name)
+            .and_then(floor)
+            .or_else(|| name.starts_with("ref: per-CPU").then(|| floor("kfree_skb")).flatten());
+        let (f_s, above) = match f {
+            Some(f) => (format!("{f:.1}"), format!("{:.1}", b - f)),
+            None => ("-".into(), "-".into()),
+        };
+        println!("{name:<34} {probe:>18} {a:>12.1} {b:>15.1} {f_s:>10} {above:>22}");
+    }
 }
 
 fn iperf(pod: &Pod) -> f64 {
@@ -306,6 +361,10 @@ fn main() {
     );
     let target = pod.target("bench", "pod");
     kernel_cost(&agent, &pod, &target);
+    if std::env::var("NETPROBE_BENCH_ONLY").as_deref() == Ok("kernel") {
+        let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", stats_before.trim());
+        return;
+    }
     // bpf_stats adds two clock reads to every program run: measure the
     // A/B ratios as users run, with it off.
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");

@@ -574,7 +574,8 @@ def send(fam, addr):
 pub enum Serve {
     /// Read until EOF (bulk transfers).
     Sink,
-    /// Accept and close at once (connection setup).
+    /// Accept and close at once, in the accept loop: no thread per
+    /// connection, so the server keeps up with a connection-rate client.
     AcceptClose,
     /// Echo what arrives (round trips).
     Echo,
@@ -592,7 +593,9 @@ pub fn servers(ports: &[(u16, Serve)]) -> String {
          s = socket.socket(fam, socket.SOCK_STREAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n    \
          if fam == socket.AF_INET6:\n        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)\n    \
          s.bind((addr, port)); s.listen(1024)\n    \
-         while True:\n        c, _ = s.accept()\n        threading.Thread(target=handler, args=(c,), daemon=True).start()\n",
+         while True:\n        c, _ = s.accept()\n        \
+         if handler is close:\n            c.close()\n        else:\n            \
+         threading.Thread(target=handler, args=(c,), daemon=True).start()\n",
     );
     for (port, kind) in ports {
         let h = match kind {
