@@ -448,7 +448,7 @@ static __always_inline void sample_rtt(struct sock *sk, struct np_sock_state *st
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
 	if (!tp)
 		return;
-	__u64 srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
+	__u64 srtt_us = tp->srtt_us >> 3;
 	if (srtt_us == 0)
 		return;
 	__u32 slot;
@@ -539,7 +539,7 @@ int np_rtt_iter(struct bpf_iter__bpf_sk_storage_map *ctx)
 	struct np_sock_state *st = ctx->value;
 	if (!sk || !st || !(st->flags & NP_SOCK_RTT))
 		return 0;
-	if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_ESTABLISHED)
+	if (sk->__sk_common.skc_state != TCP_ESTABLISHED)
 		return 0;
 	sample_rtt(sk, st, config_gen());
 	return 0;
