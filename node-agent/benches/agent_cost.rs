@@ -389,6 +389,10 @@ fn main() {
         &[ProbeType::TcpConnectLatency, ProbeType::TcpResets, ProbeType::TcpRtt],
         || conn_rate(&pod),
     );
+    println!("   each type alone (where the cost comes from):");
+    for t in [ProbeType::TcpResets, ProbeType::TcpConnectLatency, ProbeType::TcpRtt] {
+        ab(&format!("   connections/s, {t} only"), &agent, &target, &[t], || conn_rate(&pod));
+    }
     drop(pod);
     drop(agent);
     footprint();
