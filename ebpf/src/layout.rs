@@ -9,6 +9,7 @@ pub const MAX_PODS: u32 = 4096;
 pub const LEAF_CACHE: u32 = 16384;
 pub const COUNTERS: u32 = 65536;
 pub const HISTS: u32 = 2 * MAX_PODS;
+pub const CONNECTING: u32 = 16384;
 pub const PEERS: u32 = 16384;
 pub const MAX_BOUNDS: usize = 64;
 
@@ -140,11 +141,18 @@ pub struct PeerKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockState {
-    pub syn_ns: u64,
     pub flags: u32,
     pub slot: u32,
     pub generation: u32,
     pub _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Connect {
+    pub syn_ns: u64,
+    pub slot: u32,
+    pub generation: u32,
 }
 
 // SAFETY: plain-old-data: repr(C), no padding beyond explicit fields, every
@@ -159,6 +167,7 @@ unsafe impl aya::Pod for HistKey {}
 unsafe impl aya::Pod for Hist {}
 unsafe impl aya::Pod for PeerKey {}
 unsafe impl aya::Pod for SockState {}
+unsafe impl aya::Pod for Connect {}
 
 /// A mirrored struct: C name, size, and (field, offset) pairs.
 pub type Mirrored = (&'static str, usize, Vec<(&'static str, usize)>);
@@ -243,8 +252,18 @@ pub fn mirrored() -> Vec<Mirrored> {
             "np_sock_state",
             size_of::<SockState>(),
             vec![
-                ("syn_ns", offset_of!(SockState, syn_ns)),
                 ("flags", offset_of!(SockState, flags)),
+                ("slot", offset_of!(SockState, slot)),
+                ("generation", offset_of!(SockState, generation)),
+            ],
+        ),
+        (
+            "np_connect",
+            size_of::<Connect>(),
+            vec![
+                ("syn_ns", offset_of!(Connect, syn_ns)),
+                ("slot", offset_of!(Connect, slot)),
+                ("generation", offset_of!(Connect, generation)),
             ],
         ),
     ]

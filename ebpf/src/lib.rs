@@ -45,6 +45,7 @@ pub mod maps {
     pub const RETRANS_PEERS: &str = "retrans_peers";
     pub const ERRORS: &str = "errors";
     pub const SOCK_STATE: &str = "sock_state";
+    pub const CONNECTING: &str = "connecting";
 }
 
 #[cfg(test)]
@@ -92,6 +93,7 @@ mod tests {
             maps::RETRANS_PEERS,
             maps::ERRORS,
             maps::SOCK_STATE,
+            maps::CONNECTING,
         ] {
             assert!(obj.iter().any(|s| s == p), "{p} not in object symbols");
         }
@@ -155,6 +157,7 @@ mod tests {
             ("NP_FAIL_REFUSED", 0),
             ("NP_FAIL_OTHER", layout::CONNECT_FAIL_REASONS.len() as u64 - 1),
             ("NP_FAIL_MAX", layout::CONNECT_FAIL_REASONS.len() as u64),
+            ("NP_CONNECTING", u64::from(layout::CONNECTING)),
             ("NP_E_MAX", layout::ERROR_NAMES.len() as u64),
             ("NP_B_CONNECT", u64::from(layout::BOUNDS_CONNECT)),
             ("NP_B_RTT", u64::from(layout::BOUNDS_RTT)),

@@ -222,11 +222,16 @@ fn conn_rate(pod: &Pod) -> f64 {
 
 fn ab(name: &str, agent: &Agent, target: &Target, types: &[ProbeType], f: impl Fn() -> f64) {
     let (mut without, mut with) = (Vec::new(), Vec::new());
-    for _ in 0..7 {
-        agent.set_desired(Desired::default()).expect("detach");
-        without.push(f());
-        agent.set_desired(desired(types, target, 0)).expect("attach");
-        with.push(f());
+    // A B B A A B …: neither side always runs first after a switch.
+    for i in 0..14 {
+        let attached = i % 4 == 1 || i % 4 == 2;
+        if attached {
+            agent.set_desired(desired(types, target, 0)).expect("attach");
+            with.push(f());
+        } else {
+            agent.set_desired(Desired::default()).expect("detach");
+            without.push(f());
+        }
     }
     // Medians: one disturbed run on a shared machine should not decide.
     let (w, wo) = (median(with.clone()), median(without.clone()));
@@ -391,7 +396,9 @@ fn main() {
     );
     println!("   each type alone (where the cost comes from):");
     for t in [ProbeType::TcpResets, ProbeType::TcpConnectLatency, ProbeType::TcpRtt] {
-        ab(&format!("   connections/s, {t} only"), &agent, &target, &[t], || conn_rate(&pod));
+        ab(&format!("   connections/s, {t} only"), &agent, &target, &[t], || {
+            conn_rate(&pod)
+        });
     }
     drop(pod);
     drop(agent);

@@ -351,6 +351,9 @@ impl ProbeManager {
                     self.report.unsupported.remove(&t);
                     self.current.types.remove(&t);
                     self.forget_metrics(metrics_of(t))?;
+                    if t == ProbeType::TcpConnectLatency {
+                        self.forget_pending_connects()?;
+                    }
                     info!(probe = %t, "detached");
                 }
             }
@@ -465,6 +468,18 @@ impl ProbeManager {
         self.report.target_errors.remove(key);
         if let Some(slot) = self.slots.release(key, std::time::Instant::now()) {
             counters::clear_slot(&mut self.ebpf, slot)?;
+        }
+        Ok(())
+    }
+
+    /// Connects pending when TcpConnectLatency was detached: a socket that
+    /// later reuses one's address must not find its SYN time.
+    fn forget_pending_connects(&mut self) -> Result<(), ManagerError> {
+        let mut m: HashMap<_, u64, layout::Connect> =
+            HashMap::try_from(self.map_mut(maps::CONNECTING)?).map_err(map_err(maps::CONNECTING))?;
+        let keys: Vec<u64> = m.keys().filter_map(Result::ok).collect();
+        for k in keys {
+            let _ = m.remove(&k);
         }
         Ok(())
     }

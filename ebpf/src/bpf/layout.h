@@ -27,8 +27,9 @@
 #define NP_POD_PEER_LABELS 1u
 
 /* Socket state flags. */
-#define NP_SOCK_SYN_PENDING 1u
 #define NP_SOCK_RTT 2u
+/* Active opens in SYN_SENT at once (LRU: the oldest is dropped). */
+#define NP_CONNECTING 16384
 
 /* np_config.types: socket-state probe types in use (one program serves both). */
 #define NP_TYPE_CONNECT 1u
@@ -130,15 +131,22 @@ struct np_peer_key {
 	__u8 addr[16];
 };
 
-/* Per-socket state of selected pods' sockets: the SYN timestamp, what is
- * pending, and the pod slot as resolved under `generation` (so later
+/* Per-socket state of selected pods' sockets that TcpRtt samples: the
+ * flags and the pod slot as resolved under `generation` (so later
  * transitions of the same socket skip the pod lookup). */
 struct np_sock_state {
-	__u64 syn_ns;
 	__u32 flags;
 	__u32 slot;
 	__u32 generation;
 	__u32 _pad;
+};
+
+/* A pending active open, keyed by socket address while it is in SYN_SENT:
+ * when the SYN went out and the pod resolved under `generation`. */
+struct np_connect {
+	__u64 syn_ns;
+	__u32 slot;
+	__u32 generation;
 };
 
 #endif

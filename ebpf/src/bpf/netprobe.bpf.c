@@ -103,6 +103,17 @@ struct {
 	__type(value, __u64);
 } errors SEC(".maps");
 
+/* Pending active opens. Not socket storage: creating and freeing socket
+ * storage costs far more per connection than a preallocated hash entry
+ * (BENCHMARKS.md), and a connection needs its entry only until it leaves
+ * SYN_SENT. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, NP_CONNECTING);
+	__type(key, __u64);
+	__type(value, struct np_connect);
+} connecting SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -468,12 +479,39 @@ static __always_inline struct np_sock_state *new_state(struct sock *sk, __u32 sl
 	return st;
 }
 
+/* A socket leaves SYN_SENT: its connect latency or its failure. */
+static __always_inline void connect_done(struct sock *sk, const int newstate, __u32 gen)
+{
+	__u64 key = (__u64)sk;
+	struct np_connect *c = bpf_map_lookup_elem(&connecting, &key);
+	if (!c)
+		return;
+	struct np_connect pending = *c;
+	bpf_map_delete_elem(&connecting, &key);
+	__u32 slot = pending.slot;
+	if (pending.generation != gen) {
+		/* The pods changed since the SYN: resolve again. */
+		struct np_pod_info pod;
+		if (!pod_of_sock(sk, &pod))
+			return;
+		slot = pod.slot;
+	}
+	if (newstate == TCP_ESTABLISHED) {
+		observe(slot, NP_B_CONNECT, bpf_ktime_get_ns() - pending.syn_ns);
+	} else if (newstate == TCP_CLOSE) {
+		struct np_pod_counters *pc = slot_counters(slot);
+		__u32 r = fail_reason(sk);
+		if (pc && r < NP_FAIL_MAX)
+			pc->connect_fail[r] += 1;
+	}
+}
+
 /* TcpConnectLatency and TcpRtt share this one program (np_config.types says
  * which are on), so a state change costs one program run, not two.
- * Connect: SYN_SENT stamps the socket; ESTABLISHED observes the latency;
- * SYN_SENT -> CLOSE counts a failure. RTT: ESTABLISHED marks the socket for
- * the periodic sampler, and leaving ESTABLISHED samples it once more.
- * Nothing runs per ACK. */
+ * Connect: SYN_SENT records the time and pod by socket; leaving SYN_SENT
+ * observes the latency (ESTABLISHED) or counts a failure (CLOSE). RTT:
+ * ESTABLISHED marks the socket (socket storage) for the periodic sampler,
+ * and leaving ESTABLISHED samples it once more. Nothing runs per ACK. */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(np_sock_state_change, struct sock *sk, const int oldstate, const int newstate)
 {
@@ -484,11 +522,9 @@ int BPF_PROG(np_sock_state_change, struct sock *sk, const int oldstate, const in
 		struct np_pod_info pod;
 		if (!pod_of_sock(sk, &pod))
 			return 0;
-		struct np_sock_state *st = new_state(sk, pod.slot, cfg.generation);
-		if (!st)
-			return 0;
-		st->syn_ns = bpf_ktime_get_ns();
-		st->flags |= NP_SOCK_SYN_PENDING;
+		__u64 key = (__u64)sk;
+		struct np_connect c = { .syn_ns = bpf_ktime_get_ns(), .slot = pod.slot, .generation = cfg.generation };
+		bpf_map_update_elem(&connecting, &key, &c, BPF_ANY);
 		return 0;
 	}
 	if (oldstate != TCP_SYN_SENT && oldstate != TCP_ESTABLISHED && newstate != TCP_ESTABLISHED)
@@ -496,23 +532,12 @@ int BPF_PROG(np_sock_state_change, struct sock *sk, const int oldstate, const in
 	if (!is_tcp(sk))
 		return 0;
 	struct np_config cfg = config_now();
-	struct np_sock_state *st = bpf_sk_storage_get(&sock_state, sk, 0, 0);
-	__u32 slot;
-	if (oldstate == TCP_SYN_SENT && st && (st->flags & NP_SOCK_SYN_PENDING)) {
-		st->flags &= ~NP_SOCK_SYN_PENDING;
-		if ((cfg.types & NP_TYPE_CONNECT) && slot_of(sk, st, cfg.generation, &slot)) {
-			if (newstate == TCP_ESTABLISHED) {
-				observe(slot, NP_B_CONNECT, bpf_ktime_get_ns() - st->syn_ns);
-			} else if (newstate == TCP_CLOSE) {
-				struct np_pod_counters *c = slot_counters(slot);
-				__u32 r = fail_reason(sk);
-				if (c && r < NP_FAIL_MAX)
-					c->connect_fail[r] += 1;
-			}
-		}
-	}
+	if (oldstate == TCP_SYN_SENT && (cfg.types & NP_TYPE_CONNECT))
+		connect_done(sk, newstate, cfg.generation);
 	if (!(cfg.types & NP_TYPE_RTT))
 		return 0;
+	struct np_sock_state *st = bpf_sk_storage_get(&sock_state, sk, 0, 0);
+	__u32 slot;
 	if (newstate == TCP_ESTABLISHED) {
 		if (!st) {
 			if (!slot_of(sk, 0, cfg.generation, &slot))
