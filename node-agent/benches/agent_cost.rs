@@ -374,7 +374,7 @@ fn main() {
     // A/B ratios as users run, with it off.
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
 
-    println!("\n== 2. TCP bulk throughput over veth, iperf3, every probe type vs none, A/B x7 ==");
+    println!("\n== 2. TCP bulk throughput over veth, iperf3, every probe type vs none, ABBA order, 7 runs each ==");
     sh(&format!("ip netns exec {} nft delete table inet nptest", pod.peer_ns));
     let mut server = std::process::Command::new("ip")
         .args(["netns", "exec", &pod.peer_ns, "iperf3", "-s"])
@@ -386,7 +386,7 @@ fn main() {
     let _ = server.kill();
     let _ = server.wait();
 
-    println!("\n== 3. short-lived connections per second, TcpConnectLatency+TcpResets+TcpRtt vs none, A/B x7 ==");
+    println!("\n== 3. short-lived connections per second, TcpConnectLatency+TcpResets+TcpRtt vs none, ABBA order, 7 runs each ==");
     ab(
         "connections/s",
         &agent,
