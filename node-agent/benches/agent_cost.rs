@@ -386,7 +386,9 @@ fn main() {
     let _ = server.kill();
     let _ = server.wait();
 
-    println!("\n== 3. short-lived connections per second, TcpConnectLatency+TcpResets+TcpRtt vs none, ABBA order, 7 runs each ==");
+    println!(
+        "\n== 3. short-lived connections per second, TcpConnectLatency+TcpResets+TcpRtt vs none, ABBA order, 7 runs each =="
+    );
     ab(
         "connections/s",
         &agent,
