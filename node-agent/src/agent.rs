@@ -171,7 +171,16 @@ impl Agent {
             "Runs of each program (needs kernel.bpf_stats_enabled=1).",
             MetricType::COUNTER,
         );
+        let mut misses = family(
+            "netprobe_agent_program_recursion_misses_total",
+            "Events a program missed because it was already running on that CPU (kernel recursion protection).",
+            MetricType::COUNTER,
+        );
         for s in &stats {
+            misses.mut_metric().push(counter(
+                &[("program", s.program), ("type", s.probe.as_str())],
+                s.recursion_misses as f64,
+            ));
             run_time.mut_metric().push(counter(
                 &[("program", s.program), ("type", s.probe.as_str())],
                 s.run_time_ns as f64 / 1e9,
@@ -183,6 +192,7 @@ impl Agent {
         }
         fams.push(run_time);
         fams.push(runs);
+        fams.push(misses);
         let mut took = family(
             "netprobe_agent_collection_duration_seconds",
             "Time the previous scrape took to read and render kernel counters.",

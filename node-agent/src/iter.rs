@@ -6,7 +6,9 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use crate::bpf_sys::bpf_fd as bpf;
 
 const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_ITER_CREATE: libc::c_long = 33;
@@ -15,17 +17,6 @@ const BPF_TRACE_ITER: u32 = 28;
 /// An attached map iterator.
 pub struct MapIterLink {
     link: OwnedFd,
-}
-
-fn bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> std::io::Result<OwnedFd> {
-    // SAFETY: attr is a zeroed, correctly laid out `union bpf_attr` prefix of
-    // 128 bytes that outlives the call; the kernel reads at most `size` bytes.
-    let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len() as libc::c_uint) };
-    if ret < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: on success both commands return a new file descriptor we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(ret as i32) })
 }
 
 impl MapIterLink {

@@ -7,6 +7,7 @@
 //! from manifests on disk without Kubernetes.
 
 pub mod agent;
+pub mod bpf_sys;
 pub mod cgroups;
 pub mod cluster;
 pub mod collector;

@@ -59,6 +59,10 @@ pub struct ProgramStats {
     pub probe: ProbeType,
     pub run_time_ns: u64,
     pub run_count: u64,
+    /// Runs the kernel skipped: the program was already running on that CPU
+    /// (an event in a softirq that interrupted the same program). Always
+    /// counted, also without bpf_stats.
+    pub recursion_misses: u64,
 }
 
 /// What the last apply achieved.
@@ -524,17 +528,19 @@ impl ProbeManager {
     pub fn program_stats(&self) -> Vec<ProgramStats> {
         let mut out = Vec::new();
         for (name, (_, users)) in &self.links {
-            let info = match self.ebpf.program(name) {
-                Some(Program::BtfTracePoint(p)) => p.info().ok(),
-                Some(Program::Iter(p)) => p.info().ok(),
-                _ => None,
+            let (info, fd) = match self.ebpf.program(name) {
+                Some(Program::BtfTracePoint(p)) => (p.info().ok(), p.fd().ok().map(|f| f.as_fd())),
+                Some(Program::Iter(p)) => (p.info().ok(), p.fd().ok().map(|f| f.as_fd())),
+                _ => (None, None),
             };
+            let recursion_misses = fd.and_then(|fd| crate::bpf_sys::recursion_misses(fd).ok()).unwrap_or(0);
             if let (Some(info), Some(probe)) = (info, users.iter().next()) {
                 out.push(ProgramStats {
                     program: name,
                     probe: *probe,
                     run_time_ns: info.run_time().as_nanos() as u64,
                     run_count: info.run_count(),
+                    recursion_misses,
                 });
             }
         }

@@ -642,3 +642,15 @@ int BPF_PROG(np_calib_map)
 		*v += 1;
 	return 0;
 }
+
+/* ---- Tests only (never loaded by the agent) ---------------------------- */
+
+/* Attached to the tracepoint bpf_printk fires, it re-enters itself: the
+ * kernel skips the nested run and counts a recursion miss, the loss the
+ * agent exports per program. */
+SEC("tp_btf/bpf_trace_printk")
+int BPF_PROG(np_test_reenter)
+{
+	bpf_printk("netprobe: recursion test");
+	return 0;
+}

@@ -267,6 +267,7 @@ fn alerts_pass_promtool_and_dashboard_uses_real_metrics() {
         "netprobe_packet_drops_total",
         "netprobe_agent_program_run_seconds_total",
         "netprobe_agent_program_runs_total",
+        "netprobe_agent_program_recursion_misses_total",
         "netprobe_agent_programs_loaded",
         "netprobe_agent_map_full_total",
         "netprobe_agent_collection_duration_seconds",

@@ -1,0 +1,47 @@
+//! The few bpf(2) commands aya 0.14 does not expose: creating an iterator
+//! link over a map, opening an iterator, and a program's recursion misses
+//! (runs the kernel skipped because the program was already running on that
+//! CPU — events netprobe did not see, which users must be able to see).
+
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+
+/// `offsetof(struct bpf_prog_info, recursion_misses)` (uapi, Linux >= 5.12).
+const PROG_INFO_RECURSION_MISSES: usize = 208;
+
+fn sys_bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> std::io::Result<libc::c_long> {
+    // SAFETY: attr is a zeroed, correctly laid out `union bpf_attr` prefix of
+    // 128 bytes that outlives the call; the kernel reads at most `size` bytes.
+    let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len() as libc::c_uint) };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(ret)
+}
+
+/// A bpf(2) command that returns a new file descriptor.
+pub fn bpf_fd(cmd: libc::c_long, attr: &mut [u8; 128]) -> std::io::Result<OwnedFd> {
+    let fd = sys_bpf(cmd, attr)?;
+    // SAFETY: on success the command returned a new file descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Runs of program `prog` the kernel skipped since it was loaded. Kernels
+/// before 5.12 do not report them (0).
+pub fn recursion_misses(prog: BorrowedFd<'_>) -> std::io::Result<u64> {
+    let mut info = [0u8; PROG_INFO_RECURSION_MISSES + 8];
+    let mut attr = [0u8; 128];
+    attr[0..4].copy_from_slice(&(prog.as_raw_fd() as u32).to_ne_bytes()); // info.bpf_fd
+    attr[4..8].copy_from_slice(&(info.len() as u32).to_ne_bytes()); // info.info_len
+    attr[8..16].copy_from_slice(&(info.as_mut_ptr() as u64).to_ne_bytes()); // info.info
+    sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    // The kernel writes back how much of the struct it filled.
+    let filled = u32::from_ne_bytes([attr[4], attr[5], attr[6], attr[7]]) as usize;
+    if filled < info.len() {
+        return Ok(0);
+    }
+    let mut v = [0u8; 8];
+    v.copy_from_slice(&info[PROG_INFO_RECURSION_MISSES..]);
+    Ok(u64::from_ne_bytes(v))
+}
