@@ -71,6 +71,12 @@ fn retransmits_equal_tcp_retrans_segs_for_ipv4_ipv6_and_mapped() {
         since.check(
             |c| selected.nstat(c),
             counter(fams, "netprobe_tcp_retransmits_total", &[("pod", "redis-0")]),
+            counter(
+                fams,
+                "netprobe_agent_program_recursion_misses_total",
+                &[("type", "TcpRetransmits")],
+            )
+            .unwrap_or(0.0) as u64,
         )
     });
     println!("TcpRetransmits: TcpRetransSegs delta = {oracle} = netprobe (less failed sends)");
@@ -114,6 +120,12 @@ fn retransmit_peer_labels_sum_to_the_pod_total() {
         since.check(
             |c| pod.nstat(c),
             counter(fams, "netprobe_tcp_retransmits_total", &[("pod", "p")]),
+            counter(
+                fams,
+                "netprobe_agent_program_recursion_misses_total",
+                &[("type", "TcpRetransmits")],
+            )
+            .unwrap_or(0.0) as u64,
         )
     });
     let v4 = counter(

@@ -414,15 +414,31 @@ impl RetransOracle {
     }
 
     /// Check netprobe's count `got` against the counters now: Ok with the
-    /// TcpRetransSegs delta, or Err describing both figures.
-    pub fn check(&self, nstat: impl Fn(&str) -> u64, got: Option<f64>) -> Result<u64, String> {
+    /// TcpRetransSegs delta, or Err describing every figure. `missed` is the
+    /// retransmit program's recursion misses (runs the kernel skipped while
+    /// the program was already running on that CPU, which the agent
+    /// exports): each may be one segment netprobe did not see.
+    pub fn check(&self, nstat: impl Fn(&str) -> u64, got: Option<f64>, missed: u64) -> Result<u64, String> {
         let segs = nstat("TcpRetransSegs") - self.segs0;
         let fail = nstat("TcpExtTCPRetransFail") - self.fail0;
-        let ok = got.is_some_and(|v| v <= segs as f64 && v >= segs.saturating_sub(fail) as f64);
-        let seen = format!("netprobe {got:?}, TcpRetransSegs {segs}, TCPRetransFail {fail}");
+        let floor = segs.saturating_sub(fail).saturating_sub(missed);
+        let ok = got.is_some_and(|v| v <= segs as f64 && v >= floor as f64);
+        let seen = format!("netprobe {got:?}, TcpRetransSegs {segs}, TCPRetransFail {fail}, recursion misses {missed}");
         println!("{seen}");
         if ok { Ok(segs) } else { Err(seen) }
     }
+}
+
+/// Recursion misses of the TcpRetransmits programs, from an agent's
+/// metrics in the text exposition (see [`RetransOracle::check`]).
+pub fn retransmit_misses(exposition: &str) -> u64 {
+    exposition
+        .lines()
+        .filter(|l| {
+            l.starts_with("netprobe_agent_program_recursion_misses_total{") && l.contains("type=\"TcpRetransmits\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }
 
 /// The value of `counter` in `nstat -asz` output.
