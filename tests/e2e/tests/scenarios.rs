@@ -132,6 +132,20 @@ fn wait_nodes(w: &World, kind: &str, ns: Option<&str>, name: &str, phase: &str) 
     )
 }
 
+/// Wait until the probe's status counts `n` matched pods. A node may report
+/// Running before its view of pods and namespace labels has caught up; its
+/// next report corrects the count, so the count is awaited, not sampled.
+fn wait_pods_matched(w: &World, kind: &str, ns: Option<&str>, name: &str, n: i64) -> Value {
+    wait_for(&format!("{name}: podsMatched {n}"), 30, || {
+        let p = probe_json(w, kind, ns, name)?;
+        if p["status"]["podsMatched"].as_i64() == Some(n) {
+            Ok(p)
+        } else {
+            Err(p["status"].to_string())
+        }
+    })
+}
+
 /// Sum of the probe's retransmit series per (namespace, pod), from Prometheus.
 fn prom_retransmits(w: &World, probe: &str, pod: &str) -> Option<f64> {
     w.prom.value(
@@ -213,6 +227,7 @@ fn s1_apply_a_sample_and_see_it_ready_on_both_nodes() {
         "shop",
         "--timeout=60s",
     ]);
+    wait_pods_matched(&w, "networkprobe", Some("shop"), PROBE, 2);
     let table = w.kubectl_ok(&["get", "networkprobes", "-n", "shop"]);
     println!("{table}");
     let header: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
@@ -320,7 +335,8 @@ fn s3_updates_reach_both_agents_without_restart_or_counter_reset() {
     let p = wait_nodes(&w, "networkprobe", Some("shop"), PROBE, "Running");
     assert_eq!(p["metadata"]["generation"], 2);
     assert_eq!(p["status"]["probeTypes"], "TcpRetransmits,TcpResets");
-    assert_eq!(p["status"]["podsMatched"], 3, "redis-a, redis-b and web-a");
+    // redis-a, redis-b and web-a
+    wait_pods_matched(&w, "networkprobe", Some("shop"), PROBE, 3);
     assert_eq!(instances, w.agent_instances(), "an agent restarted");
 
     assert!(retransmit(&w, "shop", "redis-a") > 0);
@@ -528,8 +544,9 @@ fn s7_a_cluster_probe_selects_only_matching_namespaces() {
     make_lossy(&mut w, "shop", "redis-a");
     make_lossy(&mut w, "other", "redis-x");
     w.kubectl_ok(&["apply", "-f", &sample("config/samples/cluster-network-probe.yaml")]);
-    let p = wait_nodes(&w, "clusternetworkprobe", None, "observed-namespaces", "Running");
-    assert_eq!(p["status"]["podsMatched"], 3, "the three shop pods: {}", p["status"]);
+    wait_nodes(&w, "clusternetworkprobe", None, "observed-namespaces", "Running");
+    // the three shop pods
+    wait_pods_matched(&w, "clusternetworkprobe", None, "observed-namespaces", 3);
     let since = Retrans::start(&w, "shop", "redis-a");
     let shop = retransmit(&w, "shop", "redis-a");
     let other = retransmit(&w, "other", "redis-x");
