@@ -13,6 +13,10 @@ pub const CONNECTING: u32 = 16384;
 pub const PEERS: u32 = 16384;
 pub const MAX_BOUNDS: usize = 64;
 
+/// `np_counter_key.sub` of drops whose reason belongs to a kernel subsystem
+/// (not in the core `skb_drop_reason` enum); exported as `SUBSYSTEM`.
+pub const DROP_SUBSYSTEM: u16 = 0xffff;
+
 /// `np_pod_info.flags`: count retransmits per peer for this pod.
 pub const POD_PEER_LABELS: u32 = 1;
 

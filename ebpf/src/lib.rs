@@ -158,6 +158,7 @@ mod tests {
             ("NP_FAIL_OTHER", layout::CONNECT_FAIL_REASONS.len() as u64 - 1),
             ("NP_FAIL_MAX", layout::CONNECT_FAIL_REASONS.len() as u64),
             ("NP_CONNECTING", u64::from(layout::CONNECTING)),
+            ("NP_DROP_SUBSYSTEM", u64::from(layout::DROP_SUBSYSTEM)),
             ("NP_E_MAX", layout::ERROR_NAMES.len() as u64),
             ("NP_B_CONNECT", u64::from(layout::BOUNDS_CONNECT)),
             ("NP_B_RTT", u64::from(layout::BOUNDS_RTT)),

@@ -23,6 +23,11 @@
 /* Histogram bounds per latency type. */
 #define NP_MAX_BOUNDS 64
 
+/* np_counter_key.sub of a drop whose reason belongs to a kernel subsystem
+ * (upper 16 bits set: mac80211, openvswitch, ...): those reasons are not in
+ * the core enum skb_drop_reason, so they are counted together. */
+#define NP_DROP_SUBSYSTEM 0xffffu
+
 /* Pod flags. */
 #define NP_POD_PEER_LABELS 1u
 

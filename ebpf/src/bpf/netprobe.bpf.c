@@ -576,7 +576,7 @@ static __always_inline void dropped(const struct sk_buff *skb, __u32 reason, con
 {
 	struct np_pod_info pod;
 	if (pod_of_skb(skb, rx_sk, &pod))
-		count_drop(pod.slot, (__u16)reason);
+		count_drop(pod.slot, reason >> 16 ? NP_DROP_SUBSYSTEM : (__u16)reason);
 }
 
 /* Linux >= 6.12 passes the receiving socket when known. */

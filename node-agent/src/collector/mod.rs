@@ -386,7 +386,11 @@ fn add_target(
                     .flatten()
                     .filter(|(k, _)| k.metric == metric::DROPS)
                 {
-                    let name = reasons.get(&k.sub).cloned().unwrap_or_else(|| k.sub.to_string());
+                    let name = match reasons.get(&k.sub) {
+                        Some(n) => n.clone(),
+                        None if k.sub == layout::DROP_SUBSYSTEM => "SUBSYSTEM".to_string(),
+                        None => k.sub.to_string(),
+                    };
                     if f.allow.as_ref().is_some_and(|allow| !allow.contains(&name)) {
                         continue;
                     }

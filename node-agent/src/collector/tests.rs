@@ -160,6 +160,29 @@ fn drop_reason_filter_and_names() {
 }
 
 #[test]
+fn subsystem_drop_reasons_are_one_series() {
+    let a = plan(
+        "a",
+        vec![PlannedProbe::PacketDrops { reasons: vec![] }],
+        Granularity::Pod,
+        10,
+    );
+    let (d, slots) = setup(vec![(a, vec!["u1"])], vec![pod("u1", "a", "a")]);
+    let names: ReasonNames = [(12u16, "NETFILTER_DROP".to_string())].into();
+    let mut snap = Snapshot::default();
+    snap.counters.insert(ck(0, metric::DROPS, layout::DROP_SUBSYSTEM), 5);
+    snap.counters.insert(ck(0, metric::DROPS, 12), 1);
+    let fams = render_once(&d, &slots, &snap, &names);
+    let v = values(&fams, "netprobe_packet_drops_total");
+    let sub = v
+        .iter()
+        .find(|(labels, _)| labels.contains(&("reason".into(), "SUBSYSTEM".into())))
+        .map(|(_, n)| *n);
+    assert_eq!(sub, Some(5.0), "{v:?}");
+    assert_eq!(v.len(), 2);
+}
+
+#[test]
 fn histograms_rebin_exactly_onto_plan_bounds() {
     let a = plan(
         "a",
