@@ -37,6 +37,21 @@ fn settle(agent: &Agent, check: impl Fn(&[MetricFamily]) -> Result<u64, String>)
     panic!("netprobe does not match the kernel: {last}");
 }
 
+/// The agent's retransmits of `pod` (labelled `label`) against the kernel's,
+/// less the retransmit programs' recursion misses ([`RetransOracle::check`]).
+fn check_retransmits(since: &RetransOracle, pod: &Pod, label: &str, fams: &[MetricFamily]) -> Result<u64, String> {
+    let missed = counter(
+        fams,
+        "netprobe_agent_program_recursion_misses_total",
+        &[("type", "TcpRetransmits")],
+    );
+    since.check(
+        |c| pod.nstat(c),
+        counter(fams, "netprobe_tcp_retransmits_total", &[("pod", label)]),
+        missed.unwrap_or(0.0) as u64,
+    )
+}
+
 #[test]
 fn retransmits_equal_tcp_retrans_segs_for_ipv4_ipv6_and_mapped() {
     if !kernel_available("retransmits") {
@@ -67,18 +82,7 @@ fn retransmits_equal_tcp_retrans_segs_for_ipv4_ipv6_and_mapped() {
     let before_u = unselected.nstat("TcpRetransSegs");
     selected.run(&bulk_client(&selected));
     unselected.run(&bulk_client(&unselected));
-    let (oracle, fams) = settle(&agent, |fams| {
-        since.check(
-            |c| selected.nstat(c),
-            counter(fams, "netprobe_tcp_retransmits_total", &[("pod", "redis-0")]),
-            counter(
-                fams,
-                "netprobe_agent_program_recursion_misses_total",
-                &[("type", "TcpRetransmits")],
-            )
-            .unwrap_or(0.0) as u64,
-        )
-    });
+    let (oracle, fams) = settle(&agent, |fams| check_retransmits(&since, &selected, "redis-0", fams));
     println!("TcpRetransmits: TcpRetransSegs delta = {oracle} = netprobe (less failed sends)");
     assert!(oracle > 0, "the nft loss rule must cause retransmits");
     assert!(
@@ -116,18 +120,7 @@ fn retransmit_peer_labels_sum_to_the_pod_total() {
         .expect("apply");
     let since = RetransOracle::start(|c| pod.nstat(c));
     pod.run(&bulk_client(&pod));
-    let (oracle, fams) = settle(&agent, |fams| {
-        since.check(
-            |c| pod.nstat(c),
-            counter(fams, "netprobe_tcp_retransmits_total", &[("pod", "p")]),
-            counter(
-                fams,
-                "netprobe_agent_program_recursion_misses_total",
-                &[("type", "TcpRetransmits")],
-            )
-            .unwrap_or(0.0) as u64,
-        )
-    });
+    let (oracle, fams) = settle(&agent, |fams| check_retransmits(&since, &pod, "p", fams));
     let v4 = counter(
         &fams,
         "netprobe_tcp_retransmits_total",

@@ -428,33 +428,34 @@ fn recursion_misses_are_read_from_the_kernel() {
     }
     let _s = serial();
     let btf = aya::Btf::from_sys_fs().expect("kernel BTF");
-    let mut ebpf = aya::EbpfLoader::new()
-        .btf(Some(&btf))
-        .load(netprobe_ebpf::OBJECT)
-        .expect("object loads");
-    let p: &mut BtfTracePoint = ebpf
-        .program_mut("np_test_reenter")
+    // The test program loaded and attached on `tp`, in an object of its own
+    // (a program loads for one tracepoint).
+    let reenter_on = |tp: &str| {
+        let mut ebpf = aya::EbpfLoader::new()
+            .btf(Some(&btf))
+            .load(netprobe_ebpf::OBJECT)
+            .expect("object loads");
+        let p: &mut BtfTracePoint = ebpf
+            .program_mut("np_test_reenter")
+            .expect("test program")
+            .try_into()
+            .expect("tp_btf");
+        p.load(tp, &btf).expect("load");
+        p.attach().expect("attach");
+        ebpf
+    };
+    let ebpf = reenter_on("bpf_trace_printk");
+    let p: &BtfTracePoint = ebpf
+        .program("np_test_reenter")
         .expect("test program")
         .try_into()
         .expect("tp_btf");
-    p.load("bpf_trace_printk", &btf).expect("load");
     let fd = p.fd().expect("fd").as_fd().try_clone_to_owned().expect("dup");
     let misses = || netprobe_agent::bpf_sys::recursion_misses(fd.as_fd()).expect("prog info");
-    assert_eq!(misses(), 0, "nothing ran yet");
-    p.attach().expect("attach");
-    // Trigger: another bpf_printk. Run one more copy of the program from a
-    // second object on a tracepoint the test hits (kfree_skb of a UDP drop).
-    let mut trigger = aya::EbpfLoader::new()
-        .btf(Some(&btf))
-        .load(netprobe_ebpf::OBJECT)
-        .expect("object loads");
-    let t: &mut BtfTracePoint = trigger
-        .program_mut("np_test_reenter")
-        .expect("test program")
-        .try_into()
-        .expect("tp_btf");
-    t.load("kfree_skb", &btf).expect("load trigger");
-    t.attach().expect("attach trigger");
+    assert_eq!(misses(), 0, "nothing triggered it yet");
+    // Trigger: another bpf_printk, from a second copy of the program on a
+    // tracepoint the test hits (kfree_skb of a UDP drop).
+    let _trigger = reenter_on("kfree_skb");
     let pod = Pod::new(Driver::Systemd);
     Pod::nft(
         &pod.ns,

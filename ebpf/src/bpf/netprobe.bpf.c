@@ -233,23 +233,29 @@ static __always_inline struct np_pod_counters *slot_counters(__u32 slot)
 	return bpf_map_lookup_elem(&pod_counters, &slot);
 }
 
+/* The value of `key` in the per-CPU hash `map`, created from `init` on
+ * the key's first event (another CPU may create it first: then its entry is
+ * used). NULL when the map is full, counted as `error`. */
+static __always_inline void *lookup_or_init(void *map, const void *key, const void *init, __u32 error)
+{
+	void *v = bpf_map_lookup_elem(map, key);
+	if (v)
+		return v;
+	long err = bpf_map_update_elem(map, key, init, BPF_NOEXIST);
+	if (err && err != -17 /* EEXIST */) {
+		count_error(error);
+		return 0;
+	}
+	return bpf_map_lookup_elem(map, key);
+}
+
 static __always_inline void count_drop(__u32 slot, __u16 reason)
 {
 	struct np_counter_key key = { .slot = slot, .metric = NP_M_DROPS, .sub = reason };
-	__u64 *v = bpf_map_lookup_elem(&counters, &key);
-	if (v) {
+	__u64 zero = 0;
+	__u64 *v = lookup_or_init(&counters, &key, &zero, NP_E_COUNTERS_FULL);
+	if (v)
 		*v += 1;
-		return;
-	}
-	__u64 one = 1;
-	long err = bpf_map_update_elem(&counters, &key, &one, BPF_NOEXIST);
-	if (err == -17 /* EEXIST: another CPU created it */) {
-		v = bpf_map_lookup_elem(&counters, &key);
-		if (v)
-			*v += 1;
-	} else if (err) {
-		count_error(NP_E_COUNTERS_FULL);
-	}
 }
 
 /* Index of the first bound >= v (Prometheus `le`), or n for +Inf. */
@@ -280,21 +286,13 @@ static __always_inline __u16 bucket_of(__u32 which, __u64 v)
 static __always_inline void observe(__u32 slot, __u32 which, __u64 v)
 {
 	struct np_hist_key key = { .slot = slot, .which = which };
-	struct np_hist *h = bpf_map_lookup_elem(&hists, &key);
-	if (!h) {
-		__u32 zero = 0;
-		struct np_hist *z = bpf_map_lookup_elem(&hist_zero, &zero);
-		if (!z)
-			return;
-		long err = bpf_map_update_elem(&hists, &key, z, BPF_NOEXIST);
-		if (err && err != -17 /* EEXIST: another CPU created it */) {
-			count_error(NP_E_HISTS_FULL);
-			return;
-		}
-		h = bpf_map_lookup_elem(&hists, &key);
-		if (!h)
-			return;
-	}
+	__u32 zero = 0;
+	struct np_hist *z = bpf_map_lookup_elem(&hist_zero, &zero);
+	if (!z)
+		return;
+	struct np_hist *h = lookup_or_init(&hists, &key, z, NP_E_HISTS_FULL);
+	if (!h)
+		return;
 	__u32 b = bucket_of(which, v);
 	if (b > NP_MAX_BOUNDS)
 		b = NP_MAX_BOUNDS;
@@ -318,19 +316,10 @@ static __always_inline void count_peer(const struct sock *sk, __u32 slot, __u64 
 		addr[2] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[2];
 		addr[3] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[3];
 	}
-	__u64 *v = bpf_map_lookup_elem(&retrans_peers, &key);
-	if (v) {
+	__u64 zero = 0;
+	__u64 *v = lookup_or_init(&retrans_peers, &key, &zero, NP_E_PEERS_FULL);
+	if (v)
 		*v += segs;
-		return;
-	}
-	long err = bpf_map_update_elem(&retrans_peers, &key, &segs, BPF_NOEXIST);
-	if (err == -17) {
-		v = bpf_map_lookup_elem(&retrans_peers, &key);
-		if (v)
-			*v += segs;
-	} else if (err) {
-		count_error(NP_E_PEERS_FULL);
-	}
 }
 
 static __always_inline void retransmitted(const struct sock *sk, const struct sk_buff *skb)
