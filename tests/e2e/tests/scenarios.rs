@@ -636,3 +636,85 @@ fn s8_a_standby_operator_takes_over_within_the_lease() {
     let p = update_sample(&w);
     assert_eq!(p["status"]["observedGeneration"], 2, "the new leader reconciles");
 }
+
+/// Every query of the shipped dashboard returns data from the real
+/// Prometheus once every probe type has seen events, and its per-pod panels
+/// count an event once when two probes select the pod.
+#[test]
+fn s9_every_dashboard_query_returns_data() {
+    let opts = WorldOptions {
+        namespaces: vec![("shop", &[("netprobe.dev/observe", "true")]), ("other", &[])],
+        ..WorldOptions::default()
+    };
+    let Some(mut w) = world("s9", opts) else { return };
+    make_lossy(&mut w, "shop", "redis-a");
+    // Every probe type (the cluster sample) and, over redis-a, a second
+    // probe: the namespaced retransmits sample.
+    w.kubectl_ok(&["apply", "-f", &sample("config/samples/cluster-network-probe.yaml")]);
+    w.kubectl_ok(&["apply", "-f", &sample(SAMPLE)]);
+    wait_nodes(&w, "clusternetworkprobe", None, "observed-namespaces", "Running");
+    wait_nodes(&w, "networkprobe", Some("shop"), PROBE, "Running");
+    wait_pods_matched(&w, "clusternetworkprobe", None, "observed-namespaces", 3);
+    let since = Retrans::start(&w, "shop", "redis-a");
+    assert!(retransmit(&w, "shop", "redis-a") > 0);
+    refused_connects(&w, "shop", "redis-a", 5);
+    // Datagrams to a closed port of the pod's own loopback: dropped without
+    // a socket in its namespace.
+    w.pod("shop", "redis-a").run(
+        "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         for _ in range(5):\n    s.sendto(b'x', ('127.0.0.1', 9))\n",
+    );
+    let kernel = wait_retransmits(&w, "ClusterNetworkProbe/observed-namespaces", &since);
+    wait_retransmits(&w, PROBE_LABEL, &since);
+
+    let text = std::fs::read_to_string(repo_root().join("charts/netprobe/files/dashboard.json"))
+        .unwrap_or_else(|e| panic!("dashboard: {e}"));
+    let dash: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("dashboard JSON: {e}"));
+    let exprs: Vec<(String, String)> = dash["panels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| {
+            let title = p["title"].as_str().unwrap_or_default().to_string();
+            p["targets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(move |t| t["expr"].as_str().map(|e| (title.clone(), e.to_string())))
+        })
+        .collect();
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    // Grafana's variables as a user's default view sets them.
+    let as_grafana = |e: &str| e.replace("$namespace", ".*").replace("$__rate_interval", "2m");
+    for (title, expr) in &exprs {
+        let q = as_grafana(expr);
+        wait_for(&format!("dashboard panel {title:?}: {q}"), 60, || {
+            let got = w.prom.query(&q);
+            if got.is_empty() {
+                Err("no data".to_string())
+            } else {
+                Ok(())
+            }
+        });
+    }
+    // The per-pod retransmit panel, as an increase: redis-a's events once,
+    // although both probes count them.
+    let (_, per_pod) = exprs
+        .iter()
+        .find(|(t, _)| t == "TCP retransmits per pod")
+        .unwrap_or_else(|| panic!("no retransmits panel in {exprs:?}"));
+    let q = as_grafana(per_pod)
+        .replace("rate(", "increase(")
+        .replace("[2m]", "[10m]");
+    let shown = w
+        .prom
+        .value(&q, &[("namespace", "shop"), ("pod", "redis-a")])
+        .unwrap_or_default();
+    println!("redis-a: kernel {kernel} retransmits, dashboard panel {shown:.1}");
+    // increase() extrapolates; one probe's count is the kernel's, two would
+    // be twice it.
+    assert!(
+        shown > 0.0 && shown < 1.5 * kernel as f64,
+        "panel shows {shown} for {kernel} kernel retransmits"
+    );
+}

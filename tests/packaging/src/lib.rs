@@ -1,150 +1,135 @@
-//! A renderer for the chart's deliberately plain templates. Helm is not
-//! installable here, so the chart keeps to a subset this renderer
-//! understands and the tests render it; any other construct is an error,
-//! which keeps the templates plain. Supported:
-//! `{{ .Values.a.b }}`, `{{ .Release.Namespace }}`, `{{ .Chart.AppVersion }}`,
-//! `{{- toYaml .Values.a | nindent N }}`, `{{ .Files.Get "f" | indent N }}`,
-//! and `{{- if .Values.a }}` … `{{- end }}` (nestable).
+//! Drives the real packaging tools for the packaging tests: Helm v4's own
+//! engine (helm-python-sdk), Helm's lint, Kubernetes' official schemas
+//! (kubernetes-validate) and `kubectl kustomize`, through
+//! `tools/pkgtool.py` in the project's Python environment (`make pyenv`).
+//! Nothing here renders a template itself.
 
-use std::path::Path;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use serde_yaml::Value;
 
-/// Look up `.Values.a.b` in the values document.
-fn lookup<'a>(values: &'a Value, path: &str) -> Result<&'a Value, String> {
-    let mut cur = values;
-    for seg in path.split('.').filter(|s| !s.is_empty()) {
-        cur = cur
-            .get(seg)
-            .ok_or_else(|| format!(".Values.{path} is not defined in values.yaml"))?;
-    }
-    Ok(cur)
+/// The Kubernetes versions every rendered object must validate against.
+pub const KUBE_VERSIONS: [&str; 5] = ["1.29", "1.30", "1.31", "1.32", "1.33"];
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn scalar(v: &Value) -> Result<String, String> {
-    Ok(match v {
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
-        Value::Bool(b) => b.to_string(),
-        other => return Err(format!("{other:?} is not a scalar")),
-    })
+/// The Python with the packaging tools: `$NETPROBE_PYTHON`, else the
+/// `.venv` that `make pyenv` creates. `None` when neither exists.
+pub fn python() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("NETPROBE_PYTHON") {
+        return Some(PathBuf::from(p));
+    }
+    let venv = root().join(".venv/bin/python3");
+    venv.exists().then_some(venv)
 }
 
-fn truthy(v: &Value) -> bool {
-    match v {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::String(s) => !s.is_empty(),
-        Value::Sequence(s) => !s.is_empty(),
-        Value::Mapping(m) => !m.is_empty(),
-        _ => true,
+/// A tool run's outcome: success, and stdout and stderr together.
+pub struct Run {
+    pub ok: bool,
+    pub stdout: String,
+    pub report: String,
+}
+
+/// Run `pkgtool.py` with `args`, feeding `stdin`.
+pub fn pkgtool(python: &Path, args: &[&str], stdin: &str) -> Run {
+    let mut child = Command::new(python)
+        .arg(root().join("tests/packaging/tools/pkgtool.py"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {}: {e}", python.display()));
+    if let Some(mut i) = child.stdin.take() {
+        i.write_all(stdin.as_bytes()).expect("write pkgtool stdin");
+    }
+    let out = child.wait_with_output().expect("pkgtool");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    Run {
+        ok: out.status.success(),
+        report: format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)),
+        stdout,
     }
 }
 
-fn indent(text: &str, n: usize) -> String {
-    let pad = " ".repeat(n);
-    text.trim_end_matches('\n')
-        .lines()
-        .map(|l| {
-            if l.is_empty() {
-                String::new()
-            } else {
-                format!("{pad}{l}")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+/// Every object Helm renders for the chart with `values` (JSON), crds/ included.
+pub fn helm_render(python: &Path, values: &serde_json::Value, namespace: &str) -> Vec<Value> {
+    let chart = root().join("charts/netprobe");
+    let run = pkgtool(
+        python,
+        &[
+            "render",
+            &chart.display().to_string(),
+            "--values",
+            &values.to_string(),
+            "--namespace",
+            namespace,
+        ],
+        "",
+    );
+    assert!(run.ok, "helm render failed:\n{}", run.report);
+    let items: Vec<serde_json::Value> = serde_json::from_str(&run.stdout).expect("render output is JSON");
+    items
+        .into_iter()
+        .map(|i| serde_json::from_value(i["object"].clone()).expect("object"))
+        .collect()
 }
 
-/// Render one template.
-pub fn render(template: &str, values: &Value, namespace: &str, chart_dir: &Path) -> Result<String, String> {
-    let mut out = String::new();
-    let mut rest = template;
-    // Each entry: is the enclosing block emitting?
-    let mut emitting: Vec<bool> = Vec::new();
-    let on = |stack: &Vec<bool>| stack.iter().all(|b| *b);
-    while let Some(start) = rest.find("{{") {
-        let (before, after) = rest.split_at(start);
-        let end = after.find("}}").ok_or("unclosed {{")?;
-        let mut action = &after[2..end];
-        let trim_left = action.starts_with('-');
-        let trim_right = action.ends_with('-');
-        action = action.trim_start_matches('-').trim_end_matches('-').trim();
-        let mut text = before.to_string();
-        if trim_left {
-            text = text.trim_end().to_string();
-        }
-        if on(&emitting) {
-            out.push_str(&text);
-        }
-        rest = &after[end + 2..];
-        if trim_right {
-            rest = rest.trim_start();
-        }
-        let words: Vec<&str> = action.split_whitespace().collect();
-        match words.as_slice() {
-            ["if", path] => {
-                let p = path
-                    .strip_prefix(".Values.")
-                    .ok_or(format!("unsupported condition {path}"))?;
-                let v = lookup(values, p).map(truthy).unwrap_or(false);
-                emitting.push(v);
-            }
-            ["end"] => {
-                emitting.pop().ok_or("{{ end }} without {{ if }}")?;
-            }
-            _ if !on(&emitting) => {}
-            [".Release.Namespace"] => out.push_str(namespace),
-            [".Chart.AppVersion"] => out.push_str("0.1.0"),
-            [path] if path.starts_with(".Values.") => out.push_str(&scalar(lookup(values, &path[8..])?)?),
-            ["toYaml", path, "|", "nindent", n] => {
-                let v = lookup(values, path.strip_prefix(".Values.").ok_or("toYaml needs .Values")?)?;
-                let yaml = serde_yaml::to_string(v).map_err(|e| e.to_string())?;
-                out.push('\n');
-                out.push_str(&indent(&yaml, n.parse().map_err(|_| "bad nindent")?));
-            }
-            [".Files.Get", file, "|", "indent", n] => {
-                let text = std::fs::read_to_string(chart_dir.join(file.trim_matches('"')))
-                    .map_err(|e| format!("{file}: {e}"))?;
-                out.push_str(&indent(&text, n.parse().map_err(|_| "bad indent")?));
-            }
-            other => return Err(format!("unsupported template action {{{{ {} }}}}", other.join(" "))),
-        }
-    }
-    if !emitting.is_empty() {
-        return Err("{{ if }} without {{ end }}".into());
-    }
-    if on(&emitting) {
-        out.push_str(rest);
-    }
-    Ok(out)
+/// Helm's lint, strict, for `values`.
+pub fn helm_lint(python: &Path, values: &serde_json::Value) -> Run {
+    let chart = root().join("charts/netprobe");
+    pkgtool(
+        python,
+        &["lint", &chart.display().to_string(), "--values", &values.to_string()],
+        "",
+    )
 }
 
-/// Every object of the chart's templates (and its crds/) for `values`.
-pub fn render_chart(chart_dir: &Path, values: &Value, namespace: &str) -> Result<Vec<Value>, String> {
-    let mut docs = Vec::new();
-    let mut files: Vec<_> = std::fs::read_dir(chart_dir.join("templates"))
-        .map_err(|e| e.to_string())?
+/// The CRD files custom resources are validated against: netprobe's own and
+/// the pinned Prometheus Operator release's (tests/packaging/testdata/crds).
+pub fn crd_files() -> Vec<PathBuf> {
+    let mut files = vec![
+        root().join("crds/networkprobes.netprobe.dev.yaml"),
+        root().join("crds/clusternetworkprobes.netprobe.dev.yaml"),
+    ];
+    let mut pinned: Vec<PathBuf> = std::fs::read_dir(root().join("tests/packaging/testdata/crds"))
+        .expect("testdata/crds")
         .flatten()
         .map(|e| e.path())
         .collect();
-    files.extend(
-        std::fs::read_dir(chart_dir.join("crds"))
-            .map_err(|e| e.to_string())?
-            .flatten()
-            .map(|e| e.path()),
-    );
-    files.sort();
-    for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "yaml")) {
-        let text = std::fs::read_to_string(f).map_err(|e| e.to_string())?;
-        let rendered = if f.parent().is_some_and(|p| p.ends_with("templates")) {
-            render(&text, values, namespace, chart_dir).map_err(|e| format!("{}: {e}", f.display()))?
-        } else {
-            text
-        };
-        docs.extend(parse_docs(&rendered).map_err(|e| format!("{}: {e}\n{rendered}", f.display()))?);
+    pinned.sort();
+    files.extend(pinned);
+    files
+}
+
+/// Validate `objects` strictly against Kubernetes 1.29–1.33 and the CRDs.
+pub fn validate(python: &Path, objects: &[Value]) -> Run {
+    let mut stream = String::new();
+    for o in objects {
+        stream.push_str("---\n");
+        stream.push_str(&serde_yaml::to_string(o).expect("serialize object"));
     }
-    Ok(docs)
+    validate_text(python, &stream)
+}
+
+/// Validate a YAML stream as written (numbers keep their spelling).
+pub fn validate_text(python: &Path, stream: &str) -> Run {
+    let mut args: Vec<String> = vec!["validate".into()];
+    for v in KUBE_VERSIONS {
+        args.push("--kube-version".into());
+        args.push(v.into());
+    }
+    for c in crd_files() {
+        args.push("--crd".into());
+        args.push(c.display().to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    pkgtool(python, &args, stream)
 }
 
 /// Non-empty documents of a multi-document YAML stream.
@@ -157,4 +142,49 @@ pub fn parse_docs(text: &str) -> Result<Vec<Value>, String> {
         }
     }
     Ok(out)
+}
+
+/// `kubectl kustomize config/default`, parsed.
+pub fn kustomize() -> Vec<Value> {
+    let out = Command::new("kubectl")
+        .args(["kustomize", &root().join("config/default").display().to_string()])
+        .output()
+        .expect("run kubectl kustomize");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    parse_docs(&String::from_utf8_lossy(&out.stdout)).expect("kustomize output parses")
+}
+
+/// The path of the first difference between two documents, with both
+/// values. Numbers compare as written: `1e+06` is not `1000000`.
+pub fn first_difference(a: &Value, b: &Value, path: String) -> Option<String> {
+    match (a, b) {
+        (Value::Mapping(x), Value::Mapping(y)) => {
+            for k in x.keys().chain(y.keys()) {
+                let p = format!("{path}.{}", k.as_str().unwrap_or("?"));
+                match (x.get(k), y.get(k)) {
+                    (Some(va), Some(vb)) => {
+                        if let Some(d) = first_difference(va, vb, p) {
+                            return Some(d);
+                        }
+                    }
+                    (va, vb) => return Some(format!("{p}: chart {va:?} vs kustomize {vb:?}")),
+                }
+            }
+            None
+        }
+        (Value::Sequence(x), Value::Sequence(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .enumerate()
+            .find_map(|(i, (va, vb))| first_difference(va, vb, format!("{path}[{i}]"))),
+        _ if a == b => None,
+        _ => {
+            let short = |v: &Value| format!("{v:?}").chars().take(120).collect::<String>();
+            Some(format!("{path}: chart {} vs kustomize {}", short(a), short(b)))
+        }
+    }
 }

@@ -1,39 +1,31 @@
-//! The install paths: `kubectl kustomize config/default` renders with the
-//! real kubectl and holds what production needs; the Helm chart's defaults
-//! render the same objects; alerts pass promtool; the dashboard only uses
-//! metrics netprobe exports.
+//! The install paths, checked by the real tools: `kubectl kustomize
+//! config/default` holds what production needs; Helm's own engine renders
+//! the chart's defaults as exactly the kustomize objects; Helm's lint passes
+//! strictly; every object validates against Kubernetes 1.29–1.33's official
+//! schemas (and custom resources against their CRDs); alerts pass promtool's
+//! unit tests; the dashboard only uses metrics netprobe exports.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use netprobe_packaging_tests::{parse_docs, render_chart};
+use netprobe_packaging_tests::{
+    first_difference, helm_lint, helm_render, kustomize, parse_docs, python, root, validate, validate_text,
+};
+use serde_json::json;
 use serde_yaml::Value;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn kustomize() -> Option<Vec<Value>> {
-    if !netprobe_testutil::can_run(
-        "kustomize render",
-        if netprobe_testutil::have("kubectl") {
-            &[]
-        } else {
-            &["kubectl"]
-        },
-    ) {
-        return None;
+/// The Python with Helm's engine and the schemas, or a loud skip (a failure
+/// in CI).
+fn tools(test: &str) -> Option<PathBuf> {
+    let mut missing = Vec::new();
+    let py = python();
+    if py.is_none() {
+        missing.push("the packaging tools' Python (.venv: run `make pyenv`, or set NETPROBE_PYTHON)");
     }
-    let out = std::process::Command::new("kubectl")
-        .args(["kustomize", &root().join("config/default").display().to_string()])
-        .output()
-        .expect("run kubectl kustomize");
-    assert!(
-        out.status.success(),
-        "kubectl kustomize failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(parse_docs(&String::from_utf8_lossy(&out.stdout)).expect("kustomize output parses"))
+    if !netprobe_testutil::have("kubectl") {
+        missing.push("kubectl");
+    }
+    netprobe_testutil::can_run(test, &missing).then(|| py).flatten()
 }
 
 fn by_key(docs: &[Value]) -> BTreeMap<(String, String), Value> {
@@ -46,23 +38,29 @@ fn by_key(docs: &[Value]) -> BTreeMap<(String, String), Value> {
         .collect()
 }
 
-fn values(overrides: &[(&str, bool)]) -> Value {
-    let text = std::fs::read_to_string(root().join("charts/netprobe/values.yaml")).expect("values.yaml");
-    let mut v: Value = serde_yaml::from_str(&text).expect("values parse");
-    for (path, b) in overrides {
-        let mut cur = &mut v;
-        for seg in path.split('.') {
-            cur = &mut cur[seg];
-        }
-        *cur = Value::Bool(*b);
-    }
-    v
+/// Every optional value on (monitoring forced: no cluster to ask).
+fn all_on() -> serde_json::Value {
+    json!({
+        "monitoring": {"assumeOperatorApi": true},
+        "serviceMonitor": {"enabled": true, "labels": {"release": "kube-prometheus-stack"}},
+        "prometheusRule": {"enabled": true, "labels": {"release": "kube-prometheus-stack"}},
+        "dashboard": {"enabled": true},
+    })
 }
 
 #[test]
 fn kustomize_default_has_what_production_needs() {
-    let Some(docs) = kustomize() else { return };
-    let objs = by_key(&docs);
+    if !netprobe_testutil::can_run(
+        "kustomize render",
+        if netprobe_testutil::have("kubectl") {
+            &[]
+        } else {
+            &["kubectl"]
+        },
+    ) {
+        return;
+    }
+    let objs = by_key(&kustomize());
     let kinds: Vec<(&str, &str)> = objs.keys().map(|(k, n)| (k.as_str(), n.as_str())).collect();
     for want in [
         ("CustomResourceDefinition", "networkprobes.netprobe.dev"),
@@ -82,6 +80,13 @@ fn kustomize_default_has_what_production_needs() {
         assert!(kinds.contains(&want), "missing {want:?} in {kinds:?}");
     }
     let op = &objs[&("Deployment".into(), "netprobe-operator".into())];
+    // The agent uses hostPath and capabilities: the namespace must admit it
+    // under Pod Security admission.
+    let ns = &objs[&("Namespace".into(), "netprobe-system".into())];
+    assert_eq!(
+        ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "privileged",
+        "{ns:?}"
+    );
     assert_eq!(op["spec"]["replicas"], Value::from(2));
     let c = &op["spec"]["template"]["spec"]["containers"][0];
     assert!(c["image"].as_str().unwrap().contains("netprobe-operator"));
@@ -127,8 +132,11 @@ fn kustomize_default_has_what_production_needs() {
 
 #[test]
 fn chart_defaults_render_the_kustomize_objects() {
-    let Some(kust) = kustomize() else { return };
-    let chart = render_chart(&root().join("charts/netprobe"), &values(&[]), "netprobe-system").expect("chart renders");
+    let Some(py) = tools("helm render vs kustomize") else {
+        return;
+    };
+    let kust = kustomize();
+    let chart = helm_render(&py, &json!({}), "netprobe-system");
     let (k, c) = (by_key(&kust), by_key(&chart));
     let k_keys: Vec<_> = k.keys().filter(|(kind, _)| kind != "Namespace").collect();
     let c_keys: Vec<_> = c.keys().collect();
@@ -140,71 +148,120 @@ fn chart_defaults_render_the_kustomize_objects() {
     }
 }
 
-/// The path of the first difference between two documents, with both values.
-fn first_difference(a: &Value, b: &Value, path: String) -> Option<String> {
-    match (a, b) {
-        (Value::Mapping(x), Value::Mapping(y)) => {
-            for k in x.keys().chain(y.keys()) {
-                let p = format!("{path}.{}", k.as_str().unwrap_or("?"));
-                match (x.get(k), y.get(k)) {
-                    (Some(va), Some(vb)) => {
-                        if let Some(d) = first_difference(va, vb, p) {
-                            return Some(d);
-                        }
-                    }
-                    (va, vb) => return Some(format!("{p}: chart {va:?} vs kustomize {vb:?}")),
-                }
-            }
-            None
-        }
-        (Value::Sequence(x), Value::Sequence(y)) if x.len() == y.len() => x
-            .iter()
-            .zip(y)
-            .enumerate()
-            .find_map(|(i, (va, vb))| first_difference(va, vb, format!("{path}[{i}]"))),
-        // 100000.0 and 100000 are one number to the API server.
-        (Value::Number(x), Value::Number(y)) if x.as_f64() == y.as_f64() => None,
-        _ if a == b => None,
-        _ => {
-            let short = |v: &Value| format!("{v:?}").chars().take(120).collect::<String>();
-            Some(format!("{path}: chart {} vs kustomize {}", short(a), short(b)))
-        }
+#[test]
+fn chart_lints_strictly_with_defaults_and_with_every_option() {
+    let Some(py) = tools("helm lint") else { return };
+    for values in [json!({}), all_on()] {
+        let run = helm_lint(&py, &values);
+        assert!(run.ok, "helm lint --strict with {values}:\n{}", run.report);
     }
 }
 
 #[test]
-fn chart_optional_monitoring_renders() {
-    let v = values(&[
-        ("serviceMonitor.enabled", true),
-        ("prometheusRule.enabled", true),
-        ("dashboard.enabled", true),
-    ]);
-    let docs = render_chart(&root().join("charts/netprobe"), &v, "obs").expect("chart renders");
-    let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
-    assert_eq!(kinds.iter().filter(|k| **k == "ServiceMonitor").count(), 2);
+fn every_object_passes_the_kubernetes_schemas_of_1_29_to_1_33() {
+    let Some(py) = tools("kubernetes-validate") else { return };
+    let mut sets: Vec<(&str, Vec<Value>)> = vec![
+        ("chart defaults", helm_render(&py, &json!({}), "netprobe-system")),
+        ("chart with every option", helm_render(&py, &all_on(), "obs")),
+        ("kubectl kustomize config/default", kustomize()),
+    ];
+    let mut samples = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(root().join("config/samples"))
+        .expect("samples")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    for f in files {
+        let text = std::fs::read_to_string(&f).expect("sample");
+        samples.extend(parse_docs(&text).unwrap_or_else(|e| panic!("{}: {e}", f.display())));
+    }
+    sets.push(("config/samples", samples));
+    for (what, objects) in sets {
+        assert!(!objects.is_empty(), "{what}: nothing rendered");
+        let run = validate(&py, &objects);
+        assert!(run.ok, "{what} fails validation:\n{}", run.report);
+    }
+}
+
+/// The validator can fail: an integer field written as Helm writes large
+/// numbers, an unknown field, and a ServiceMonitor field that does not exist.
+#[test]
+fn the_schema_check_rejects_floats_and_unknown_fields() {
+    let Some(py) = tools("kubernetes-validate negative control") else {
+        return;
+    };
+    let run = validate_text(
+        &py,
+        "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: p}\nvalue: 1e+06\n---\n\
+         apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: q}\nvalue: 1000000.0\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {portz: []}\n---\n\
+         apiVersion: monitoring.coreos.com/v1\nkind: ServiceMonitor\nmetadata: {name: m}\n\
+         spec: {selector: {}, endpoints: [{port: metrics, intervall: 30s}]}\n",
+    );
+    assert!(!run.ok, "validation passed bad objects:\n{}", run.report);
+    for needle in ["PriorityClass/p", "PriorityClass/q", "Service/s", "ServiceMonitor/m"] {
+        assert!(run.report.contains(needle), "{needle} not reported:\n{}", run.report);
+    }
+}
+
+#[test]
+fn monitoring_objects_render_only_where_the_operator_api_is() {
+    let Some(py) = tools("helm render monitoring") else {
+        return;
+    };
+    let kinds = |docs: &[Value]| -> Vec<String> {
+        docs.iter()
+            .filter_map(|d| d["kind"].as_str().map(str::to_string))
+            .collect()
+    };
+    // Enabled, but the cluster (none, offline) has no monitoring.coreos.com/v1.
+    let enabled = json!({"serviceMonitor": {"enabled": true}, "prometheusRule": {"enabled": true}});
+    let docs = helm_render(&py, &enabled, "obs");
+    assert!(
+        !kinds(&docs)
+            .iter()
+            .any(|k| k == "ServiceMonitor" || k == "PrometheusRule"),
+        "{:?}",
+        kinds(&docs)
+    );
+    // Forced, with the labels kube-prometheus-stack selects by.
+    let docs = helm_render(&py, &all_on(), "obs");
+    let k = kinds(&docs);
+    assert_eq!(k.iter().filter(|k| *k == "ServiceMonitor").count(), 2, "{k:?}");
+    for d in docs
+        .iter()
+        .filter(|d| d["kind"] == "ServiceMonitor" || d["kind"] == "PrometheusRule")
+    {
+        assert_eq!(d["metadata"]["labels"]["release"], "kube-prometheus-stack", "{d:?}");
+        assert_eq!(d["metadata"]["namespace"], "obs");
+    }
     let rule = docs
         .iter()
         .find(|d| d["kind"] == "PrometheusRule")
         .expect("PrometheusRule");
-    assert_eq!(rule["metadata"]["namespace"], "obs");
     assert!(
         rule["spec"]["groups"][0]["rules"]
             .as_sequence()
             .is_some_and(|r| r.len() >= 4)
     );
+    // Alert templates reach Prometheus untouched by Helm's templating.
+    let summaries = serde_yaml::to_string(&rule["spec"]).expect("rule");
+    assert!(summaries.contains("$labels"), "{summaries}");
     let cm = docs
         .iter()
         .find(|d| d["metadata"]["name"] == "netprobe-dashboard")
         .expect("dashboard ConfigMap");
     let json: serde_json::Value =
-        serde_json::from_str(cm["data"]["netprobe.json"].as_str().unwrap()).expect("dashboard JSON");
+        serde_json::from_str(cm["data"]["netprobe.json"].as_str().expect("dashboard data")).expect("dashboard JSON");
     assert!(json["panels"].as_array().is_some_and(|p| p.len() >= 6));
     // Without the flags, none of it.
-    let plain = render_chart(&root().join("charts/netprobe"), &values(&[]), "obs").unwrap();
+    let plain = helm_render(&py, &json!({"monitoring": {"assumeOperatorApi": true}}), "obs");
     assert!(
         !plain
             .iter()
-            .any(|d| d["kind"] == "ServiceMonitor" || d["kind"] == "PrometheusRule")
+            .any(|d| d["kind"] == "ServiceMonitor" || d["kind"] == "PrometheusRule" || d["kind"] == "ConfigMap")
     );
 }
 
@@ -240,23 +297,50 @@ fn every_value_is_documented() {
 fn alerts_pass_promtool_and_dashboard_uses_real_metrics() {
     let chart = root().join("charts/netprobe");
     if netprobe_testutil::can_run(
-        "promtool check rules",
+        "promtool check rules / test rules",
         if netprobe_testutil::have("promtool") {
             &[]
         } else {
             &["promtool"]
         },
     ) {
-        let out = std::process::Command::new("promtool")
-            .args(["check", "rules", &chart.join("files/alerts.yaml").display().to_string()])
-            .output()
-            .expect("promtool");
-        assert!(
-            out.status.success(),
-            "promtool check rules: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        // Syntax, then the unit tests: overlapping probes, peer series,
+        // workload and standalone targets, every alert firing and not.
+        for args in [
+            vec![
+                "check".to_string(),
+                "rules".into(),
+                chart.join("files/alerts.yaml").display().to_string(),
+            ],
+            vec![
+                "test".to_string(),
+                "rules".into(),
+                root()
+                    .join("tests/packaging/testdata/alerts_test.yaml")
+                    .display()
+                    .to_string(),
+            ],
+        ] {
+            let out = std::process::Command::new("promtool")
+                .args(&args)
+                .output()
+                .expect("promtool");
+            assert!(
+                out.status.success(),
+                "promtool {}: {}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let tests = std::fs::read_to_string(root().join("tests/packaging/testdata/alerts_test.yaml")).expect("tests");
+        let alerts = std::fs::read_to_string(chart.join("files/alerts.yaml")).expect("alerts");
+        for name in alerts.lines().filter_map(|l| l.trim().strip_prefix("- alert: ")) {
+            assert!(
+                tests.contains(&format!("alertname: {name}")),
+                "alert {name} has no promtool unit test"
+            );
+        }
     }
     let exported = [
         "netprobe_tcp_retransmits_total",
@@ -286,5 +370,4 @@ fn alerts_pass_promtool_and_dashboard_uses_real_metrics() {
             );
         }
     }
-    let _ = Path::new("");
 }
