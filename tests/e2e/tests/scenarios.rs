@@ -664,7 +664,7 @@ fn s9_every_dashboard_query_returns_data() {
         "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
          for _ in range(5):\n    s.sendto(b'x', ('127.0.0.1', 9))\n",
     );
-    let kernel = wait_retransmits(&w, "ClusterNetworkProbe/observed-namespaces", &since);
+    wait_retransmits(&w, "ClusterNetworkProbe/observed-namespaces", &since);
     wait_retransmits(&w, PROBE_LABEL, &since);
 
     let text = std::fs::read_to_string(repo_root().join("charts/netprobe/files/dashboard.json"))
@@ -698,7 +698,26 @@ fn s9_every_dashboard_query_returns_data() {
         });
     }
     // The per-pod retransmit panel, as an increase: redis-a's events once,
-    // although both probes count them.
+    // although both probes count them. A second round, since a counter's
+    // first scrape is no increase to Prometheus.
+    let probes = ["ClusterNetworkProbe/observed-namespaces", PROBE_LABEL];
+    let before: Vec<f64> = probes
+        .iter()
+        .map(|p| prom_retransmits(&w, p, "redis-a").unwrap_or_default())
+        .collect();
+    let kernel = retransmit(&w, "shop", "redis-a");
+    assert!(kernel > 0);
+    for (p, b) in probes.iter().zip(&before) {
+        wait_for(&format!("{p}: the second round in Prometheus"), 30, || {
+            let now = prom_retransmits(&w, p, "redis-a").unwrap_or_default();
+            if now - b >= 0.9 * kernel as f64 {
+                Ok(())
+            } else {
+                Err(format!("{now} - {b} of {kernel}"))
+            }
+        });
+    }
+    std::thread::sleep(Duration::from_secs(3));
     let (_, per_pod) = exprs
         .iter()
         .find(|(t, _)| t == "TCP retransmits per pod")
@@ -709,7 +728,7 @@ fn s9_every_dashboard_query_returns_data() {
     let shown = w
         .prom
         .value(&q, &[("namespace", "shop"), ("pod", "redis-a")])
-        .unwrap_or_default();
+        .unwrap_or_else(|| panic!("no redis-a series in {q}: {:?}", w.prom.query(&q)));
     println!("redis-a: kernel {kernel} retransmits, dashboard panel {shown:.1}");
     // increase() extrapolates; one probe's count is the kernel's, two would
     // be twice it.
