@@ -25,7 +25,7 @@ fn tools(test: &str) -> Option<PathBuf> {
     if !netprobe_testutil::have("kubectl") {
         missing.push("kubectl");
     }
-    netprobe_testutil::can_run(test, &missing).then(|| py).flatten()
+    netprobe_testutil::can_run(test, &missing).then_some(py).flatten()
 }
 
 fn by_key(docs: &[Value]) -> BTreeMap<(String, String), Value> {
