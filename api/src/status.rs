@@ -45,7 +45,7 @@ pub struct ProbeStatus {
 pub struct NodeProbeStatus {
     /// The node this entry belongs to.
     pub node_name: String,
-    /// Pending, Running, Failed or Unsupported.
+    /// Pending, Running, Partial, Failed or Unsupported.
     pub phase: NodePhase,
     /// The plan generation (the source's metadata.generation) this node runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -82,6 +82,9 @@ pub enum NodePhase {
     Failed,
     /// The node's kernel lacks a feature a probe type needs; reason names it.
     Unsupported,
+    /// Running, but the node's kernel gives a probe type only part of the
+    /// events its kernel counter counts; the message names what is missing.
+    Partial,
 }
 
 impl NodePhase {
@@ -92,6 +95,7 @@ impl NodePhase {
             NodePhase::Running => "Running",
             NodePhase::Failed => "Failed",
             NodePhase::Unsupported => "Unsupported",
+            NodePhase::Partial => "Partial",
         }
     }
 }

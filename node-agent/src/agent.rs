@@ -142,6 +142,15 @@ impl Agent {
             unsupported.mut_metric().push(gauge(&[("type", t.as_str())], 1.0));
         }
         fams.push(unsupported);
+        let mut partial = family(
+            "netprobe_agent_probe_partial",
+            "1 for each probe type that sees only part of what the kernel counts on this kernel (the node's status says what is missing).",
+            MetricType::GAUGE,
+        );
+        for t in inner.manager.report().partial.keys() {
+            partial.mut_metric().push(gauge(&[("type", t.as_str())], 1.0));
+        }
+        fams.push(partial);
         let mut entries = family(
             "netprobe_agent_map_entries",
             "Entries in the agent's target maps.",

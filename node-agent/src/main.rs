@@ -129,12 +129,13 @@ async fn main() -> anyhow::Result<()> {
                 continue;
             }
         };
-        let targets = standalone::cgroup_targets(&cgroup_root, cli.standalone_depth);
+        let mut targets = standalone::cgroup_targets(&cgroup_root, cli.standalone_depth);
+        standalone::assign_netns(&mut targets, &cli.proc_root);
         let fingerprint = (
             plans.iter().map(|p| p.to_json()).collect::<Vec<_>>(),
             targets
                 .values()
-                .map(|t| format!("{}={}", t.key, t.cgroup_id))
+                .map(|t| format!("{}={}/{:?}", t.key, t.cgroup_id, t.netns))
                 .collect::<Vec<_>>(),
         );
         if last.as_ref() == Some(&fingerprint) {

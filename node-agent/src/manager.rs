@@ -72,6 +72,9 @@ pub struct ApplyReport {
     pub attached: BTreeMap<ProbeType, Vec<String>>,
     /// Probe types this kernel cannot run, with the missing feature.
     pub unsupported: BTreeMap<ProbeType, String>,
+    /// Probe types that run but see only part of what the kernel counts on
+    /// this kernel, with what they miss (never a silent undercount).
+    pub partial: BTreeMap<ProbeType, String>,
     /// Targets that could not be registered (map full), with the reason.
     pub target_errors: BTreeMap<String, String>,
     pub bounds_truncated: bool,
@@ -199,6 +202,29 @@ impl ProbeManager {
                 vec![(p, Hook::Tracepoint("kfree_skb"))]
             }
         })
+    }
+
+    /// What `t` cannot see on this kernel, if anything: decided from the
+    /// tracepoints' arity in the kernel's BTF, which changed together with
+    /// the behaviour (the matrix in docs/probes.md measures each case).
+    pub fn partial_reason(&self, t: ProbeType) -> Option<String> {
+        let args = |name| self.facts.tracepoint_args.get(name).copied().unwrap_or(0);
+        match t {
+            // Linux 6.16 added `err` and fires for failed attempts too.
+            ProbeType::TcpRetransmits if args("tcp_retransmit_skb") < 3 => Some(
+                "retransmissions the local stack fails to send (counted by the kernel in \
+                 TcpExtTCPRetransFail, e.g. a full device backlog in a connection storm) are not \
+                 visible before Linux 6.16"
+                    .into(),
+            ),
+            // Linux 6.10 added the reset reason and traces every reset sent.
+            ProbeType::TcpResets if args("tcp_send_reset") < 3 => Some(
+                "resets sent without a full socket (to a closed port, from TIME_WAIT or a \
+                 pending connection) are not visible before Linux 6.10"
+                    .into(),
+            ),
+            _ => None,
+        }
     }
 
     fn attach_type(&mut self, t: ProbeType) -> Result<Vec<&'static str>, String> {
@@ -335,6 +361,15 @@ impl ProbeManager {
                         Ok(list) => {
                             info!(probe = %t, programs = ?list, "attached");
                             self.report.unsupported.remove(&t);
+                            match self.partial_reason(t) {
+                                Some(why) => {
+                                    warn!(probe = %t, reason = %why, "partial on this kernel");
+                                    self.report.partial.insert(t, why);
+                                }
+                                None => {
+                                    self.report.partial.remove(&t);
+                                }
+                            }
                             self.report
                                 .attached
                                 .insert(t, list.iter().map(|p| p.to_string()).collect());
@@ -353,6 +388,7 @@ impl ProbeManager {
                     }
                     self.report.attached.remove(&t);
                     self.report.unsupported.remove(&t);
+                    self.report.partial.remove(&t);
                     self.current.types.remove(&t);
                     self.forget_metrics(metrics_of(t))?;
                     if t == ProbeType::TcpConnectLatency {

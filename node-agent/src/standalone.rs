@@ -151,6 +151,82 @@ pub fn cgroup_targets(root: &Path, depth: usize) -> BTreeMap<String, Target> {
     out
 }
 
+/// Give each target the network namespace it owns, so packets without a
+/// socket (resets to closed ports, drops before socket lookup) count for the
+/// cgroup whose processes live in that namespace, as they count for the pod
+/// in cluster mode. A namespace belongs to the deepest target that contains
+/// every process in it: a namespace shared by several services (the host's)
+/// goes to their common ancestor, `/` at the latest. The kernel map holds one
+/// namespace per target; a target owning several keeps the one with the most
+/// processes, and the others are logged.
+pub fn assign_netns(targets: &mut BTreeMap<String, Target>, proc_root: &Path) {
+    let mut members: BTreeMap<u32, (Vec<String>, usize)> = BTreeMap::new();
+    let Ok(procs) = std::fs::read_dir(proc_root) else {
+        return;
+    };
+    for e in procs.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let (Some(ns), Some(path)) = (cgroups::netns_of_pid(proc_root, pid), cgroup_v2_path(proc_root, pid)) else {
+            continue;
+        };
+        let key = owning_target(targets, &path);
+        let entry = members.entry(ns).or_default();
+        entry.1 += 1;
+        entry.0 = match std::mem::take(&mut entry.0) {
+            v if v.is_empty() => key.split('/').filter(|c| !c.is_empty()).map(str::to_string).collect(),
+            v => common_prefix(&v, &key),
+        };
+    }
+    let mut owned: BTreeMap<String, Vec<(usize, u32)>> = BTreeMap::new();
+    for (ns, (components, procs)) in members {
+        let key = owning_target(targets, &components.join("/"));
+        owned.entry(key).or_default().push((procs, ns));
+    }
+    for (key, mut nss) in owned {
+        nss.sort_unstable_by(|a, b| b.cmp(a));
+        if let Some(t) = targets.get_mut(&key) {
+            t.netns = nss.first().map(|(_, ns)| *ns);
+            if nss.len() > 1 {
+                warn!(
+                    cgroup = %key,
+                    kept = ?t.netns,
+                    others = ?nss[1..].iter().map(|(_, n)| n).collect::<Vec<_>>(),
+                    "cgroup owns several network namespaces; socketless events of the others are not attributed"
+                );
+            }
+        }
+    }
+}
+
+/// A process's cgroup v2 path (`0::/a/b` in `/proc/<pid>/cgroup`), without
+/// the leading slash.
+fn cgroup_v2_path(proc_root: &Path, pid: u32) -> Option<String> {
+    let text = std::fs::read_to_string(proc_root.join(pid.to_string()).join("cgroup")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(|p| p.trim_start_matches('/').to_string())
+}
+
+/// The deepest target whose path contains `path` (`/` at the latest).
+fn owning_target(targets: &BTreeMap<String, Target>, path: &str) -> String {
+    let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+    (1..=comps.len())
+        .rev()
+        .map(|n| comps[..n].join("/"))
+        .find(|k| targets.contains_key(k))
+        .unwrap_or_else(|| "/".to_string())
+}
+
+fn common_prefix(a: &[String], b: &str) -> Vec<String> {
+    a.iter()
+        .zip(b.split('/').filter(|c| !c.is_empty()))
+        .take_while(|(x, y)| x.as_str() == *y)
+        .map(|(x, _)| x.clone())
+        .collect()
+}
+
 /// Every plan selects every target.
 pub fn desired(plans: &[ProbePlan], targets: BTreeMap<String, Target>) -> Desired {
     let keys: std::collections::BTreeSet<String> = targets.keys().cloned().collect();
@@ -177,6 +253,41 @@ pub fn desired(plans: &[ProbePlan], targets: BTreeMap<String, Target>) -> Desire
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn target(key: &str) -> (String, Target) {
+        (
+            key.to_string(),
+            Target {
+                key: key.into(),
+                owner: Owner::Cgroup { path: key.into() },
+                cgroup_id: 1,
+                netns: None,
+            },
+        )
+    }
+
+    /// The ownership arithmetic; the kernel test checks real processes in
+    /// real namespaces.
+    #[test]
+    fn a_namespace_belongs_to_the_deepest_target_holding_all_its_processes() {
+        let targets: BTreeMap<String, Target> = ["/", "system.slice", "system.slice/redis.service", "user.slice"]
+            .map(target)
+            .into();
+        assert_eq!(
+            owning_target(&targets, "system.slice/redis.service/x/y"),
+            "system.slice/redis.service"
+        );
+        assert_eq!(owning_target(&targets, "system.slice/other.service"), "system.slice");
+        assert_eq!(owning_target(&targets, "init.scope"), "/");
+        assert_eq!(owning_target(&targets, ""), "/");
+        let common = common_prefix(
+            &["system.slice".into(), "redis.service".into()],
+            "system.slice/other.service",
+        );
+        assert_eq!(owning_target(&targets, &common.join("/")), "system.slice");
+        let common = common_prefix(&["system.slice".into()], "user.slice/u.scope");
+        assert_eq!(owning_target(&targets, &common.join("/")), "/");
+    }
 
     #[test]
     fn loads_valid_probes_and_rejects_bad_ones_alone() {

@@ -38,6 +38,10 @@ pub fn entry_for(
         .iter()
         .filter_map(|t| report.unsupported.get(t).map(|why| format!("{t}: {why}")))
         .collect();
+    let partial: Vec<String> = types
+        .iter()
+        .filter_map(|t| report.partial.get(t).map(|why| format!("{t}: {why}")))
+        .collect();
     let attached = types.iter().all(|t| report.attached.contains_key(t));
     let programs: Vec<String> = types
         .iter()
@@ -67,6 +71,8 @@ pub fn entry_for(
             "Attaching",
             "programs are being attached".to_string(),
         )
+    } else if !partial.is_empty() {
+        (NodePhase::Partial, "KernelPartial", partial.join("; "))
     } else if budget_exhausted {
         (
             NodePhase::Running,

@@ -143,6 +143,88 @@ fn retransmit_peer_labels_sum_to_the_pod_total() {
     );
 }
 
+/// The seed incident's shape: a connection storm towards a peer that drops
+/// every SYN. Thousands of sockets in SYN_SENT retransmit their SYN from the
+/// retransmit timer (softirq), all at about the same time; each retransmitted
+/// SYN must count for the pod, as TcpRetransSegs counts it.
+#[test]
+fn syn_retransmits_of_a_connection_storm_equal_the_kernel() {
+    if !kernel_available("SYN retransmit storm") {
+        return;
+    }
+    let _s = serial();
+    let agent = Agent::new(false).expect("agent loads");
+    let pod = Pod::new(Driver::Systemd);
+    Pod::nft(
+        &pod.peer_ns,
+        "table inet nptest {\n chain input {\n type filter hook input priority 0;\n tcp dport 5003 tcp flags syn counter drop\n }\n}",
+    );
+    let report = agent
+        .set_desired(desired(
+            plan("storm", vec![Probe::new(ProbeType::TcpRetransmits)]),
+            &[pod.target("shop", "api-0")],
+            &[],
+        ))
+        .expect("apply");
+    let since = RetransOracle::start(|c| pod.nstat(c));
+    let synretrans0 = pod.nstat("TcpExtTCPSynRetrans");
+    let fail0 = pod.nstat("TcpExtTCPRetransFail");
+    let out = pod.run(&format!(
+        r#"
+import resource, socket, time
+resource.setrlimit(resource.RLIMIT_NOFILE, (8192, 8192))
+socks = []
+for _ in range(3000):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setblocking(False)
+    try:
+        s.connect(("{}", 5003))
+    except BlockingIOError:
+        pass
+    socks.append(s)
+time.sleep(2.5)
+for s in socks:
+    s.close()
+print("closed", len(socks))
+"#,
+        pod.peer_ip4
+    ));
+    assert!(out.contains("closed 3000"), "{out}");
+    let partial = report.partial.get(&ProbeType::TcpRetransmits).cloned();
+    // Where the kernel shows failed attempts (Linux >= 6.16), every
+    // retransmission TcpRetransSegs counts must be counted, the ones the
+    // local stack failed to send included; elsewhere the agent reports the
+    // type Partial and the oracle allows those (TcpExtTCPRetransFail).
+    let (oracle, fams) = settle(&agent, |fams| {
+        let segs = check_retransmits(&since, &pod, "api-0", fams)?;
+        let got = counter(fams, "netprobe_tcp_retransmits_total", &[("pod", "api-0")]).unwrap_or(0.0) as u64;
+        let missed = counter(
+            fams,
+            "netprobe_agent_program_recursion_misses_total",
+            &[("type", "TcpRetransmits")],
+        )
+        .unwrap_or(0.0) as u64;
+        if partial.is_none() && got + missed < segs {
+            return Err(format!("netprobe {got} + {missed} missed < TcpRetransSegs {segs}"));
+        }
+        Ok(segs)
+    });
+    let got = counter(&fams, "netprobe_tcp_retransmits_total", &[("pod", "api-0")]).unwrap_or(0.0) as u64;
+    let syn = pod.nstat("TcpExtTCPSynRetrans") - synretrans0;
+    let fail = pod.nstat("TcpExtTCPRetransFail") - fail0;
+    println!(
+        "SYN storm: TcpRetransSegs delta = {oracle} ({syn} SYN retransmits, {fail} failed to send locally), \
+         netprobe = {got}, partial: {partial:?}"
+    );
+    assert!(syn >= 3000, "every connect retransmits its SYN at least once: {syn}");
+    if fail > 0 && partial.is_some() {
+        assert!(
+            partial.as_deref().is_some_and(|w| w.contains("TCPRetransFail")),
+            "{partial:?}"
+        );
+    }
+}
+
 #[test]
 fn resets_sent_and_received_match_the_kernel() {
     if !kernel_available("resets") {
@@ -151,7 +233,7 @@ fn resets_sent_and_received_match_the_kernel() {
     let _s = serial();
     let agent = Agent::new(false).expect("agent loads");
     let pod = Pod::new(Driver::Systemd);
-    agent
+    let report = agent
         .set_desired(desired(
             plan("rst", vec![Probe::new(ProbeType::TcpResets)]),
             &[pod.target("shop", "web-0")],
@@ -235,7 +317,16 @@ for addr in ["{}", "{}", "{}"]:
     println!("TcpResets sent: pod TcpOutRsts delta = {sent_oracle}, netprobe = {sent}");
     println!("TcpResets received: peer TcpOutRsts delta = {recv_oracle}, netprobe = {recv}");
     assert_eq!(sent_oracle, 9);
-    assert_eq!(sent, sent_oracle);
+    match report.partial.get(&ProbeType::TcpResets) {
+        // Before Linux 6.10 only the 3 resets with a full socket are
+        // traced; the agent must say so rather than undercount silently.
+        Some(why) => {
+            println!("TcpResets is Partial on this kernel: {why}");
+            assert!(why.contains("without a full socket"), "{why}");
+            assert_eq!(sent, 3, "the resets sent with a socket");
+        }
+        None => assert_eq!(sent, sent_oracle),
+    }
     assert_eq!(recv_oracle, 8);
     assert_eq!(recv, recv_oracle);
 }
@@ -298,7 +389,17 @@ ts = [threading.Thread(target=one, args=a) for a in [(socket.AF_INET, "{}"), (so
 "#,
         pod.peer_ip4, pod.peer_ip6
     ));
-    std::thread::sleep(Duration::from_millis(400));
+    // Lift the drop only once it has dropped both first SYNs (a fixed sleep
+    // stops doing its job on a slow machine, where the client may not have
+    // started yet).
+    let waited = std::time::Instant::now();
+    while Pod::nft_counter(&pod.peer_ns) < 2 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(20),
+            "the nft rule never saw the two first SYNs"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     support::sh(&format!("ip netns exec {} nft delete table inet nptest", pod.peer_ns));
     let out = slow.wait_with_output().expect("slow connects");
     println!(

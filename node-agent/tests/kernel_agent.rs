@@ -474,3 +474,84 @@ fn recursion_misses_are_read_from_the_kernel() {
         "each trigger makes one nested run that the kernel skips: {n}"
     );
 }
+
+/// Standalone mode: a network namespace belongs to the cgroup whose
+/// processes live in it, so resets and drops without a socket in that
+/// namespace count for that cgroup, as they count for a pod in cluster mode.
+#[test]
+fn standalone_counts_socketless_events_for_the_cgroup_owning_the_namespace() {
+    if !kernel_available("standalone namespace ownership") {
+        return;
+    }
+    let _s = serial();
+    let agent = Agent::new(true).expect("agent loads");
+    let pod = Pod::new(Driver::Systemd);
+    let key = pod
+        .pod_cgroup
+        .strip_prefix(&pod.cgroup2)
+        .expect("pod cgroup under the cgroup2 root")
+        .display()
+        .to_string();
+    let mut targets = netprobe_agent::standalone::cgroup_targets(&pod.cgroup2, 3);
+    netprobe_agent::standalone::assign_netns(&mut targets, std::path::Path::new("/proc"));
+    let ns_inode = std::fs::metadata(format!("/run/netns/{}", pod.ns))
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m) as u32)
+        .expect("netns inode");
+    assert_eq!(
+        targets.get(&key).and_then(|t| t.netns),
+        Some(ns_inode),
+        "the pod's namespace belongs to its cgroup"
+    );
+    let p = plan(
+        "standalone",
+        vec![Probe::new(ProbeType::TcpResets), Probe::new(ProbeType::PacketDrops)],
+    );
+    let report = agent
+        .set_desired(netprobe_agent::standalone::desired(&[p], targets))
+        .expect("apply");
+    let (rst0, noports0) = (pod.nstat("TcpOutRsts"), pod.nstat("UdpNoPorts"));
+    // The peer knocks on closed TCP and UDP ports of the namespace: the
+    // namespace answers with resets and drops the datagrams, with no socket.
+    pod.peer_run(&format!(
+        r#"
+import socket
+for _ in range(4):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.connect(("{ip}", 5994))
+    except ConnectionRefusedError:
+        pass
+    s.close()
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(6):
+    u.sendto(b"x", ("{ip}", 5993))
+"#,
+        ip = pod.ip4
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    let (rst, noports) = (pod.nstat("TcpOutRsts") - rst0, pod.nstat("UdpNoPorts") - noports0);
+    let fams = agent.render();
+    let sent = counter(
+        &fams,
+        "netprobe_tcp_resets_total",
+        &[("cgroup", &key), ("direction", "sent")],
+    )
+    .unwrap_or(0.0) as u64;
+    let dropped = counter(
+        &fams,
+        "netprobe_packet_drops_total",
+        &[("cgroup", &key), ("reason", "NO_SOCKET")],
+    )
+    .unwrap_or(0.0) as u64;
+    println!(
+        "standalone {key}: TcpOutRsts {rst} / netprobe {sent}; UdpNoPorts {noports} / netprobe NO_SOCKET {dropped}"
+    );
+    assert_eq!((rst, noports), (4, 6), "the fixture's packets reached the namespace");
+    // Each SYN to the closed TCP port is answered with a reset and then
+    // dropped as NO_SOCKET, like each datagram to the closed UDP port.
+    assert_eq!(dropped, noports + rst, "packets to closed ports count for the cgroup");
+    match report.partial.get(&ProbeType::TcpResets) {
+        Some(why) => println!("TcpResets Partial on this kernel ({why}): {sent} of {rst}"),
+        None => assert_eq!(sent, rst, "resets to a closed port count for the cgroup"),
+    }
+}

@@ -155,12 +155,15 @@ pub fn deployed(
     let running: Vec<&NodeProbeStatus> = relevant
         .iter()
         .filter(current)
-        .filter(|r| r.phase == NodePhase::Running)
+        .filter(|r| matches!(r.phase, NodePhase::Running | NodePhase::Partial))
         .copied()
         .collect();
+    // Partial nodes run the probe (they count as ready) but the probe is
+    // Degraded there: their kernel hides part of the events.
+    let partial = running.iter().filter(|r| r.phase == NodePhase::Partial).count();
     let broken: Vec<&NodeProbeStatus> = relevant
         .iter()
-        .filter(|r| matches!(r.phase, NodePhase::Failed | NodePhase::Unsupported))
+        .filter(|r| matches!(r.phase, NodePhase::Failed | NodePhase::Unsupported | NodePhase::Partial))
         .copied()
         .collect();
     let pods: i64 = relevant.iter().filter(current).map(|r| r.pods_matched).sum();
@@ -200,6 +203,8 @@ pub fn deployed(
         };
         let reason = if broken.iter().all(|r| r.phase == NodePhase::Unsupported) {
             "Unsupported"
+        } else if broken.iter().all(|r| r.phase == NodePhase::Partial) {
+            "Partial"
         } else {
             "NodeFailed"
         };
@@ -264,7 +269,11 @@ pub fn deployed(
     Summary {
         conditions: vec![ready, degraded],
         probe_types: type_list(types),
-        nodes_ready: Some(format!("{}/{}", running.len(), expected.len())),
+        nodes_ready: Some(if partial > 0 {
+            format!("{}/{} ({partial} partial)", running.len(), expected.len())
+        } else {
+            format!("{}/{}", running.len(), expected.len())
+        }),
         pods_matched: Some(pods),
     }
 }
@@ -290,6 +299,34 @@ mod tests {
             message: None,
             last_transition_time: None,
         }
+    }
+
+    #[test]
+    fn partial_nodes_run_the_probe_but_degrade_it_and_show_in_the_node_column() {
+        let s = deployed(
+            3,
+            &[ProbeType::TcpResets],
+            &nodes(&["a", "b"]),
+            &[
+                report("a", NodePhase::Running, 3, 2),
+                NodeProbeStatus {
+                    message: Some("TcpResets: resets sent without a full socket are not visible".into()),
+                    ..report("b", NodePhase::Partial, 3, 1)
+                },
+            ],
+            &[],
+            &t(100),
+        );
+        assert_eq!(cond(&s, READY).status, "True");
+        let d = cond(&s, DEGRADED);
+        assert_eq!((d.status.as_str(), d.reason.as_str()), ("True", "Partial"));
+        assert!(
+            d.message.contains("Partial on b: TcpResets: resets sent"),
+            "{}",
+            d.message
+        );
+        assert_eq!(s.nodes_ready.as_deref(), Some("2/2 (1 partial)"));
+        assert_eq!(s.pods_matched, Some(3));
     }
 
     fn nodes(n: &[&str]) -> BTreeSet<String> {

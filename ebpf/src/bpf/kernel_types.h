@@ -133,6 +133,10 @@ struct bpf_iter__bpf_sk_storage_map {
 #define TCP_CLOSE 7
 #define TCP_CLOSE_WAIT 8
 #define TCP_NEW_SYN_RECV 12
+#define EBUSY 16
+#define EAGAIN 11
+#define ENOMEM 12
+#define EINVAL 22
 #define ECONNREFUSED 111
 #define ETIMEDOUT 110
 #define EHOSTUNREACH 113

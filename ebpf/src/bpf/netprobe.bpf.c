@@ -340,17 +340,32 @@ static __always_inline void retransmitted(const struct sock *sk, const struct sk
 		count_peer(sk, pod.slot, segs);
 }
 
-/* Linux >= 6.16: the tracepoint also fires for failed attempts (err != 0),
- * which TcpRetransSegs counts only when they failed after the count. */
+/* Linux >= 6.16: the tracepoint fires for every attempt with its error.
+ * TcpRetransSegs counts an attempt once the segment is ready to go, before
+ * handing it to the IP layer, so a retransmission the local stack then fails
+ * to send (a full device backlog in a connection storm, a netfilter drop:
+ * NET_XMIT_DROP, -ENOBUFS, -EPERM; TcpExtTCPRetransFail) counts too. The
+ * attempts abandoned before the count end with -EBUSY (the previous copy is
+ * still queued in this host), -EAGAIN (no send window), -ENOMEM, -EINVAL or
+ * -EHOSTUNREACH (the route could not be rebuilt). A routing failure after the
+ * count (-EHOSTUNREACH from the IP layer, right after the route was rebuilt)
+ * is the one attempt the kernel counts and this cannot tell apart. */
+static __always_inline int counted_before_err(int err)
+{
+	return err != -EBUSY && err != -EAGAIN && err != -ENOMEM && err != -EINVAL && err != -EHOSTUNREACH;
+}
+
 SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(np_retransmit_skb, const struct sock *sk, const struct sk_buff *skb, int err)
 {
-	if (err == 0)
+	if (counted_before_err(err))
 		retransmitted(sk, skb);
 	return 0;
 }
 
-/* Older kernels: fires only for successful retransmits. */
+/* Older kernels: fires only for retransmits the stack sent; the ones it
+ * failed to send are counted by the kernel but invisible here (the agent
+ * reports TcpRetransmits Partial on these kernels). */
 SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(np_retransmit_skb_v1, const struct sock *sk, const struct sk_buff *skb)
 {
