@@ -5,17 +5,21 @@
 //! Nothing in this crate performs I/O, so the operator, the agent and the tests
 //! all share exactly one definition of meaning.
 
+pub mod error;
 pub mod keys;
 pub mod plan;
 pub mod selector;
+pub mod source;
 pub mod spec;
 pub mod status;
 pub mod validate;
 
+pub use error::{FieldError, summarize};
 pub use plan::{PLAN_FORMAT_VERSION, PlanError, PlanScope, PlanSource, PlannedProbe, ProbePlan};
+pub use source::{ProbeId, SourceKind};
 pub use spec::{
     ClusterNetworkProbe, ClusterNetworkProbeSpec, Granularity, HistogramOptions, MetricsSpec, NetworkProbe,
     NetworkProbeSpec, PacketDropsOptions, Probe, ProbeType, TcpRetransmitsOptions,
 };
 pub use status::{NodePhase, NodeProbeStatus, ProbeStatus};
-pub use validate::{FieldError, validate_spec};
+pub use validate::validate_spec;

@@ -8,9 +8,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::error::FieldError;
 use crate::selector::Selector;
+use crate::source::{ProbeId, SourceKind};
 use crate::spec::{Granularity, NetworkProbeSpec, Probe, ProbeType};
-use crate::validate::FieldError;
 
 /// Version of the plan document. An agent refuses a plan whose version it
 /// does not know instead of guessing; bump on any incompatible change.
@@ -30,38 +31,31 @@ pub const DEFAULT_RTT_BUCKETS: &[f64] = &[
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ];
 
-/// Which resource a plan comes from.
+/// Which resource a plan comes from, at which version.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct PlanSource {
-    /// `NetworkProbe` or `ClusterNetworkProbe`.
-    pub kind: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-    pub name: String,
+    /// Kind, namespace and name (flattened: the plan document keeps them
+    /// as top-level fields of `source`).
+    #[serde(flatten)]
+    pub id: ProbeId,
     pub uid: String,
     /// metadata.generation of the source when the plan was built.
     pub generation: i64,
 }
 
 impl PlanSource {
-    pub(crate) fn for_validation() -> Self {
+    pub fn new(id: ProbeId, uid: &str, generation: i64) -> Self {
         PlanSource {
-            kind: "NetworkProbe".into(),
-            namespace: Some("validation".into()),
-            name: "validation".into(),
-            uid: String::new(),
-            generation: 0,
+            id,
+            uid: uid.to_string(),
+            generation,
         }
     }
 
-    /// `<kind>/<namespace>/<name>` or `<kind>/<name>`: the `probe` label of
-    /// every series and the key agents use in logs.
+    /// The `probe` label of every series ([`ProbeId::key`]).
     pub fn key(&self) -> String {
-        match &self.namespace {
-            Some(ns) => format!("{}/{}/{}", self.kind, ns, self.name),
-            None => format!("{}/{}", self.kind, self.name),
-        }
+        self.id.key()
     }
 }
 
@@ -142,15 +136,20 @@ pub enum PlanError {
     MissingVersion,
 }
 
-impl ProbePlan {
-    /// Validate `spec` and build its plan. `namespace_selector` is given for
-    /// a ClusterNetworkProbe; a NetworkProbe's scope is its own namespace.
-    /// Every meaning error is returned at once, each naming its field.
-    pub fn build(
-        source: PlanSource,
-        spec: &NetworkProbeSpec,
-        namespace_selector: Option<&LabelSelector>,
-    ) -> Result<ProbePlan, Vec<FieldError>> {
+/// Everything of a plan that comes from the spec alone, checked and
+/// defaulted: what validation and plan building share.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlanBody {
+    pub probes: Vec<PlannedProbe>,
+    pub pod_selector: Selector,
+    pub node_selector: Selector,
+    pub metrics: PlannedMetrics,
+}
+
+impl PlanBody {
+    /// Check `spec`'s meaning and default it. Every error is returned at
+    /// once, each naming its field.
+    pub fn check(spec: &NetworkProbeSpec) -> Result<PlanBody, Vec<FieldError>> {
         let mut errors = Vec::new();
         let mut keep = |r: Result<Selector, Vec<FieldError>>| match r {
             Ok(s) => s,
@@ -161,12 +160,6 @@ impl ProbePlan {
         };
         let pod_selector = keep(Selector::parse(spec.pod_selector.as_ref(), "spec.podSelector"));
         let node_selector = keep(Selector::parse(spec.node_selector.as_ref(), "spec.nodeSelector"));
-        let scope = match &source.namespace {
-            Some(ns) => PlanScope::Namespace { namespace: ns.clone() },
-            None => PlanScope::Cluster {
-                namespace_selector: keep(Selector::parse(namespace_selector, "spec.namespaceSelector")),
-            },
-        };
 
         if spec.probes.is_empty() {
             errors.push(FieldError::new("spec.probes", "must list at least one probe"));
@@ -200,10 +193,7 @@ impl ProbePlan {
         if !errors.is_empty() {
             return Err(errors);
         }
-        Ok(ProbePlan {
-            format_version: PLAN_FORMAT_VERSION,
-            source,
-            scope,
+        Ok(PlanBody {
             probes,
             pod_selector,
             node_selector,
@@ -212,6 +202,44 @@ impl ProbePlan {
                 max_series_per_node,
             },
         })
+    }
+}
+
+impl ProbePlan {
+    /// Validate `spec` and build its plan. `namespace_selector` is read for
+    /// a ClusterNetworkProbe; a NetworkProbe's scope is its own namespace.
+    /// Every meaning error is returned at once, each naming its field.
+    pub fn build(
+        source: PlanSource,
+        spec: &NetworkProbeSpec,
+        namespace_selector: Option<&LabelSelector>,
+    ) -> Result<ProbePlan, Vec<FieldError>> {
+        let scope = match (source.id.kind, &source.id.namespace) {
+            (SourceKind::Namespaced, Some(ns)) => Ok(PlanScope::Namespace { namespace: ns.clone() }),
+            (SourceKind::Namespaced, None) => Err(vec![FieldError::new(
+                "metadata.namespace",
+                "a NetworkProbe must have a namespace",
+            )]),
+            (SourceKind::Cluster, _) => Selector::parse(namespace_selector, "spec.namespaceSelector")
+                .map(|namespace_selector| PlanScope::Cluster { namespace_selector }),
+        };
+        match (PlanBody::check(spec), scope) {
+            (Ok(body), Ok(scope)) => Ok(ProbePlan {
+                format_version: PLAN_FORMAT_VERSION,
+                source,
+                scope,
+                probes: body.probes,
+                pod_selector: body.pod_selector,
+                node_selector: body.node_selector,
+                metrics: body.metrics,
+            }),
+            (body, scope) => Err(body
+                .err()
+                .unwrap_or_default()
+                .into_iter()
+                .chain(scope.err().unwrap_or_default())
+                .collect()),
+        }
     }
 
     /// The ConfigMap payload: pretty JSON (plans are meant to be read with
@@ -321,11 +349,12 @@ fn plan_probe(p: &Probe, field: &str) -> Result<PlannedProbe, Vec<FieldError>> {
 /// Name of the plan ConfigMap of a source. A namespace cannot contain dots, so
 /// `nprobe.<namespace>.<name>` is unique; names too long for a ConfigMap are
 /// cut and suffixed with a hash of the full name.
-pub fn plan_configmap_name(kind: &str, namespace: Option<&str>, name: &str) -> String {
-    let full = match namespace {
-        Some(ns) => format!("nprobe.{ns}.{name}"),
-        None if kind == "ClusterNetworkProbe" => format!("cnprobe.{name}"),
-        None => format!("{}.{name}", kind.to_ascii_lowercase()),
+pub fn plan_configmap_name(id: &ProbeId) -> String {
+    let name = &id.name;
+    let full = match (&id.namespace, id.kind) {
+        (Some(ns), _) => format!("nprobe.{ns}.{name}"),
+        (None, SourceKind::Cluster) => format!("cnprobe.{name}"),
+        (None, SourceKind::Namespaced) => format!("nprobe.{name}"),
     };
     if full.len() <= 253 {
         return full;
@@ -344,18 +373,12 @@ mod tests {
     use crate::spec::{HistogramOptions, MetricsSpec, PacketDropsOptions, TcpRetransmitsOptions};
 
     fn source(ns: Option<&str>) -> PlanSource {
-        PlanSource {
-            kind: if ns.is_some() {
-                "NetworkProbe"
-            } else {
-                "ClusterNetworkProbe"
-            }
-            .into(),
-            namespace: ns.map(Into::into),
-            name: "p".into(),
-            uid: "u".into(),
-            generation: 3,
-        }
+        let kind = if ns.is_some() {
+            SourceKind::Namespaced
+        } else {
+            SourceKind::Cluster
+        };
+        PlanSource::new(ProbeId::new(kind, ns, "p"), "u", 3)
     }
 
     fn spec(probes: Vec<Probe>) -> NetworkProbeSpec {
@@ -517,18 +540,16 @@ mod tests {
 
     #[test]
     fn configmap_names_are_unique_and_bounded() {
-        assert_eq!(plan_configmap_name("NetworkProbe", Some("a-b"), "c"), "nprobe.a-b.c");
-        assert_ne!(
-            plan_configmap_name("NetworkProbe", Some("a"), "b-c"),
-            plan_configmap_name("NetworkProbe", Some("a-b"), "c")
+        let np = |ns: &str, name: &str| plan_configmap_name(&ProbeId::new(SourceKind::Namespaced, Some(ns), name));
+        assert_eq!(np("a-b", "c"), "nprobe.a-b.c");
+        assert_ne!(np("a", "b-c"), np("a-b", "c"));
+        assert_eq!(
+            plan_configmap_name(&ProbeId::new(SourceKind::Cluster, None, "all")),
+            "cnprobe.all"
         );
-        assert_eq!(plan_configmap_name("ClusterNetworkProbe", None, "all"), "cnprobe.all");
         let long = "x".repeat(253);
-        let n = plan_configmap_name("NetworkProbe", Some("ns"), &long);
+        let n = np("ns", &long);
         assert!(n.len() <= 253, "{}", n.len());
-        assert_ne!(
-            n,
-            plan_configmap_name("NetworkProbe", Some("ns"), &format!("{}y", "x".repeat(252)))
-        );
+        assert_ne!(n, np("ns", &format!("{}y", "x".repeat(252))));
     }
 }

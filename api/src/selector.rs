@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde::{Deserialize, Serialize};
 
-use crate::validate::FieldError;
+use crate::error::FieldError;
 
 /// A parsed label selector. The empty selector matches everything.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]

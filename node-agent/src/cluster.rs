@@ -17,7 +17,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use netprobe_api::keys::{self, PLAN_DATA_KEY, PLAN_LABEL};
-use netprobe_api::{NodeProbeStatus, ProbePlan};
+use netprobe_api::{NodeProbeStatus, ProbeId, ProbePlan, SourceKind};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
@@ -25,7 +25,7 @@ use crate::desired::Desired;
 use crate::manager::{ApplyReport, ManagerError};
 use crate::podindex::PodIndex;
 use crate::selection::{self, PodView};
-use crate::status::{self, Reporter, SourceRef};
+use crate::status::{self, Reporter};
 
 /// What cluster mode needs from the kernel side (the real `Agent`, or a
 /// recorder in component tests).
@@ -55,11 +55,11 @@ pub struct ClusterConfig {
 }
 
 /// A plan ConfigMap read: its plan, or why this agent cannot use it.
-pub fn read_plan(cm: &ConfigMap) -> Result<ProbePlan, (Option<SourceRef>, String)> {
+pub fn read_plan(cm: &ConfigMap) -> Result<ProbePlan, (Option<ProbeId>, String)> {
     let labels = cm.labels();
     let source = || {
-        Some(SourceRef {
-            kind: labels.get(keys::SOURCE_KIND_LABEL)?.clone(),
+        Some(ProbeId {
+            kind: SourceKind::from_kind(labels.get(keys::SOURCE_KIND_LABEL)?)?,
             namespace: labels.get(keys::SOURCE_NAMESPACE_LABEL).cloned(),
             name: labels.get(keys::SOURCE_NAME_LABEL)?.clone(),
         })
@@ -73,12 +73,8 @@ pub fn read_plan(cm: &ConfigMap) -> Result<ProbePlan, (Option<SourceRef>, String
     ProbePlan::from_json(text).map_err(|e| (source(), format!("plan ConfigMap {}: {e}", cm.name_any())))
 }
 
-fn source_of(plan: &ProbePlan) -> SourceRef {
-    SourceRef {
-        kind: plan.source.kind.clone(),
-        namespace: plan.source.namespace.clone(),
-        name: plan.source.name.clone(),
-    }
+fn source_of(plan: &ProbePlan) -> ProbeId {
+    plan.source.id.clone()
 }
 
 /// One recomputation from the stores' current content.
@@ -90,7 +86,7 @@ pub struct Inputs<'a> {
 }
 
 /// Desired state and this node's status entries from one set of inputs.
-pub fn compute(node: &str, inputs: &Inputs<'_>, kernel: &dyn Kernel) -> (BTreeMap<SourceRef, NodeProbeStatus>, bool) {
+pub fn compute(node: &str, inputs: &Inputs<'_>, kernel: &dyn Kernel) -> (BTreeMap<ProbeId, NodeProbeStatus>, bool) {
     let mut plans = Vec::new();
     let mut entries = BTreeMap::new();
     for cm in &inputs.configmaps {

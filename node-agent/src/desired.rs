@@ -165,31 +165,10 @@ pub fn diff(current: &KernelState, desired: &KernelState) -> Vec<Op> {
 pub(crate) mod testing {
     use super::*;
     use netprobe_api::Granularity;
-    use netprobe_api::plan::{PlanScope, PlanSource, PlannedMetrics};
-    use netprobe_api::selector::Selector;
 
-    /// A NetworkProbe plan `shop/<name>`.
+    /// A NetworkProbe plan `shop/<name>` (built in `netprobe_testutil`).
     pub fn plan(name: &str, probes: Vec<PlannedProbe>, granularity: Granularity, max_series: u32) -> Arc<ProbePlan> {
-        Arc::new(ProbePlan {
-            format_version: 1,
-            source: PlanSource {
-                kind: "NetworkProbe".into(),
-                namespace: Some("shop".into()),
-                name: name.into(),
-                uid: name.into(),
-                generation: 1,
-            },
-            scope: PlanScope::Namespace {
-                namespace: "shop".into(),
-            },
-            probes,
-            pod_selector: Selector::default(),
-            node_selector: Selector::default(),
-            metrics: PlannedMetrics {
-                granularity,
-                max_series_per_node: max_series,
-            },
-        })
+        Arc::new(netprobe_testutil::plans::planned(name, probes, granularity, max_series))
     }
 
     /// Desired state: each plan selects the listed target keys.

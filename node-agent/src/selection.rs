@@ -102,7 +102,7 @@ pub fn select(
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-    use netprobe_api::{NetworkProbeSpec, PlanSource, Probe, ProbeType};
+    use netprobe_api::{NetworkProbeSpec, Probe, ProbeType};
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -127,19 +127,8 @@ mod tests {
             node_selector: node_sel,
             ..Default::default()
         };
-        let src = PlanSource {
-            kind: if ns.is_some() {
-                "NetworkProbe"
-            } else {
-                "ClusterNetworkProbe"
-            }
-            .into(),
-            namespace: ns.map(String::from),
-            name: "p".into(),
-            uid: "u".into(),
-            generation: 1,
-        };
-        Arc::new(ProbePlan::build(src, &spec, ns_sel.as_ref()).unwrap())
+        let src = netprobe_testutil::plans::source(ns, "p", "u", 1);
+        Arc::new(netprobe_testutil::plans::build(src, &spec, ns_sel.as_ref()))
     }
 
     fn pod(uid: &str, ns: &str, l: &[(&str, &str)]) -> PodView {

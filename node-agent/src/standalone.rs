@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use netprobe_api::{ClusterNetworkProbe, NetworkProbe, PlanSource, ProbePlan};
+use netprobe_api::{ClusterNetworkProbe, NetworkProbe, PlanSource, ProbeId, ProbePlan, SourceKind};
 use tracing::warn;
 
 use crate::cgroups;
@@ -85,13 +85,16 @@ pub fn load_plans(paths: &[PathBuf]) -> Result<(Vec<ProbePlan>, Vec<Rejected>), 
 
 fn plan_of(value: &serde_json::Value) -> Result<Option<ProbePlan>, String> {
     let kind = value["kind"].as_str().unwrap_or_default();
-    let (spec, ns_sel, namespace, name) = match kind {
-        "NetworkProbe" => {
+    let Some(source_kind) = SourceKind::from_kind(kind) else {
+        return Err(format!("kind {kind:?} is not NetworkProbe or ClusterNetworkProbe"));
+    };
+    let (spec, ns_sel, namespace, name) = match source_kind {
+        SourceKind::Namespaced => {
             let p: NetworkProbe = serde_json::from_value(value.clone()).map_err(|e| format!("NetworkProbe: {e}"))?;
             let ns = p.metadata.namespace.clone().unwrap_or_else(|| "default".into());
             (p.spec, None, Some(ns), p.metadata.name.unwrap_or_default())
         }
-        "ClusterNetworkProbe" => {
+        SourceKind::Cluster => {
             let p: ClusterNetworkProbe =
                 serde_json::from_value(value.clone()).map_err(|e| format!("ClusterNetworkProbe: {e}"))?;
             (
@@ -101,18 +104,11 @@ fn plan_of(value: &serde_json::Value) -> Result<Option<ProbePlan>, String> {
                 p.metadata.name.unwrap_or_default(),
             )
         }
-        other => return Err(format!("kind {other:?} is not NetworkProbe or ClusterNetworkProbe")),
     };
     if spec.suspend == Some(true) {
         return Ok(None);
     }
-    let source = PlanSource {
-        kind: kind.to_string(),
-        namespace,
-        name,
-        uid: "standalone".into(),
-        generation: 1,
-    };
+    let source = PlanSource::new(ProbeId::new(source_kind, namespace.as_deref(), &name), "standalone", 1);
     ProbePlan::build(source, &spec, ns_sel.as_ref())
         .map(Some)
         .map_err(|errs| errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))

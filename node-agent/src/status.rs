@@ -8,22 +8,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use netprobe_api::keys::{self, agent_manager};
-use netprobe_api::{NodePhase, NodeProbeStatus, ProbePlan, ProbeType};
+use netprobe_api::{NodePhase, NodeProbeStatus, ProbeId, ProbePlan, ProbeType};
 use serde_json::json;
 use tracing::{debug, warn};
 
 use crate::manager::ApplyReport;
 use crate::selection::PlanOutcome;
-
-/// The resource a status entry belongs to.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SourceRef {
-    pub kind: String,
-    pub namespace: Option<String>,
-    pub name: String,
-}
 
 /// This node's entry for a plan it runs.
 pub fn entry_for(
@@ -131,8 +123,8 @@ pub struct Reporter {
     node: String,
     min_interval: Duration,
     /// What should be there (None = no entry).
-    wanted: BTreeMap<SourceRef, Option<NodeProbeStatus>>,
-    written: BTreeMap<SourceRef, Written>,
+    wanted: BTreeMap<ProbeId, Option<NodeProbeStatus>>,
+    written: BTreeMap<ProbeId, Written>,
     /// API writes made (for tests and self-metrics).
     pub writes: u64,
 }
@@ -161,9 +153,9 @@ impl Reporter {
 
     /// Replace what this node should report. Sources reported before and
     /// absent now get their entry removed.
-    pub fn set(&mut self, entries: BTreeMap<SourceRef, NodeProbeStatus>) {
+    pub fn set(&mut self, entries: BTreeMap<ProbeId, NodeProbeStatus>) {
         let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let mut wanted: BTreeMap<SourceRef, Option<NodeProbeStatus>> = BTreeMap::new();
+        let mut wanted: BTreeMap<ProbeId, Option<NodeProbeStatus>> = BTreeMap::new();
         for (src, mut e) in entries {
             let prev = self.written.get(&src).and_then(|w| w.entry.as_ref());
             e.last_transition_time = match prev {
@@ -172,7 +164,7 @@ impl Reporter {
             };
             wanted.insert(src, Some(e));
         }
-        let gone: BTreeSet<SourceRef> = self
+        let gone: BTreeSet<ProbeId> = self
             .written
             .iter()
             .filter(|(s, w)| w.entry.is_some() && !wanted.contains_key(*s))
@@ -188,7 +180,7 @@ impl Reporter {
     /// if something is still pending.
     pub async fn flush(&mut self) -> Option<Duration> {
         let mut next: Option<Duration> = None;
-        let wanted: Vec<(SourceRef, Option<NodeProbeStatus>)> =
+        let wanted: Vec<(ProbeId, Option<NodeProbeStatus>)> =
             self.wanted.iter().map(|(s, e)| (s.clone(), e.clone())).collect();
         for (src, entry) in wanted {
             let last = self.written.get(&src);
@@ -232,14 +224,8 @@ impl Reporter {
         next
     }
 
-    async fn write(&self, src: &SourceRef, entry: Option<&NodeProbeStatus>) -> Result<(), kube::Error> {
-        let gvk = GroupVersionKind::gvk(keys::GROUP, keys::VERSION, &src.kind);
-        let plural = if src.kind == "ClusterNetworkProbe" {
-            "clusternetworkprobes"
-        } else {
-            "networkprobes"
-        };
-        let ar = ApiResource::from_gvk_with_plural(&gvk, plural);
+    async fn write(&self, src: &ProbeId, entry: Option<&NodeProbeStatus>) -> Result<(), kube::Error> {
+        let ar = src.kind.api_resource();
         let api: Api<DynamicObject> = match &src.namespace {
             Some(ns) => Api::namespaced_with(self.client.clone(), ns, &ar),
             None => Api::all_with(self.client.clone(), &ar),
@@ -253,7 +239,7 @@ impl Reporter {
             Some(e) => json!({"nodes": [e]}),
             None => json!({}),
         };
-        let body = json!({"apiVersion": format!("{}/{}", keys::GROUP, keys::VERSION), "kind": src.kind, "metadata": meta, "status": status});
+        let body = json!({"apiVersion": format!("{}/{}", keys::GROUP, keys::VERSION), "kind": src.kind.kind(), "metadata": meta, "status": status});
         debug!(probe = ?src, "writing node status");
         api.patch_status(
             &src.name,

@@ -13,7 +13,8 @@ use netprobe_agent::cluster::{self, ClusterConfig, Kernel};
 use netprobe_agent::desired::{Desired, Owner};
 use netprobe_agent::manager::{ApplyReport, ManagerError};
 use netprobe_api::keys::{PLAN_DATA_KEY, PLAN_LABEL, SOURCE_KIND_LABEL, SOURCE_NAME_LABEL, SOURCE_NAMESPACE_LABEL};
-use netprobe_api::{ClusterNetworkProbe, NetworkProbe, NetworkProbeSpec, PlanSource, ProbePlan};
+use netprobe_api::{ClusterNetworkProbe, NetworkProbe, NetworkProbeSpec};
+use netprobe_testutil::plans;
 use serde_json::{Value, json};
 
 const GV: &str = "netprobe.dev/v1alpha1";
@@ -112,14 +113,13 @@ impl World {
         obj["metadata"]["generation"] = json!(generation);
         let obj = self.api.put(GV, "networkprobes", obj);
         let parsed: NetworkProbeSpec = serde_json::from_value(spec).expect("spec");
-        let src = PlanSource {
-            kind: "NetworkProbe".into(),
-            namespace: Some(ns.into()),
-            name: name.into(),
-            uid: obj["metadata"]["uid"].as_str().unwrap_or_default().into(),
+        let src = plans::source(
+            Some(ns),
+            name,
+            obj["metadata"]["uid"].as_str().unwrap_or_default(),
             generation,
-        };
-        let plan = ProbePlan::build(src, &parsed, None).expect("plan");
+        );
+        let plan = plans::build(src, &parsed, None);
         self.plan_cm(ns, name, &plan.to_json());
     }
 
@@ -341,14 +341,8 @@ async fn agent_uses_exactly_its_rbac() {
         "spec": {"probes": [{"type": "PacketDrops"}]}}),
     );
     let spec: NetworkProbeSpec = serde_json::from_value(json!({"probes": [{"type": "PacketDrops"}]})).unwrap();
-    let src = PlanSource {
-        kind: "ClusterNetworkProbe".into(),
-        namespace: None,
-        name: "c".into(),
-        uid: obj["metadata"]["uid"].as_str().unwrap_or_default().into(),
-        generation: 1,
-    };
-    let plan = ProbePlan::build(src, &spec, None).unwrap();
+    let src = plans::source(None, "c", obj["metadata"]["uid"].as_str().unwrap_or_default(), 1);
+    let plan = plans::build(src, &spec, None);
     w.api.put(
         "v1",
         "configmaps",

@@ -22,7 +22,7 @@ fn claimed_source(cm: &ConfigMap) -> Option<(SourceKind, Option<String>, String,
         .and_then(|s| ProbePlan::from_json(s).ok())
     {
         let s = plan.source;
-        return Some((SourceKind::from_kind(&s.kind)?, s.namespace, s.name, s.uid));
+        return Some((s.id.kind, s.id.namespace, s.id.name, s.uid));
     }
     let l = cm.labels();
     Some((

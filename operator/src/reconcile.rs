@@ -16,7 +16,7 @@ use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 use netprobe_api::keys::{self, FINALIZER, OPERATOR_MANAGER, PLAN_DATA_KEY, PLAN_LABEL};
 use netprobe_api::plan::plan_configmap_name;
-use netprobe_api::validate::summarize;
+use netprobe_api::summarize;
 use netprobe_api::{ProbePlan, ProbeType};
 use serde_json::json;
 use tracing::{debug, info, warn};
@@ -48,8 +48,8 @@ pub struct Context {
 
 impl Context {
     fn probes(&self, src: &ProbeSource) -> Api<DynamicObject> {
-        let ar = src.kind.api_resource();
-        match &src.namespace {
+        let ar = src.id.kind.api_resource();
+        match &src.id.namespace {
             Some(ns) => Api::namespaced_with(self.client.clone(), ns, &ar),
             None => Api::all_with(self.client.clone(), &ar),
         }
@@ -86,11 +86,11 @@ pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>, kind: SourceK
 
 async fn reconcile_inner(obj: &DynamicObject, ctx: &Context, kind: SourceKind) -> Result<Action, Error> {
     let src = ProbeSource::parse(kind, obj);
-    let cm_name = plan_configmap_name(kind.kind(), src.namespace.as_deref(), &src.name);
+    let cm_name = plan_configmap_name(&src.id);
 
     if src.deleting {
         ctx.metrics
-            .forget_probe(kind.kind(), src.namespace.as_deref().unwrap_or(""), &src.name);
+            .forget_probe(kind.kind(), src.id.namespace.as_deref().unwrap_or(""), &src.id.name);
         if delete_plan(ctx, &cm_name, &src.uid).await? {
             info!(probe = %src.display(), plan = %cm_name, "probe deleted: plan removed");
         }
@@ -189,8 +189,12 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context, kind: SourceKind) -
         .iter()
         .map(|c| (c.type_.clone(), c.status == "True"))
         .collect();
-    ctx.metrics
-        .set_conditions(kind.kind(), src.namespace.as_deref().unwrap_or(""), &src.name, &conds);
+    ctx.metrics.set_conditions(
+        kind.kind(),
+        src.id.namespace.as_deref().unwrap_or(""),
+        &src.id.name,
+        &conds,
+    );
     let was_ready = is_true(&prior, aggregate::READY);
     if write_status(ctx, &src, &summary).await? {
         let ready = is_true(&summary.conditions, aggregate::READY);
@@ -216,7 +220,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context, kind: SourceKind) -
 async fn patch_finalizers(ctx: &Context, src: &ProbeSource, patch: serde_json::Value) -> Result<(), Error> {
     let patch = serde_json::from_value(patch).map_err(kube::Error::SerdeError)?;
     ctx.probes(src)
-        .patch(&src.name, &PatchParams::default(), &Patch::<()>::Json(patch))
+        .patch(&src.id.name, &PatchParams::default(), &Patch::<()>::Json(patch))
         .await?;
     Ok(())
 }
@@ -236,22 +240,22 @@ fn is_true(conds: &[Condition], type_: &str) -> bool {
 pub fn desired_configmap(src: &ProbeSource, name: &str, namespace: &str, plan: &ProbePlan) -> ConfigMap {
     let mut labels = BTreeMap::from([
         (PLAN_LABEL.to_string(), label_value(name)),
-        (keys::SOURCE_KIND_LABEL.to_string(), src.kind.kind().to_string()),
+        (keys::SOURCE_KIND_LABEL.to_string(), src.id.kind.kind().to_string()),
         (keys::SOURCE_UID_LABEL.to_string(), src.uid.clone()),
     ]);
-    if let Some(ns) = &src.namespace {
+    if let Some(ns) = &src.id.namespace {
         labels.insert(keys::SOURCE_NAMESPACE_LABEL.to_string(), ns.clone());
     }
-    if src.name.len() <= 63 {
-        labels.insert(keys::SOURCE_NAME_LABEL.to_string(), src.name.clone());
+    if src.id.name.len() <= 63 {
+        labels.insert(keys::SOURCE_NAME_LABEL.to_string(), src.id.name.clone());
     }
-    let owner_references = match src.kind {
+    let owner_references = match src.id.kind {
         // A cluster-scoped owner may own a namespaced dependent: the garbage
         // collector removes the plan with its probe.
         SourceKind::Cluster => Some(vec![OwnerReference {
             api_version: format!("{}/{}", keys::GROUP, keys::VERSION),
-            kind: src.kind.kind().into(),
-            name: src.name.clone(),
+            kind: src.id.kind.kind().into(),
+            name: src.id.name.clone(),
             uid: src.uid.clone(),
             controller: Some(true),
             block_owner_deletion: None,
@@ -340,13 +344,13 @@ async fn write_status(ctx: &Context, src: &ProbeSource, s: &Summary) -> Result<b
     }
     let body = json!({
         "apiVersion": format!("{}/{}", keys::GROUP, keys::VERSION),
-        "kind": src.kind.kind(),
-        "metadata": {"name": src.name},
+        "kind": src.id.kind.kind(),
+        "metadata": {"name": src.id.name},
         "status": status,
     });
     ctx.probes(src)
         .patch_status(
-            &src.name,
+            &src.id.name,
             &PatchParams::apply(OPERATOR_MANAGER).force(),
             &Patch::Apply(body),
         )

@@ -4,55 +4,11 @@
 //! that one probe instead of an error that stalls the whole watch.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
-use kube::{CustomResourceExt, Resource, ResourceExt};
-use netprobe_api::{
-    ClusterNetworkProbe, ClusterNetworkProbeSpec, NetworkProbe, NetworkProbeSpec, PlanSource, ProbeStatus,
-};
+use kube::api::DynamicObject;
+use kube::{Resource, ResourceExt};
+use netprobe_api::{ClusterNetworkProbeSpec, NetworkProbeSpec, PlanSource, ProbeId, ProbeStatus};
 
-/// The two kinds, which share one reconcile path.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum SourceKind {
-    Namespaced,
-    Cluster,
-}
-
-impl SourceKind {
-    pub const ALL: [SourceKind; 2] = [SourceKind::Namespaced, SourceKind::Cluster];
-
-    pub fn kind(self) -> &'static str {
-        match self {
-            SourceKind::Namespaced => "NetworkProbe",
-            SourceKind::Cluster => "ClusterNetworkProbe",
-        }
-    }
-
-    pub fn from_kind(kind: &str) -> Option<SourceKind> {
-        SourceKind::ALL.into_iter().find(|k| k.kind() == kind)
-    }
-
-    pub fn api_resource(self) -> ApiResource {
-        let plural = match self {
-            SourceKind::Namespaced => NetworkProbe::plural(&()),
-            SourceKind::Cluster => ClusterNetworkProbe::plural(&()),
-        };
-        let gvk = GroupVersionKind::gvk(netprobe_api::keys::GROUP, netprobe_api::keys::VERSION, self.kind());
-        ApiResource::from_gvk_with_plural(&gvk, &plural)
-    }
-
-    /// Namespaced probes need a finalizer: their plan lives in another
-    /// namespace, where an ownerReference cannot reach.
-    pub fn uses_finalizer(self) -> bool {
-        self == SourceKind::Namespaced
-    }
-
-    pub fn crd_name(self) -> String {
-        match self {
-            SourceKind::Namespaced => NetworkProbe::crd_name().to_string(),
-            SourceKind::Cluster => ClusterNetworkProbe::crd_name().to_string(),
-        }
-    }
-}
+pub use netprobe_api::SourceKind;
 
 /// The spec, once readable: the shared part and, for a cluster probe, its
 /// namespace selector.
@@ -65,9 +21,7 @@ pub struct ReadSpec {
 /// A probe as the reconciler sees it.
 #[derive(Clone, Debug)]
 pub struct ProbeSource {
-    pub kind: SourceKind,
-    pub name: String,
-    pub namespace: Option<String>,
+    pub id: ProbeId,
     pub uid: String,
     pub generation: i64,
     pub resource_version: Option<String>,
@@ -111,9 +65,7 @@ impl ProbeSource {
             .and_then(|s| serde_json::from_value::<ProbeStatus>(s.clone()).ok())
             .unwrap_or_default();
         ProbeSource {
-            kind,
-            name: obj.name_any(),
-            namespace: obj.namespace(),
+            id: ProbeId::new(kind, obj.namespace().as_deref(), &obj.name_any()),
             uid: obj.uid().unwrap_or_default(),
             generation: obj.meta().generation.unwrap_or(0),
             resource_version: obj.resource_version(),
@@ -125,21 +77,12 @@ impl ProbeSource {
     }
 
     pub fn plan_source(&self) -> PlanSource {
-        PlanSource {
-            kind: self.kind.kind().to_string(),
-            namespace: self.namespace.clone(),
-            name: self.name.clone(),
-            uid: self.uid.clone(),
-            generation: self.generation,
-        }
+        PlanSource::new(self.id.clone(), &self.uid, self.generation)
     }
 
     /// `NetworkProbe shop/redis` for logs and messages.
     pub fn display(&self) -> String {
-        match &self.namespace {
-            Some(ns) => format!("{} {ns}/{}", self.kind.kind(), self.name),
-            None => format!("{} {}", self.kind.kind(), self.name),
-        }
+        self.id.display()
     }
 }
 

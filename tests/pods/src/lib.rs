@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use netprobe_agent::cgroups;
 use netprobe_agent::desired::{Desired, Owner, PlanTargets, Target};
-use netprobe_api::{NetworkProbeSpec, PlanSource, Probe, ProbePlan};
+use netprobe_api::ProbePlan;
 use prometheus::proto::MetricFamily;
 
 /// Kernel tests share the machine's tracepoints and timing: run one at a time.
@@ -519,20 +519,7 @@ pub fn series_pods(fams: &[MetricFamily], name: &str) -> Vec<String> {
 }
 
 /// A NetworkProbe plan `shop/<name>` (namespace `ns`) of `probes`.
-pub fn plan_in(ns: &str, name: &str, probes: Vec<Probe>) -> ProbePlan {
-    let spec = NetworkProbeSpec {
-        probes,
-        ..Default::default()
-    };
-    let src = PlanSource {
-        kind: "NetworkProbe".into(),
-        namespace: Some(ns.into()),
-        name: name.into(),
-        uid: name.into(),
-        generation: 1,
-    };
-    ProbePlan::build(src, &spec, None).expect("valid plan")
-}
+pub use netprobe_testutil::plans::plan_in;
 
 /// Desired state: `plan` selects `selected`; `others` exist unselected.
 pub fn desired_of(plan: ProbePlan, selected: &[Target], others: &[Target]) -> Desired {

@@ -3,6 +3,8 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+pub mod plans;
+
 /// Environment switch CI sets: a test that cannot run must fail, not skip.
 pub const REQUIRE_ENV: &str = "NETPROBE_REQUIRE_KERNEL_TESTS";
 
