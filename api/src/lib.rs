@@ -8,6 +8,7 @@
 pub mod error;
 pub mod keys;
 pub mod plan;
+pub mod probes;
 pub mod selector;
 pub mod source;
 pub mod spec;
@@ -16,10 +17,13 @@ pub mod validate;
 
 pub use error::{FieldError, summarize};
 pub use plan::{PLAN_FORMAT_VERSION, PlanError, PlanScope, PlanSource, PlannedProbe, ProbePlan};
+pub use probes::histogram::HistogramOptions;
+pub use probes::packet_drops::PacketDropsOptions;
+pub use probes::tcp_retransmits::TcpRetransmitsOptions;
 pub use source::{ProbeId, SourceKind};
 pub use spec::{
-    ClusterNetworkProbe, ClusterNetworkProbeSpec, Granularity, HistogramOptions, MetricsSpec, NetworkProbe,
-    NetworkProbeSpec, PacketDropsOptions, Probe, ProbeType, TcpRetransmitsOptions,
+    ClusterNetworkProbe, ClusterNetworkProbeSpec, Granularity, MetricsSpec, NetworkProbe, NetworkProbeSpec, Probe,
+    ProbeType,
 };
 pub use status::{NodePhase, NodeProbeStatus, ProbeStatus};
 pub use validate::validate_spec;

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::error::FieldError;
 use crate::selector::Selector;
 use crate::source::{ProbeId, SourceKind};
-use crate::spec::{Granularity, NetworkProbeSpec, Probe, ProbeType};
+use crate::spec::{Granularity, NetworkProbeSpec, ProbeType};
 
 /// Version of the plan document. An agent refuses a plan whose version it
 /// does not know instead of guessing; bump on any incompatible change.
@@ -19,17 +19,6 @@ pub const PLAN_FORMAT_VERSION: u32 = 1;
 
 /// Default series budget per probe per node.
 pub const DEFAULT_MAX_SERIES_PER_NODE: u32 = 1000;
-
-/// Connect latency buckets (seconds): sub-millisecond on a LAN up to the
-/// 1 s, 3 s, 7 s of SYN retransmissions.
-pub const DEFAULT_CONNECT_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
-/// Smoothed RTT buckets (seconds): tens of microseconds on veth up to a second.
-pub const DEFAULT_RTT_BUCKETS: &[f64] = &[
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-];
 
 /// Which resource a plan comes from, at which version.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -175,7 +164,7 @@ impl PlanBody {
                 ));
                 continue;
             }
-            match plan_probe(p, &field) {
+            match crate::probes::plan(p, &field) {
                 Ok(pp) => probes.push(pp),
                 Err(e) => errors.extend(e),
             }
@@ -275,77 +264,6 @@ impl ProbePlan {
     }
 }
 
-fn plan_probe(p: &Probe, field: &str) -> Result<PlannedProbe, Vec<FieldError>> {
-    let mut errors = Vec::new();
-    // Options of another type are a mistake the user should hear about
-    // (the CEL rules say the same at admission).
-    let present = [
-        (ProbeType::TcpRetransmits, p.tcp_retransmits.is_some()),
-        (ProbeType::TcpConnectLatency, p.tcp_connect_latency.is_some()),
-        (ProbeType::TcpRtt, p.tcp_rtt.is_some()),
-        (ProbeType::PacketDrops, p.packet_drops.is_some()),
-    ];
-    for (t, is_set) in present {
-        if is_set && t != p.type_ {
-            errors.push(FieldError::new(
-                format!("{field}.{}", t.options_field()),
-                format!("options for {t} are not allowed on a probe of type {}", p.type_),
-            ));
-        }
-    }
-    let mut buckets = |opts: Option<&crate::spec::HistogramOptions>, default: &[f64]| -> Vec<f64> {
-        let b = opts.and_then(|o| o.buckets.clone()).unwrap_or_else(|| default.to_vec());
-        let f = format!("{field}.{}.buckets", p.type_.options_field());
-        if b.is_empty() || b.len() > 32 {
-            errors.push(FieldError::new(&f, "must hold 1 to 32 bounds"));
-        }
-        if b.iter().any(|x| !x.is_finite() || *x <= 0.0) {
-            errors.push(FieldError::new(&f, "bounds must be positive finite numbers of seconds"));
-        }
-        if b.windows(2).any(|w| w[0] >= w[1]) {
-            errors.push(FieldError::new(&f, "bounds must be strictly increasing"));
-        }
-        b
-    };
-    let planned = match p.type_ {
-        ProbeType::TcpRetransmits => PlannedProbe::TcpRetransmits {
-            peer_labels: p.tcp_retransmits.as_ref().and_then(|o| o.peer_labels).unwrap_or(false),
-        },
-        ProbeType::TcpResets => PlannedProbe::TcpResets {},
-        ProbeType::TcpConnectLatency => PlannedProbe::TcpConnectLatency {
-            buckets: buckets(p.tcp_connect_latency.as_ref(), DEFAULT_CONNECT_BUCKETS),
-        },
-        ProbeType::TcpRtt => PlannedProbe::TcpRtt {
-            buckets: buckets(p.tcp_rtt.as_ref(), DEFAULT_RTT_BUCKETS),
-        },
-        ProbeType::PacketDrops => {
-            let reasons: BTreeSet<String> = p
-                .packet_drops
-                .as_ref()
-                .and_then(|o| o.reasons.clone())
-                .unwrap_or_default()
-                .into_iter()
-                .collect();
-            for r in &reasons {
-                let ok = r.len() <= 64
-                    && r.starts_with(|c: char| c.is_ascii_uppercase())
-                    && r.bytes()
-                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
-                if !ok {
-                    errors.push(FieldError::new(
-                        format!("{field}.packetDrops.reasons"),
-                        format!("{r:?} is not a drop reason name (like NETFILTER_DROP)"),
-                    ));
-                }
-            }
-            PlannedProbe::PacketDrops {
-                reasons: reasons.into_iter().collect(),
-            }
-        }
-    };
-    if errors.is_empty() { Ok(planned) } else { Err(errors) }
-}
-
 /// Name of the plan ConfigMap of a source. A namespace cannot contain dots, so
 /// `nprobe.<namespace>.<name>` is unique; names too long for a ConfigMap are
 /// cut and suffixed with a hash of the full name.
@@ -370,7 +288,11 @@ pub fn plan_configmap_name(id: &ProbeId) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{HistogramOptions, MetricsSpec, PacketDropsOptions, TcpRetransmitsOptions};
+    use crate::probes::histogram::HistogramOptions;
+    use crate::probes::packet_drops::PacketDropsOptions;
+    use crate::probes::tcp_retransmits::TcpRetransmitsOptions;
+    use crate::probes::tcp_rtt::DEFAULT_RTT_BUCKETS;
+    use crate::spec::{MetricsSpec, Probe};
 
     fn source(ns: Option<&str>) -> PlanSource {
         let kind = if ns.is_some() {

@@ -5,6 +5,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use crate::probes::histogram::HistogramOptions;
+use crate::probes::packet_drops::PacketDropsOptions;
+use crate::probes::tcp_retransmits::TcpRetransmitsOptions;
 use crate::status::ProbeStatus;
 
 /// NetworkProbeSpec declares which kernel network events to observe and for
@@ -225,42 +228,6 @@ impl Probe {
             packet_drops: None,
         }
     }
-}
-
-/// Options of a TcpRetransmits probe.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct TcpRetransmitsOptions {
-    /// Add the remote address and port as labels (`peer_address`,
-    /// `peer_port`). Each distinct peer becomes its own series and counts
-    /// against metrics.maxSeriesPerNode. Defaults to false.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub peer_labels: Option<bool>,
-}
-
-/// Histogram options of a latency probe.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct HistogramOptions {
-    /// Upper bounds of the histogram buckets, in seconds, strictly increasing
-    /// and positive. Defaults to a set suited to the probe type.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 32))]
-    #[x_kube(validation = Rule::new("self.all(b, b > 0.0)").message("buckets must be positive"))]
-    #[x_kube(validation = Rule::new("self.all(b, self.exists_one(c, c == b)) && self.isSorted()").message("buckets must be strictly increasing"))]
-    pub buckets: Option<Vec<f64>>,
-}
-
-/// Options of a PacketDrops probe.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PacketDropsOptions {
-    /// Only count drops with these kernel drop reasons (names of the
-    /// `skb_drop_reason` enum without the `SKB_DROP_REASON_` prefix, for
-    /// example NETFILTER_DROP). Absent exports every reason.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64), inner(regex(pattern = "^[A-Z][A-Z0-9_]{0,63}$")))]
-    pub reasons: Option<Vec<String>>,
 }
 
 /// How series are labelled and bounded.
