@@ -60,37 +60,7 @@ pub enum PlanScope {
     Cluster { namespace_selector: Selector },
 }
 
-/// One probe type with every option defaulted.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(tag = "type", rename_all_fields = "camelCase")]
-pub enum PlannedProbe {
-    TcpRetransmits {
-        peer_labels: bool,
-    },
-    TcpResets {},
-    TcpConnectLatency {
-        buckets: Vec<f64>,
-    },
-    TcpRtt {
-        buckets: Vec<f64>,
-    },
-    /// Empty `reasons` counts every reason except NOT_SPECIFIED.
-    PacketDrops {
-        reasons: Vec<String>,
-    },
-}
-
-impl PlannedProbe {
-    pub fn probe_type(&self) -> ProbeType {
-        match self {
-            PlannedProbe::TcpRetransmits { .. } => ProbeType::TcpRetransmits,
-            PlannedProbe::TcpResets {} => ProbeType::TcpResets,
-            PlannedProbe::TcpConnectLatency { .. } => ProbeType::TcpConnectLatency,
-            PlannedProbe::TcpRtt { .. } => ProbeType::TcpRtt,
-            PlannedProbe::PacketDrops { .. } => ProbeType::PacketDrops,
-        }
-    }
-}
+pub use crate::probes::PlannedProbe;
 
 /// Series labelling and budget, defaulted.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -321,9 +291,9 @@ mod tests {
         assert_eq!(plan.probe_types(), vec![ProbeType::TcpRetransmits, ProbeType::TcpRtt]);
         assert_eq!(
             plan.probes[1],
-            PlannedProbe::TcpRtt {
+            PlannedProbe::TcpRtt(crate::probes::HistogramPlan {
                 buckets: DEFAULT_RTT_BUCKETS.to_vec()
-            }
+            })
         );
         assert_eq!(
             plan.metrics,
@@ -425,6 +395,46 @@ mod tests {
             !ProbePlan::build(source(Some("x")), &spec(vec![]), None)
                 .unwrap_err()
                 .is_empty()
+        );
+    }
+
+    /// The plan document is the contract with agents of other versions: its
+    /// shape for every probe type, byte for byte.
+    #[test]
+    fn plan_document_shape_is_stable() {
+        let s = spec(vec![
+            Probe::new(ProbeType::PacketDrops),
+            Probe {
+                tcp_retransmits: Some(TcpRetransmitsOptions {
+                    peer_labels: Some(true),
+                }),
+                ..Probe::new(ProbeType::TcpRetransmits)
+            },
+            Probe::new(ProbeType::TcpResets),
+            Probe {
+                tcp_connect_latency: Some(HistogramOptions {
+                    buckets: Some(vec![0.001, 1.0]),
+                }),
+                ..Probe::new(ProbeType::TcpConnectLatency)
+            },
+            Probe {
+                tcp_rtt: Some(HistogramOptions {
+                    buckets: Some(vec![0.5]),
+                }),
+                ..Probe::new(ProbeType::TcpRtt)
+            },
+        ]);
+        let json = ProbePlan::build(source(Some("shop")), &s, None).unwrap().to_json();
+        let compact: String = json.split_whitespace().collect();
+        assert_eq!(
+            compact,
+            "{\"formatVersion\":1,\"source\":{\"kind\":\"NetworkProbe\",\"namespace\":\"shop\",\"name\":\"p\",\"uid\":\"u\",\"generation\":3},\
+             \"scope\":{\"kind\":\"namespace\",\"namespace\":\"shop\"},\"probes\":[{\"type\":\"TcpRetransmits\",\"peerLabels\":true},\
+             {\"type\":\"TcpResets\"},{\"type\":\"TcpConnectLatency\",\"buckets\":[0.001,1.0]},{\"type\":\"TcpRtt\",\"buckets\":[0.5]},\
+             {\"type\":\"PacketDrops\",\"reasons\":[]}],\"podSelector\":{},\"nodeSelector\":{},\
+             \"metrics\":{\"granularity\":\"pod\",\"maxSeriesPerNode\":1000}}"
+                .split_whitespace()
+                .collect::<String>()
         );
     }
 

@@ -11,7 +11,7 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use netprobe_agent::agent::Agent;
-use netprobe_agent::desired::{Desired, Owner, Target};
+use netprobe_agent::pipeline::desired::{Desired, Owner, Target};
 use netprobe_api::{Probe, ProbeType};
 use support::{Driver, Pod, kernel_available, sh};
 

@@ -11,10 +11,10 @@ use netprobe_ebpf::layout;
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
 
-use crate::collector::{self, Budget, ReasonNames};
-use crate::desired::{Desired, KernelState};
-use crate::iter::MapIterLink;
-use crate::manager::{ApplyReport, KernelFacts, ManagerError, ProbeManager};
+use crate::kernel::iter::MapIterLink;
+use crate::kernel::manager::{ApplyReport, KernelFacts, ManagerError, ProbeManager};
+use crate::pipeline::collector::{self, Budget, ReasonNames};
+use crate::pipeline::desired::{Desired, KernelState};
 
 struct Inner {
     manager: ProbeManager,
@@ -80,7 +80,7 @@ impl Agent {
     }
 
     /// Kernel run time and count of every attached program.
-    pub fn program_stats(&self) -> Vec<crate::manager::ProgramStats> {
+    pub fn program_stats(&self) -> Vec<crate::kernel::manager::ProgramStats> {
         self.lock().manager.program_stats()
     }
 

@@ -7,7 +7,7 @@ use clap::{Parser, ValueEnum};
 use netprobe_agent::agent::{self, Agent};
 use netprobe_agent::cluster::{self, ClusterConfig};
 use netprobe_agent::{cgroups, standalone};
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum LogFormat {
@@ -111,49 +111,16 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     info!(metrics = %cli.metrics_addr, cgroup_root = %cgroup_root.display(), "standalone agent running");
-
-    let mut last: Option<(Vec<String>, Vec<String>)> = None;
-    let mut tick = tokio::time::interval(cli.rescan_interval);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = tokio::signal::ctrl_c() => {
-                info!("stopping; the kernel detaches every program with the process");
-                return Ok(());
-            }
-        }
-        let (plans, rejected) = match standalone::load_plans(&cli.standalone) {
-            Ok(x) => x,
-            Err(e) => {
-                warn!(error = %e, "cannot read manifests; keeping the current probes");
-                continue;
-            }
-        };
-        let mut targets = standalone::cgroup_targets(&cgroup_root, cli.standalone_depth);
-        standalone::assign_netns(&mut targets, &cli.proc_root);
-        let fingerprint = (
-            plans.iter().map(|p| p.to_json()).collect::<Vec<_>>(),
-            targets
-                .values()
-                .map(|t| format!("{}={}/{:?}", t.key, t.cgroup_id, t.netns))
-                .collect::<Vec<_>>(),
-        );
-        if last.as_ref() == Some(&fingerprint) {
-            continue;
-        }
-        for r in &rejected {
-            warn!(manifest = %r.origin, reason = %r.reason, "probe rejected");
-        }
-        let desired = standalone::desired(&plans, targets);
-        match agent.set_desired(desired) {
-            Ok(report) => {
-                for (t, why) in &report.unsupported {
-                    warn!(probe = %t, reason = %why, "unsupported on this kernel");
-                }
-                info!(plans = plans.len(), programs = ?report.attached, "probes applied");
-            }
-            Err(e) => error!(error = %e, "applying probes failed"),
-        }
-        last = Some(fingerprint);
+    let cfg = standalone::run::Config {
+        manifests: cli.standalone.clone(),
+        cgroup_root,
+        proc_root: cli.proc_root.clone(),
+        depth: cli.standalone_depth,
+        rescan_interval: cli.rescan_interval,
+    };
+    tokio::select! {
+        () = standalone::run::run(cfg, agent) => {}
+        _ = tokio::signal::ctrl_c() => info!("stopping; the kernel detaches every program with the process"),
     }
+    Ok(())
 }

@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use netprobe_agent::agent::Agent;
-use netprobe_agent::desired::{Desired, Target};
+use netprobe_agent::pipeline::desired::{Desired, Target};
 use netprobe_api::{Probe, ProbePlan, ProbeType, TcpRetransmitsOptions};
 use prometheus::proto::MetricFamily;
 use support::{Driver, Pod, RetransOracle, bulk_client, counter, histogram, kernel_available, serial, series_pods};
@@ -368,10 +368,16 @@ for addr in [{addrs}]:
         "\"{}\", \"{}\", \"{}\", \"::ffff:{}\", \"{}\"",
         pod.peer_ip4, pod.peer_ip6, pod.peer_ip4, pod.peer_ip4, pod.peer_ip6
     );
-    println!(
-        "undisturbed connects: {}",
-        pod.run(&connect(&quick, 5002)).trim().replace('\n', ", ")
-    );
+    let undisturbed = pod.run(&connect(&quick, 5002));
+    println!("undisturbed connects: {}", undisturbed.trim().replace('\n', ", "));
+    // What the client measured includes its own overhead, so a connect it
+    // saw finish within 10 ms took the kernel less than that (on an emulated
+    // CPU some take longer: the bound is the client's, not a constant).
+    let client_fast = undisturbed
+        .lines()
+        .filter_map(|l| l.strip_prefix("ok ")?.trim().parse::<f64>().ok())
+        .filter(|t| *t < 0.01)
+        .count() as u64;
     // First SYN dropped: the kernel retransmits it after 1 s.
     Pod::nft(
         &pod.peer_ns,
@@ -428,7 +434,10 @@ ts = [threading.Thread(target=one, args=a) for a in [(socket.AF_INET, "{}"), (so
         le(2.5)
     );
     assert_eq!(count, 7);
-    assert_eq!(le(0.01), 5, "undisturbed connects on veth are well under 10 ms");
+    assert!(
+        le(0.01) >= client_fast,
+        "{client_fast} connects finished within 10 ms as the client measured them"
+    );
     assert_eq!(le(1.0), 5, "connects whose first SYN was dropped take at least 1 s");
     assert_eq!(le(2.5), 7);
     let refused = counter(

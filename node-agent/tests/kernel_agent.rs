@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use netprobe_agent::agent::Agent;
-use netprobe_agent::desired::{Desired, Target};
+use netprobe_agent::pipeline::desired::{Desired, Target};
 use netprobe_api::{Probe, ProbePlan, ProbeType};
 use support::{Driver, Pod, counter, histogram, kernel_available, serial, series_pods};
 
@@ -175,7 +175,7 @@ fn exposition_with_every_probe_type_passes_promtool() {
 
 #[test]
 fn pod_index_resolves_kubelet_cgroups_of_both_drivers() {
-    use netprobe_agent::podindex::PodIndex;
+    use netprobe_agent::cluster::podindex::PodIndex;
     use std::os::unix::fs::MetadataExt;
     if !kernel_available("pod index") {
         return;
@@ -320,7 +320,7 @@ fn connect_latency_and_rtt_share_one_program() {
 #[test]
 fn slot_clearing_and_metric_forgetting_touch_only_their_own_counters() {
     use aya::maps::{PerCpuArray, PerCpuHashMap, PerCpuValues};
-    use netprobe_agent::counters::{clear_slot, forget_metrics, snapshot};
+    use netprobe_agent::kernel::counters::{clear_slot, forget_metrics, snapshot};
     use netprobe_ebpf::layout::{self, CounterKey, Hist, HistKey, PodCounters, metric};
     use netprobe_ebpf::maps;
 
@@ -378,7 +378,7 @@ fn slot_clearing_and_metric_forgetting_touch_only_their_own_counters() {
         }
     }
     let n = cpus as u64;
-    let get = |snap: &netprobe_agent::counters::Snapshot, slot, m, sub| {
+    let get = |snap: &netprobe_agent::kernel::counters::Snapshot, slot, m, sub| {
         snap.counters.get(&CounterKey { slot, metric: m, sub }).copied()
     };
     let s = snapshot(&ebpf, [1, 2]).expect("snapshot");
@@ -451,7 +451,7 @@ fn recursion_misses_are_read_from_the_kernel() {
         .try_into()
         .expect("tp_btf");
     let fd = p.fd().expect("fd").as_fd().try_clone_to_owned().expect("dup");
-    let misses = || netprobe_agent::bpf_sys::recursion_misses(fd.as_fd()).expect("prog info");
+    let misses = || netprobe_agent::kernel::bpf_sys::recursion_misses(fd.as_fd()).expect("prog info");
     assert_eq!(misses(), 0, "nothing triggered it yet");
     // Trigger: another bpf_printk, from a second copy of the program on a
     // tracepoint the test hits (kfree_skb of a UDP drop).

@@ -18,6 +18,13 @@ pub struct HistogramOptions {
     pub buckets: Option<Vec<f64>>,
 }
 
+/// A planned latency histogram: its bucket bounds in seconds.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HistogramPlan {
+    pub buckets: Vec<f64>,
+}
+
 /// The bounds of `opts` (or `default`), checked; `field` names the options.
 pub(crate) fn buckets(
     opts: Option<&HistogramOptions>,

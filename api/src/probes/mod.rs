@@ -10,9 +10,40 @@ pub mod tcp_resets;
 pub mod tcp_retransmits;
 pub mod tcp_rtt;
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::FieldError;
-use crate::plan::PlannedProbe;
 use crate::spec::{Probe, ProbeType};
+
+pub use histogram::HistogramPlan;
+pub use packet_drops::PacketDropsPlan;
+pub use tcp_resets::TcpResetsPlan;
+pub use tcp_retransmits::TcpRetransmitsPlan;
+
+/// One probe type with every option defaulted, as the plan document holds
+/// it (`{"type": "<Type>", <its planned options>}`). Registration: one
+/// variant per type.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "type")]
+pub enum PlannedProbe {
+    TcpRetransmits(TcpRetransmitsPlan),
+    TcpResets(TcpResetsPlan),
+    TcpConnectLatency(HistogramPlan),
+    TcpRtt(HistogramPlan),
+    PacketDrops(PacketDropsPlan),
+}
+
+impl PlannedProbe {
+    pub fn probe_type(&self) -> ProbeType {
+        match self {
+            PlannedProbe::TcpRetransmits(_) => ProbeType::TcpRetransmits,
+            PlannedProbe::TcpResets(_) => ProbeType::TcpResets,
+            PlannedProbe::TcpConnectLatency(_) => ProbeType::TcpConnectLatency,
+            PlannedProbe::TcpRtt(_) => ProbeType::TcpRtt,
+            PlannedProbe::PacketDrops(_) => ProbeType::PacketDrops,
+        }
+    }
+}
 
 /// A probe entry as its type plans it. Options of another type are a
 /// mistake the user should hear about (the CEL rules say the same at
@@ -31,11 +62,15 @@ pub(crate) fn plan(p: &Probe, field: &str) -> Result<PlannedProbe, Vec<FieldErro
     let options = format!("{field}.{}", p.type_.options_field());
     // Registration: one line per type.
     let planned = match p.type_ {
-        ProbeType::TcpRetransmits => tcp_retransmits::plan(p.tcp_retransmits.as_ref(), &options),
-        ProbeType::TcpResets => tcp_resets::plan(&options),
-        ProbeType::TcpConnectLatency => tcp_connect_latency::plan(p.tcp_connect_latency.as_ref(), &options),
-        ProbeType::TcpRtt => tcp_rtt::plan(p.tcp_rtt.as_ref(), &options),
-        ProbeType::PacketDrops => packet_drops::plan(p.packet_drops.as_ref(), &options),
+        ProbeType::TcpRetransmits => {
+            tcp_retransmits::plan(p.tcp_retransmits.as_ref(), &options).map(PlannedProbe::TcpRetransmits)
+        }
+        ProbeType::TcpResets => tcp_resets::plan(&options).map(PlannedProbe::TcpResets),
+        ProbeType::TcpConnectLatency => {
+            tcp_connect_latency::plan(p.tcp_connect_latency.as_ref(), &options).map(PlannedProbe::TcpConnectLatency)
+        }
+        ProbeType::TcpRtt => tcp_rtt::plan(p.tcp_rtt.as_ref(), &options).map(PlannedProbe::TcpRtt),
+        ProbeType::PacketDrops => packet_drops::plan(p.packet_drops.as_ref(), &options).map(PlannedProbe::PacketDrops),
     };
     match planned {
         Ok(pp) if errors.is_empty() => Ok(pp),

@@ -5,7 +5,6 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use crate::error::FieldError;
-use crate::plan::PlannedProbe;
 
 /// Options of a PacketDrops probe.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
@@ -19,7 +18,15 @@ pub struct PacketDropsOptions {
     pub reasons: Option<Vec<String>>,
 }
 
-pub(crate) fn plan(opts: Option<&PacketDropsOptions>, field: &str) -> Result<PlannedProbe, Vec<FieldError>> {
+/// A planned PacketDrops probe. Empty `reasons` counts every reason except
+/// NOT_SPECIFIED.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PacketDropsPlan {
+    pub reasons: Vec<String>,
+}
+
+pub(crate) fn plan(opts: Option<&PacketDropsOptions>, field: &str) -> Result<PacketDropsPlan, Vec<FieldError>> {
     let reasons: BTreeSet<String> = opts
         .and_then(|o| o.reasons.clone())
         .unwrap_or_default()
@@ -41,7 +48,7 @@ pub(crate) fn plan(opts: Option<&PacketDropsOptions>, field: &str) -> Result<Pla
     if !errors.is_empty() {
         return Err(errors);
     }
-    Ok(PlannedProbe::PacketDrops {
+    Ok(PacketDropsPlan {
         reasons: reasons.into_iter().collect(),
     })
 }

@@ -1,8 +1,13 @@
 //! TcpResets, API side: no options.
 
-use crate::error::FieldError;
-use crate::plan::PlannedProbe;
+use serde::{Deserialize, Serialize};
 
-pub(crate) fn plan(_field: &str) -> Result<PlannedProbe, Vec<FieldError>> {
-    Ok(PlannedProbe::TcpResets {})
+use crate::error::FieldError;
+
+/// A planned TcpResets probe: nothing to configure.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct TcpResetsPlan {}
+
+pub(crate) fn plan(_field: &str) -> Result<TcpResetsPlan, Vec<FieldError>> {
+    Ok(TcpResetsPlan {})
 }

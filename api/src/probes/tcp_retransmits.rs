@@ -3,7 +3,6 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::FieldError;
-use crate::plan::PlannedProbe;
 
 /// Options of a TcpRetransmits probe.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
@@ -16,8 +15,15 @@ pub struct TcpRetransmitsOptions {
     pub peer_labels: Option<bool>,
 }
 
-pub(crate) fn plan(opts: Option<&TcpRetransmitsOptions>, _field: &str) -> Result<PlannedProbe, Vec<FieldError>> {
-    Ok(PlannedProbe::TcpRetransmits {
+/// A planned TcpRetransmits probe (in the plan document).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TcpRetransmitsPlan {
+    pub peer_labels: bool,
+}
+
+pub(crate) fn plan(opts: Option<&TcpRetransmitsOptions>, _field: &str) -> Result<TcpRetransmitsPlan, Vec<FieldError>> {
+    Ok(TcpRetransmitsPlan {
         peer_labels: opts.and_then(|o| o.peer_labels).unwrap_or(false),
     })
 }

@@ -13,7 +13,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use netprobe_agent::cgroups;
-use netprobe_agent::desired::{Desired, Owner, PlanTargets, Target};
+use netprobe_agent::pipeline::desired::{Desired, Owner, PlanTargets, Target};
 use netprobe_api::ProbePlan;
 use prometheus::proto::MetricFamily;
 

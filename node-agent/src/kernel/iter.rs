@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
-use crate::bpf_sys::bpf_fd as bpf;
+use crate::kernel::bpf_sys::bpf_fd as bpf;
 
 const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_ITER_CREATE: libc::c_long = 33;

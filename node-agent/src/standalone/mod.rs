@@ -2,6 +2,8 @@
 //! selectors do not apply; every cgroup down to a depth is a target and
 //! series carry a `cgroup` label (its path under the cgroup2 root).
 
+pub mod run;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,7 +12,7 @@ use netprobe_api::{ClusterNetworkProbe, NetworkProbe, PlanSource, ProbeId, Probe
 use tracing::warn;
 
 use crate::cgroups;
-use crate::desired::{Desired, Owner, PlanTargets, Target};
+use crate::pipeline::desired::{Desired, Owner, PlanTargets, Target};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StandaloneError {

@@ -12,40 +12,19 @@ use aya::maps::{Array, HashMap, Map};
 use aya::programs::Program;
 use aya::{Ebpf, EbpfLoader};
 use netprobe_api::ProbeType;
-use netprobe_ebpf::btf::Btf as KernelBtf;
 use netprobe_ebpf::layout::{self, Bounds, Config, PodInfo};
-use netprobe_ebpf::{maps, programs};
+use netprobe_ebpf::maps;
 use tracing::{info, warn};
 
-use crate::counters;
-pub use crate::counters::Snapshot;
-use crate::desired::{KernelState, Op, TargetEntry, diff};
-use crate::iter::MapIterLink;
-use crate::slots::{QUARANTINE, Slots};
-
-#[derive(Debug, thiserror::Error)]
-pub enum ManagerError {
-    #[error("loading the eBPF object: {0}")]
-    Load(#[from] aya::EbpfError),
-    #[error("kernel BTF: {0}")]
-    Btf(String),
-    #[error("eBPF map {0} is missing from the object")]
-    MissingMap(&'static str),
-    #[error("eBPF map {name}: {source}")]
-    Map {
-        name: &'static str,
-        source: aya::maps::MapError,
-    },
-    #[error("eBPF map {name}: per-CPU values: {source}")]
-    Values { name: &'static str, source: std::io::Error },
-}
-
-/// Where a program hooks in.
-#[derive(Clone, Copy, Debug)]
-enum Hook {
-    Tracepoint(&'static str),
-    SkStorageIter,
-}
+pub use crate::catalog::KernelFacts;
+use crate::catalog::{self, Hook};
+use crate::kernel::counters;
+pub use crate::kernel::counters::Snapshot;
+pub use crate::kernel::error::ManagerError;
+use crate::kernel::error::{map_err, map_mut};
+use crate::kernel::iter::MapIterLink;
+use crate::kernel::slots::{QUARANTINE, Slots};
+use crate::pipeline::desired::{KernelState, Op, TargetEntry, diff};
 
 struct Attached {
     program: &'static str,
@@ -80,35 +59,6 @@ pub struct ApplyReport {
     pub bounds_truncated: bool,
 }
 
-/// What the manager needs to know of the kernel's BTF, extracted once so the
-/// (large) parsed BTF is not kept in memory.
-#[derive(Clone, Debug, Default)]
-pub struct KernelFacts {
-    /// Arity of each raw tracepoint netprobe uses; absent = no such tracepoint.
-    pub tracepoint_args: BTreeMap<&'static str, u32>,
-}
-
-/// Tracepoints the programs attach to.
-pub const TRACEPOINTS: [&str; 6] = [
-    "tcp_retransmit_skb",
-    "tcp_retransmit_synack",
-    "tcp_send_reset",
-    "tcp_receive_reset",
-    "inet_sock_set_state",
-    "kfree_skb",
-];
-
-impl KernelFacts {
-    pub fn from_btf(btf: &KernelBtf) -> Self {
-        KernelFacts {
-            tracepoint_args: TRACEPOINTS
-                .iter()
-                .filter_map(|tp| Some((*tp, btf.tracepoint_args(tp)?)))
-                .collect(),
-        }
-    }
-}
-
 pub struct ProbeManager {
     ebpf: Ebpf,
     facts: KernelFacts,
@@ -123,10 +73,6 @@ pub struct ProbeManager {
     types_mask: u32,
     rtt_iter: Option<Arc<MapIterLink>>,
     report: ApplyReport,
-}
-
-pub(crate) fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> ManagerError {
-    move |source| ManagerError::Map { name, source }
 }
 
 impl ProbeManager {
@@ -149,82 +95,17 @@ impl ProbeManager {
     }
 
     fn map_mut(&mut self, name: &'static str) -> Result<&mut Map, ManagerError> {
-        self.ebpf.map_mut(name).ok_or(ManagerError::MissingMap(name))
+        map_mut(&mut self.ebpf, name)
     }
 
     /// Programs of a probe type for this kernel, or what the kernel lacks.
     fn programs_for(&self, t: ProbeType) -> Result<Vec<(&'static str, Hook)>, String> {
-        let tp = |name: &'static str| -> Result<u32, String> {
-            self.facts
-                .tracepoint_args
-                .get(name)
-                .copied()
-                .ok_or_else(|| format!("kernel has no BTF tracepoint {name} (tp_btf/{name})"))
-        };
-        Ok(match t {
-            ProbeType::TcpRetransmits => {
-                let p = if tp("tcp_retransmit_skb")? >= 3 {
-                    programs::RETRANSMIT_SKB
-                } else {
-                    programs::RETRANSMIT_SKB_V1
-                };
-                tp("tcp_retransmit_synack")?;
-                vec![
-                    (p, Hook::Tracepoint("tcp_retransmit_skb")),
-                    (programs::RETRANSMIT_SYNACK, Hook::Tracepoint("tcp_retransmit_synack")),
-                ]
-            }
-            ProbeType::TcpResets => {
-                tp("tcp_send_reset")?;
-                tp("tcp_receive_reset")?;
-                vec![
-                    (programs::SEND_RESET, Hook::Tracepoint("tcp_send_reset")),
-                    (programs::RECEIVE_RESET, Hook::Tracepoint("tcp_receive_reset")),
-                ]
-            }
-            ProbeType::TcpConnectLatency => {
-                tp("inet_sock_set_state")?;
-                vec![(programs::SOCK_STATE, Hook::Tracepoint("inet_sock_set_state"))]
-            }
-            ProbeType::TcpRtt => {
-                tp("inet_sock_set_state")?;
-                vec![
-                    (programs::SOCK_STATE, Hook::Tracepoint("inet_sock_set_state")),
-                    (programs::RTT_ITER, Hook::SkStorageIter),
-                ]
-            }
-            ProbeType::PacketDrops => {
-                let p = if tp("kfree_skb")? >= 4 {
-                    programs::KFREE_SKB
-                } else {
-                    programs::KFREE_SKB_V1
-                };
-                vec![(p, Hook::Tracepoint("kfree_skb"))]
-            }
-        })
+        catalog::of(t).programs(&self.facts)
     }
 
-    /// What `t` cannot see on this kernel, if anything: decided from the
-    /// tracepoints' arity in the kernel's BTF, which changed together with
-    /// the behaviour (the matrix in docs/probes.md measures each case).
+    /// What `t` cannot see on this kernel, if anything.
     pub fn partial_reason(&self, t: ProbeType) -> Option<String> {
-        let args = |name| self.facts.tracepoint_args.get(name).copied().unwrap_or(0);
-        match t {
-            // Linux 6.16 added `err` and fires for failed attempts too.
-            ProbeType::TcpRetransmits if args("tcp_retransmit_skb") < 3 => Some(
-                "retransmissions the local stack fails to send (counted by the kernel in \
-                 TcpExtTCPRetransFail, e.g. a full device backlog in a connection storm) are not \
-                 visible before Linux 6.16"
-                    .into(),
-            ),
-            // Linux 6.10 added the reset reason and traces every reset sent.
-            ProbeType::TcpResets if args("tcp_send_reset") < 3 => Some(
-                "resets sent without a full socket (to a closed port, from TIME_WAIT or a \
-                 pending connection) are not visible before Linux 6.10"
-                    .into(),
-            ),
-            _ => None,
-        }
+        catalog::of(t).partial(&self.facts)
     }
 
     fn attach_type(&mut self, t: ProbeType) -> Result<Vec<&'static str>, String> {
@@ -307,7 +188,8 @@ impl ProbeManager {
     }
 
     fn detach_one(&mut self, a: Attached) {
-        if a.program == programs::RTT_ITER {
+        // The socket-storage iterator has no link: the agent runs it.
+        if a.link.is_none() {
             self.rtt_iter = None;
         }
         match self.ebpf.program_mut(a.program) {
@@ -337,7 +219,7 @@ impl ProbeManager {
         let mut targets_changed = false;
         for op in ops {
             match op {
-                Op::SetBounds { rtt, bounds } => self.set_bounds(rtt, &bounds)?,
+                Op::SetBounds { index, bounds } => self.set_bounds(index, &bounds)?,
                 Op::AddTarget(key, e) => {
                     targets_changed = true;
                     self.add_target(&key, e)?;
@@ -390,19 +272,13 @@ impl ProbeManager {
                     self.report.unsupported.remove(&t);
                     self.report.partial.remove(&t);
                     self.current.types.remove(&t);
-                    self.forget_metrics(metrics_of(t))?;
-                    if t == ProbeType::TcpConnectLatency {
-                        self.forget_pending_connects()?;
-                    }
+                    self.forget_metrics(catalog::of(t).metrics())?;
+                    catalog::of(t).on_detach(&mut self.ebpf)?;
                     info!(probe = %t, "detached");
                 }
             }
         }
-        let types = self.attached.keys().fold(0, |m, t| match t {
-            ProbeType::TcpConnectLatency => m | layout::TYPE_CONNECT,
-            ProbeType::TcpRtt => m | layout::TYPE_RTT,
-            _ => m,
-        });
+        let types = self.attached.keys().fold(0, |m, t| m | catalog::of(*t).config_bit());
         if targets_changed || types != self.types_mask {
             if targets_changed {
                 self.generation = self.generation.wrapping_add(1);
@@ -418,31 +294,28 @@ impl ProbeManager {
         Ok(&self.report)
     }
 
-    fn set_bounds(&mut self, rtt: bool, bounds: &[u64]) -> Result<(), ManagerError> {
+    fn set_bounds(&mut self, index: u32, bounds: &[u64]) -> Result<(), ManagerError> {
         let mut b = Bounds::default();
         for (i, v) in bounds.iter().take(layout::MAX_BOUNDS).enumerate() {
             b.le_ns[i] = *v;
         }
         b.n = bounds.len().min(layout::MAX_BOUNDS) as u32;
-        let index = if rtt {
-            layout::BOUNDS_RTT
-        } else {
-            layout::BOUNDS_CONNECT
-        };
-        // Bucket indices change meaning with the bounds: those histograms
-        // restart (documented); other counters are untouched.
-        let (bucket, sum) = if rtt {
-            (layout::metric::RTT_BUCKET, layout::metric::RTT_SUM)
-        } else {
-            (layout::metric::CONNECT_BUCKET, layout::metric::CONNECT_SUM)
-        };
-        self.forget_metrics(&[bucket, sum])?;
+        // Bucket indices change meaning with the bounds: the histograms of
+        // the type that owns them restart (documented); other counters are
+        // untouched.
+        let restart: Vec<u16> = ProbeType::ALL
+            .iter()
+            .filter_map(|t| catalog::of(*t).histogram())
+            .filter(|(i, _)| *i == index)
+            .flat_map(|(_, metrics)| metrics.iter().copied())
+            .collect();
+        self.forget_metrics(&restart)?;
         let mut arr: Array<_, Bounds> = Array::try_from(self.map_mut(maps::BOUNDS)?).map_err(map_err(maps::BOUNDS))?;
         arr.set(index, b, 0).map_err(map_err(maps::BOUNDS))?;
-        if rtt {
-            self.current.rtt_bounds = bounds.to_vec();
+        if bounds.is_empty() {
+            self.current.bounds.remove(&index);
         } else {
-            self.current.connect_bounds = bounds.to_vec();
+            self.current.bounds.insert(index, bounds.to_vec());
         }
         Ok(())
     }
@@ -512,18 +385,6 @@ impl ProbeManager {
         Ok(())
     }
 
-    /// Connects pending when TcpConnectLatency was detached: a socket that
-    /// later reuses one's address must not find its SYN time.
-    fn forget_pending_connects(&mut self) -> Result<(), ManagerError> {
-        let mut m: HashMap<_, u64, layout::Connect> =
-            HashMap::try_from(self.map_mut(maps::CONNECTING)?).map_err(map_err(maps::CONNECTING))?;
-        let keys: Vec<u64> = m.keys().filter_map(Result::ok).collect();
-        for k in keys {
-            let _ = m.remove(&k);
-        }
-        Ok(())
-    }
-
     fn forget_metrics(&mut self, metrics: &[u16]) -> Result<(), ManagerError> {
         let slots: Vec<u32> = self.slots.by_key().values().copied().collect();
         counters::forget_metrics(&mut self.ebpf, &slots, metrics)
@@ -569,7 +430,9 @@ impl ProbeManager {
                 Some(Program::Iter(p)) => (p.info().ok(), p.fd().ok().map(|f| f.as_fd())),
                 _ => (None, None),
             };
-            let recursion_misses = fd.and_then(|fd| crate::bpf_sys::recursion_misses(fd).ok()).unwrap_or(0);
+            let recursion_misses = fd
+                .and_then(|fd| crate::kernel::bpf_sys::recursion_misses(fd).ok())
+                .unwrap_or(0);
             if let (Some(info), Some(probe)) = (info, users.iter().next()) {
                 out.push(ProgramStats {
                     program: name,
@@ -586,17 +449,6 @@ impl ProbeManager {
     /// Probe types currently attached.
     pub fn attached_types(&self) -> BTreeSet<ProbeType> {
         self.attached.keys().copied().collect()
-    }
-}
-
-fn metrics_of(t: ProbeType) -> &'static [u16] {
-    use layout::metric::*;
-    match t {
-        ProbeType::TcpRetransmits => &[RETRANS_SEGS],
-        ProbeType::TcpResets => &[RST_SENT, RST_RECV],
-        ProbeType::TcpConnectLatency => &[CONNECT_BUCKET, CONNECT_SUM, CONNECT_FAIL],
-        ProbeType::TcpRtt => &[RTT_BUCKET, RTT_SUM],
-        ProbeType::PacketDrops => &[DROPS],
     }
 }
 

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
 use crate::cgroups;
-use crate::selection::PodView;
+use crate::pipeline::selection::PodView;
 
 #[derive(Clone, Debug)]
 struct Resolved {

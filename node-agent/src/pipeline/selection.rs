@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use netprobe_api::{PlanScope, ProbePlan};
 
-use crate::desired::{Desired, Owner, PlanTargets, Target};
+use crate::pipeline::desired::{Desired, Owner, PlanTargets, Target};
 
 /// A pod on this node, as the pod index knows it.
 #[derive(Clone, Debug, PartialEq)]

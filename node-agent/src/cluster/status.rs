@@ -14,8 +14,8 @@ use netprobe_api::{NodePhase, NodeProbeStatus, ProbeId, ProbePlan, ProbeType};
 use serde_json::json;
 use tracing::{debug, warn};
 
-use crate::manager::ApplyReport;
-use crate::selection::PlanOutcome;
+use crate::kernel::manager::ApplyReport;
+use crate::pipeline::selection::PlanOutcome;
 
 /// This node's entry for a plan it runs.
 pub fn entry_for(

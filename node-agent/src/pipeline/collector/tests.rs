@@ -3,7 +3,11 @@
 use super::*;
 use std::sync::Arc;
 
-use crate::desired::testing::plan;
+use netprobe_api::plan::PlannedProbe;
+use netprobe_api::probes::{HistogramPlan, PacketDropsPlan, TcpResetsPlan, TcpRetransmitsPlan};
+use netprobe_ebpf::layout::{self, BOUNDS_CONNECT, metric};
+
+use crate::pipeline::desired::testing::plan;
 
 fn pod(key: &str, name: &str, workload: &str) -> Target {
     Target {
@@ -24,7 +28,7 @@ fn setup(plans: Vec<(Arc<ProbePlan>, Vec<&str>)>, targets: Vec<Target>) -> (Desi
         .enumerate()
         .map(|(i, t)| (t.key.clone(), i as u32))
         .collect();
-    (crate::desired::testing::desired(plans, targets), slots)
+    (crate::pipeline::desired::testing::desired(plans, targets), slots)
 }
 
 /// One render with a fresh budget, the usual case of these tests.
@@ -55,13 +59,13 @@ fn values(fams: &[MetricFamily], name: &str) -> Vec<(Vec<(String, String)>, f64)
 fn two_plans_see_the_same_kernel_count_once_each() {
     let a = plan(
         "a",
-        vec![PlannedProbe::TcpRetransmits { peer_labels: false }],
+        vec![PlannedProbe::TcpRetransmits(TcpRetransmitsPlan { peer_labels: false })],
         Granularity::Pod,
         10,
     );
     let b = plan(
         "b",
-        vec![PlannedProbe::TcpRetransmits { peer_labels: false }],
+        vec![PlannedProbe::TcpRetransmits(TcpRetransmitsPlan { peer_labels: false })],
         Granularity::Workload,
         10,
     );
@@ -87,7 +91,12 @@ fn two_plans_see_the_same_kernel_count_once_each() {
 
 #[test]
 fn unselected_pods_yield_no_series() {
-    let a = plan("a", vec![PlannedProbe::TcpResets {}], Granularity::Pod, 10);
+    let a = plan(
+        "a",
+        vec![PlannedProbe::TcpResets(TcpResetsPlan {})],
+        Granularity::Pod,
+        10,
+    );
     let (d, slots) = setup(vec![(a, vec!["u1"])], vec![pod("u1", "a", "a"), pod("u2", "b", "b")]);
     let mut snap = Snapshot::default();
     snap.counters.insert(ck(0, metric::RST_SENT, 0), 1);
@@ -103,7 +112,7 @@ fn unselected_pods_yield_no_series() {
 fn budget_overflows_into_one_series_and_is_stable() {
     let a = plan(
         "a",
-        vec![PlannedProbe::PacketDrops { reasons: vec![] }],
+        vec![PlannedProbe::PacketDrops(PacketDropsPlan { reasons: vec![] })],
         Granularity::Pod,
         2,
     );
@@ -141,9 +150,9 @@ fn budget_overflows_into_one_series_and_is_stable() {
 fn drop_reason_filter_and_names() {
     let a = plan(
         "a",
-        vec![PlannedProbe::PacketDrops {
+        vec![PlannedProbe::PacketDrops(PacketDropsPlan {
             reasons: vec!["NETFILTER_DROP".into()],
-        }],
+        })],
         Granularity::Pod,
         10,
     );
@@ -163,7 +172,7 @@ fn drop_reason_filter_and_names() {
 fn subsystem_drop_reasons_are_one_series() {
     let a = plan(
         "a",
-        vec![PlannedProbe::PacketDrops { reasons: vec![] }],
+        vec![PlannedProbe::PacketDrops(PacketDropsPlan { reasons: vec![] })],
         Granularity::Pod,
         10,
     );
@@ -186,25 +195,25 @@ fn subsystem_drop_reasons_are_one_series() {
 fn histograms_rebin_exactly_onto_plan_bounds() {
     let a = plan(
         "a",
-        vec![PlannedProbe::TcpConnectLatency {
+        vec![PlannedProbe::TcpConnectLatency(HistogramPlan {
             buckets: vec![0.01, 1.0],
-        }],
+        })],
         Granularity::Pod,
         10,
     );
     let b = plan(
         "b",
-        vec![PlannedProbe::TcpConnectLatency {
+        vec![PlannedProbe::TcpConnectLatency(HistogramPlan {
             buckets: vec![0.001, 1.0, 2.0],
-        }],
+        })],
         Granularity::Pod,
         10,
     );
     let (d, slots) = setup(vec![(a, vec!["u1"]), (b, vec!["u1"])], vec![pod("u1", "a", "a")]);
     let k = d.kernel();
     assert_eq!(
-        k.connect_bounds,
-        vec![1_000_000, 10_000_000, 1_000_000_000, 2_000_000_000]
+        k.bounds_at(BOUNDS_CONNECT),
+        [1_000_000, 10_000_000, 1_000_000_000, 2_000_000_000]
     );
     let mut snap = Snapshot::default();
     // 3 fast (≤1ms), 2 at ~1s (index 2), 1 beyond 2s (index 4 = +Inf).
@@ -237,7 +246,7 @@ fn histograms_rebin_exactly_onto_plan_bounds() {
 fn peers_render_with_mapped_addresses_and_remainder() {
     let a = plan(
         "a",
-        vec![PlannedProbe::TcpRetransmits { peer_labels: true }],
+        vec![PlannedProbe::TcpRetransmits(TcpRetransmitsPlan { peer_labels: true })],
         Granularity::Pod,
         10,
     );

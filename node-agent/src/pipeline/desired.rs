@@ -6,9 +6,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use netprobe_api::plan::PlannedProbe;
 use netprobe_api::{ProbePlan, ProbeType};
-use netprobe_ebpf::layout::{MAX_BOUNDS, POD_PEER_LABELS};
+use netprobe_ebpf::layout::MAX_BOUNDS;
+
+use crate::catalog::{self, Needs};
 
 /// Who events are attributed to, and how series name it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -64,15 +65,18 @@ pub struct TargetEntry {
 pub struct KernelState {
     pub types: BTreeSet<ProbeType>,
     pub targets: BTreeMap<String, TargetEntry>,
-    /// Union of histogram bounds (ns) of all plans, per latency type.
-    pub connect_bounds: Vec<u64>,
-    pub rtt_bounds: Vec<u64>,
+    /// Union of histogram bounds (ns) of all plans, by `np_bounds` index
+    /// (one per histogram probe type); absent when no plan has one.
+    pub bounds: BTreeMap<u32, Vec<u64>>,
     /// Set when a union had to be cut to the kernel's bound limit.
     pub bounds_truncated: bool,
 }
 
-fn to_ns(seconds: f64) -> u64 {
-    (seconds * 1e9).round() as u64
+impl KernelState {
+    /// The union of histogram bounds at `index` (empty when none).
+    pub fn bounds_at(&self, index: u32) -> &[u64] {
+        self.bounds.get(&index).map(Vec::as_slice).unwrap_or_default()
+    }
 }
 
 impl Desired {
@@ -80,22 +84,20 @@ impl Desired {
     /// uses a probe type are not registered at all.
     pub fn kernel(&self) -> KernelState {
         let mut k = KernelState::default();
-        let mut connect = BTreeSet::new();
-        let mut rtt = BTreeSet::new();
+        let mut union: BTreeMap<u32, BTreeSet<u64>> = BTreeMap::new();
         for pt in self.plans.values() {
             if pt.targets.is_empty() {
                 continue;
             }
-            let mut flags = 0;
+            let mut needs = Needs::default();
             for p in &pt.plan.probes {
                 k.types.insert(p.probe_type());
-                match p {
-                    PlannedProbe::TcpRetransmits { peer_labels: true } => flags |= POD_PEER_LABELS,
-                    PlannedProbe::TcpConnectLatency { buckets } => connect.extend(buckets.iter().map(|b| to_ns(*b))),
-                    PlannedProbe::TcpRtt { buckets } => rtt.extend(buckets.iter().map(|b| to_ns(*b))),
-                    _ => {}
-                }
+                catalog::of(p.probe_type()).needs(p, &mut needs);
             }
+            for (i, b) in needs.bounds {
+                union.entry(i).or_default().extend(b);
+            }
+            let flags = needs.target_flags;
             for key in &pt.targets {
                 let Some(t) = self.targets.get(key) else { continue };
                 let e = k.targets.entry(key.clone()).or_insert(TargetEntry {
@@ -106,9 +108,11 @@ impl Desired {
                 e.flags |= flags;
             }
         }
-        k.bounds_truncated = connect.len() > MAX_BOUNDS || rtt.len() > MAX_BOUNDS;
-        k.connect_bounds = connect.into_iter().take(MAX_BOUNDS).collect();
-        k.rtt_bounds = rtt.into_iter().take(MAX_BOUNDS).collect();
+        k.bounds_truncated = union.values().any(|b| b.len() > MAX_BOUNDS);
+        k.bounds = union
+            .into_iter()
+            .map(|(i, b)| (i, b.into_iter().take(MAX_BOUNDS).collect()))
+            .collect();
         k
     }
 }
@@ -121,7 +125,11 @@ pub enum Op {
     AddTarget(String, TargetEntry),
     UpdateTarget(String, TargetEntry),
     RemoveTarget(String),
-    SetBounds { rtt: bool, bounds: Vec<u64> },
+    /// Histogram bounds at an `np_bounds` index (empty: none).
+    SetBounds {
+        index: u32,
+        bounds: Vec<u64>,
+    },
 }
 
 /// The steps from `current` to `desired`, in a safe order: targets are
@@ -129,17 +137,14 @@ pub enum Op {
 /// map) and programs detach before targets go.
 pub fn diff(current: &KernelState, desired: &KernelState) -> Vec<Op> {
     let mut ops = Vec::new();
-    if current.connect_bounds != desired.connect_bounds {
-        ops.push(Op::SetBounds {
-            rtt: false,
-            bounds: desired.connect_bounds.clone(),
-        });
-    }
-    if current.rtt_bounds != desired.rtt_bounds {
-        ops.push(Op::SetBounds {
-            rtt: true,
-            bounds: desired.rtt_bounds.clone(),
-        });
+    let indices: BTreeSet<u32> = current.bounds.keys().chain(desired.bounds.keys()).copied().collect();
+    for i in indices {
+        if current.bounds_at(i) != desired.bounds_at(i) {
+            ops.push(Op::SetBounds {
+                index: i,
+                bounds: desired.bounds_at(i).to_vec(),
+            });
+        }
     }
     for (k, e) in &desired.targets {
         match current.targets.get(k) {
@@ -165,6 +170,7 @@ pub fn diff(current: &KernelState, desired: &KernelState) -> Vec<Op> {
 pub(crate) mod testing {
     use super::*;
     use netprobe_api::Granularity;
+    use netprobe_api::plan::PlannedProbe;
 
     /// A NetworkProbe plan `shop/<name>` (built in `netprobe_testutil`).
     pub fn plan(name: &str, probes: Vec<PlannedProbe>, granularity: Granularity, max_series: u32) -> Arc<ProbePlan> {
@@ -196,6 +202,9 @@ mod tests {
     use super::testing::desired;
     use super::*;
     use netprobe_api::Granularity;
+    use netprobe_api::plan::PlannedProbe;
+    use netprobe_api::probes::{HistogramPlan, PacketDropsPlan, TcpResetsPlan, TcpRetransmitsPlan};
+    use netprobe_ebpf::layout::{BOUNDS_CONNECT, BOUNDS_RTT, POD_PEER_LABELS};
 
     fn plan(name: &str, probes: Vec<PlannedProbe>) -> Arc<ProbePlan> {
         testing::plan(name, probes, Granularity::Pod, 10)
@@ -215,17 +224,20 @@ mod tests {
         let d = desired(
             vec![
                 (
-                    plan("a", vec![PlannedProbe::TcpRetransmits { peer_labels: true }]),
+                    plan(
+                        "a",
+                        vec![PlannedProbe::TcpRetransmits(TcpRetransmitsPlan { peer_labels: true })],
+                    ),
                     vec!["p1"],
                 ),
                 (
                     plan(
                         "b",
                         vec![
-                            PlannedProbe::TcpRetransmits { peer_labels: false },
-                            PlannedProbe::TcpRtt {
+                            PlannedProbe::TcpRetransmits(TcpRetransmitsPlan { peer_labels: false }),
+                            PlannedProbe::TcpRtt(HistogramPlan {
                                 buckets: vec![0.001, 0.01],
-                            },
+                            }),
                         ],
                     ),
                     vec!["p1", "p2"],
@@ -234,18 +246,21 @@ mod tests {
                     plan(
                         "c",
                         vec![
-                            PlannedProbe::TcpConnectLatency {
+                            PlannedProbe::TcpConnectLatency(HistogramPlan {
                                 buckets: vec![0.5, 1.0],
-                            },
-                            PlannedProbe::TcpRtt {
+                            }),
+                            PlannedProbe::TcpRtt(HistogramPlan {
                                 buckets: vec![0.01, 0.1],
-                            },
+                            }),
                         ],
                     ),
                     vec!["p3"],
                 ),
                 (
-                    plan("idle", vec![PlannedProbe::PacketDrops { reasons: vec![] }]),
+                    plan(
+                        "idle",
+                        vec![PlannedProbe::PacketDrops(PacketDropsPlan { reasons: vec![] })],
+                    ),
                     vec![],
                 ),
             ],
@@ -265,15 +280,15 @@ mod tests {
         assert_eq!(k.targets.len(), 3, "p4 is selected by no plan");
         assert_eq!(k.targets["p1"].flags, POD_PEER_LABELS);
         assert_eq!(k.targets["p2"].flags, 0);
-        assert_eq!(k.rtt_bounds, vec![1_000_000, 10_000_000, 100_000_000]);
-        assert_eq!(k.connect_bounds, vec![500_000_000, 1_000_000_000]);
+        assert_eq!(k.bounds_at(BOUNDS_RTT), [1_000_000, 10_000_000, 100_000_000]);
+        assert_eq!(k.bounds_at(BOUNDS_CONNECT), [500_000_000, 1_000_000_000]);
     }
 
     #[test]
     fn diff_orders_registration_around_attachment() {
         let empty = KernelState::default();
         let d = desired(
-            vec![(plan("a", vec![PlannedProbe::TcpResets {}]), vec!["p1"])],
+            vec![(plan("a", vec![PlannedProbe::TcpResets(TcpResetsPlan {})]), vec!["p1"])],
             vec![target("p1", 1)],
         )
         .kernel();
@@ -304,7 +319,7 @@ mod tests {
     fn diff_updates_changed_targets_and_bounds() {
         let a = desired(
             vec![(
-                plan("a", vec![PlannedProbe::TcpRtt { buckets: vec![0.001] }]),
+                plan("a", vec![PlannedProbe::TcpRtt(HistogramPlan { buckets: vec![0.001] })]),
                 vec!["p1"],
             )],
             vec![target("p1", 1)],
@@ -314,7 +329,7 @@ mod tests {
         moved.cgroup_id = 7;
         let b = desired(
             vec![(
-                plan("a", vec![PlannedProbe::TcpRtt { buckets: vec![0.002] }]),
+                plan("a", vec![PlannedProbe::TcpRtt(HistogramPlan { buckets: vec![0.002] })]),
                 vec!["p1"],
             )],
             vec![moved],
@@ -325,7 +340,7 @@ mod tests {
             ops,
             vec![
                 Op::SetBounds {
-                    rtt: true,
+                    index: BOUNDS_RTT,
                     bounds: vec![2_000_000]
                 },
                 Op::UpdateTarget(
@@ -346,13 +361,19 @@ mod tests {
         let more: Vec<f64> = (1..=40).map(|i| f64::from(i) * 0.0015 + 0.1).collect();
         let d = desired(
             vec![
-                (plan("a", vec![PlannedProbe::TcpRtt { buckets: many }]), vec!["p1"]),
-                (plan("b", vec![PlannedProbe::TcpRtt { buckets: more }]), vec!["p1"]),
+                (
+                    plan("a", vec![PlannedProbe::TcpRtt(HistogramPlan { buckets: many })]),
+                    vec!["p1"],
+                ),
+                (
+                    plan("b", vec![PlannedProbe::TcpRtt(HistogramPlan { buckets: more })]),
+                    vec!["p1"],
+                ),
             ],
             vec![target("p1", 1)],
         );
         let k = d.kernel();
-        assert_eq!(k.rtt_bounds.len(), MAX_BOUNDS);
+        assert_eq!(k.bounds_at(BOUNDS_RTT).len(), MAX_BOUNDS);
         assert!(k.bounds_truncated);
     }
 }

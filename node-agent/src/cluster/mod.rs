@@ -5,6 +5,9 @@
 //! reflectors keep their last state: probing and /metrics go on, and status
 //! converges once it is back.
 
+pub mod podindex;
+pub mod status;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,11 +24,11 @@ use netprobe_api::{NodeProbeStatus, ProbeId, ProbePlan, SourceKind};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
-use crate::desired::Desired;
-use crate::manager::{ApplyReport, ManagerError};
-use crate::podindex::PodIndex;
-use crate::selection::{self, PodView};
-use crate::status::{self, Reporter};
+use crate::cluster::status::Reporter;
+use crate::kernel::manager::{ApplyReport, ManagerError};
+use crate::pipeline::desired::Desired;
+use crate::pipeline::selection::{self, PodView};
+use podindex::PodIndex;
 
 /// What cluster mode needs from the kernel side (the real `Agent`, or a
 /// recorder in component tests).

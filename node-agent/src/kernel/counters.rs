@@ -10,7 +10,7 @@ use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
 use netprobe_ebpf::layout::{self, CounterKey, Hist, HistKey, PeerKey, PodCounters, metric};
 use netprobe_ebpf::maps;
 
-use crate::manager::{ManagerError, map_err};
+use crate::kernel::error::{ManagerError, map, map_err, map_mut};
 
 /// Counters read from the kernel, summed over CPUs. Zero counters are left
 /// out: a pod has a series once something happened to it.
@@ -84,14 +84,6 @@ fn sum_hist(values: &PerCpuValues<Hist>) -> Hist {
         }
     }
     out
-}
-
-fn map<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a aya::maps::Map, ManagerError> {
-    ebpf.map(name).ok_or(ManagerError::MissingMap(name))
-}
-
-fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut aya::maps::Map, ManagerError> {
-    ebpf.map_mut(name).ok_or(ManagerError::MissingMap(name))
 }
 
 /// Read every counter of `slots`, summed over CPUs.

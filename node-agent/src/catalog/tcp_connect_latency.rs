@@ -1,0 +1,102 @@
+//! TcpConnectLatency: SYN sent to established of active opens, and the
+//! opens that failed, per pod. Kernel side: the socket-state program it
+//! shares with TcpRtt (`tp_btf/inet_sock_set_state`, selected by its bit in
+//! `np_config.types`) in `ebpf/src/bpf/probes/sock_state.bpf.c`.
+
+use std::collections::BTreeMap;
+
+use aya::Ebpf;
+use aya::maps::HashMap;
+use netprobe_api::ProbeType;
+use netprobe_api::plan::PlannedProbe;
+use netprobe_ebpf::layout::{self, BOUNDS_CONNECT, CONNECT_FAIL_REASONS, TYPE_CONNECT, metric};
+use netprobe_ebpf::{maps, programs};
+
+use super::{FamilySpec, Hook, KernelFacts, Needs, ProbeKind, ReasonNames, Series, TargetCounters, histogram};
+use crate::kernel::error::{ManagerError, map_err, map_mut};
+
+pub struct TcpConnectLatency;
+
+const LATENCY: &str = "netprobe_tcp_connect_latency_seconds";
+
+impl ProbeKind for TcpConnectLatency {
+    fn tracepoints(&self) -> &'static [&'static str] {
+        &["inet_sock_set_state"]
+    }
+
+    fn programs(&self, facts: &KernelFacts) -> Result<Vec<(&'static str, Hook)>, String> {
+        facts.tracepoint("inet_sock_set_state")?;
+        Ok(vec![(programs::SOCK_STATE, Hook::Tracepoint("inet_sock_set_state"))])
+    }
+
+    fn metrics(&self) -> &'static [u16] {
+        &[metric::CONNECT_BUCKET, metric::CONNECT_SUM, metric::CONNECT_FAIL]
+    }
+
+    fn config_bit(&self) -> u32 {
+        TYPE_CONNECT
+    }
+
+    fn histogram(&self) -> Option<(u32, &'static [u16])> {
+        Some((BOUNDS_CONNECT, &[metric::CONNECT_BUCKET, metric::CONNECT_SUM]))
+    }
+
+    /// Connects pending when it was detached: a socket that later reuses
+    /// one's address must not find its SYN time.
+    fn on_detach(&self, ebpf: &mut Ebpf) -> Result<(), ManagerError> {
+        let mut m: HashMap<_, u64, layout::Connect> =
+            HashMap::try_from(map_mut(ebpf, maps::CONNECTING)?).map_err(map_err(maps::CONNECTING))?;
+        let keys: Vec<u64> = m.keys().filter_map(Result::ok).collect();
+        for k in keys {
+            let _ = m.remove(&k);
+        }
+        Ok(())
+    }
+
+    fn needs(&self, p: &PlannedProbe, needs: &mut Needs) {
+        if let PlannedProbe::TcpConnectLatency(h) = p {
+            histogram::needs(BOUNDS_CONNECT, &h.buckets, needs);
+        }
+    }
+
+    fn families(&self, p: &PlannedProbe, bounds: &BTreeMap<u32, Vec<u64>>) -> Vec<FamilySpec> {
+        let buckets = match p {
+            PlannedProbe::TcpConnectLatency(h) => h.buckets.as_slice(),
+            _ => &[],
+        };
+        vec![
+            histogram::family(
+                ProbeType::TcpConnectLatency,
+                LATENCY,
+                "Active TCP open latency, SYN sent to established.",
+                buckets,
+                BOUNDS_CONNECT,
+                bounds,
+            ),
+            FamilySpec::counter(
+                ProbeType::TcpConnectLatency,
+                "netprobe_tcp_connect_failures_total",
+                "Active TCP opens that failed, by reason.",
+                &["reason"],
+            ),
+        ]
+    }
+
+    fn fill(
+        &self,
+        f: &FamilySpec,
+        series: &mut Series,
+        key: &dyn Fn(&[&str]) -> Vec<String>,
+        c: TargetCounters<'_>,
+        _reasons: &ReasonNames,
+    ) {
+        if f.name == LATENCY {
+            histogram::fill(series, key, c, metric::CONNECT_BUCKET, metric::CONNECT_SUM);
+            return;
+        }
+        for (sub, v) in c.of(metric::CONNECT_FAIL) {
+            let r = CONNECT_FAIL_REASONS.get(sub as usize).copied().unwrap_or("other");
+            series.entry(key(&[r])).or_default().value += v;
+        }
+    }
+}

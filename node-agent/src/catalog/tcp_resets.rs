@@ -1,0 +1,66 @@
+//! TcpResets: resets sent and received per pod. Kernel side:
+//! `tp_btf/tcp_send_reset` and `tp_btf/tcp_receive_reset` in
+//! `ebpf/src/bpf/probes/tcp_resets.bpf.c`.
+
+use std::collections::BTreeMap;
+
+use netprobe_api::ProbeType;
+use netprobe_api::plan::PlannedProbe;
+use netprobe_ebpf::layout::metric;
+use netprobe_ebpf::programs;
+
+use super::{FamilySpec, Hook, KernelFacts, ProbeKind, ReasonNames, Series, TargetCounters};
+
+pub struct TcpResets;
+
+impl ProbeKind for TcpResets {
+    fn tracepoints(&self) -> &'static [&'static str] {
+        &["tcp_send_reset", "tcp_receive_reset"]
+    }
+
+    fn programs(&self, facts: &KernelFacts) -> Result<Vec<(&'static str, Hook)>, String> {
+        facts.tracepoint("tcp_send_reset")?;
+        facts.tracepoint("tcp_receive_reset")?;
+        Ok(vec![
+            (programs::SEND_RESET, Hook::Tracepoint("tcp_send_reset")),
+            (programs::RECEIVE_RESET, Hook::Tracepoint("tcp_receive_reset")),
+        ])
+    }
+
+    fn partial(&self, facts: &KernelFacts) -> Option<String> {
+        // Linux 6.10 added the reset reason and traces every reset sent.
+        (facts.args("tcp_send_reset") < 3).then(|| {
+            "resets sent without a full socket (to a closed port, from TIME_WAIT or a \
+             pending connection) are not visible before Linux 6.10"
+                .into()
+        })
+    }
+
+    fn metrics(&self) -> &'static [u16] {
+        &[metric::RST_SENT, metric::RST_RECV]
+    }
+
+    fn families(&self, _p: &PlannedProbe, _bounds: &BTreeMap<u32, Vec<u64>>) -> Vec<FamilySpec> {
+        vec![FamilySpec::counter(
+            ProbeType::TcpResets,
+            "netprobe_tcp_resets_total",
+            "TCP resets sent and received.",
+            &["direction"],
+        )]
+    }
+
+    fn fill(
+        &self,
+        _f: &FamilySpec,
+        series: &mut Series,
+        key: &dyn Fn(&[&str]) -> Vec<String>,
+        c: TargetCounters<'_>,
+        _reasons: &ReasonNames,
+    ) {
+        for (dir, m) in [("sent", metric::RST_SENT), ("received", metric::RST_RECV)] {
+            for (_, v) in c.of(m) {
+                series.entry(key(&[dir])).or_default().value += v;
+            }
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! TcpRetransmits: retransmitted segments per pod (and per peer), as
+//! `TcpRetransSegs` counts them. Kernel side: `tp_btf/tcp_retransmit_skb`
+//! and `tp_btf/tcp_retransmit_synack` in `ebpf/src/bpf/probes/tcp_retransmits.bpf.c`.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use netprobe_api::ProbeType;
+use netprobe_api::plan::PlannedProbe;
+use netprobe_ebpf::layout::{POD_PEER_LABELS, PeerKey, metric};
+use netprobe_ebpf::programs;
+
+use super::{FamilySpec, Hook, KernelFacts, Needs, ProbeKind, ReasonNames, Series, TargetCounters};
+
+pub struct TcpRetransmits;
+
+const FAMILY: &str = "netprobe_tcp_retransmits_total";
+
+impl ProbeKind for TcpRetransmits {
+    fn tracepoints(&self) -> &'static [&'static str] {
+        &["tcp_retransmit_skb", "tcp_retransmit_synack"]
+    }
+
+    fn programs(&self, facts: &KernelFacts) -> Result<Vec<(&'static str, Hook)>, String> {
+        // Linux 6.16 added the attempt's error to the tracepoint.
+        let p = if facts.tracepoint("tcp_retransmit_skb")? >= 3 {
+            programs::RETRANSMIT_SKB
+        } else {
+            programs::RETRANSMIT_SKB_V1
+        };
+        facts.tracepoint("tcp_retransmit_synack")?;
+        Ok(vec![
+            (p, Hook::Tracepoint("tcp_retransmit_skb")),
+            (programs::RETRANSMIT_SYNACK, Hook::Tracepoint("tcp_retransmit_synack")),
+        ])
+    }
+
+    fn partial(&self, facts: &KernelFacts) -> Option<String> {
+        (facts.args("tcp_retransmit_skb") < 3).then(|| {
+            "retransmissions the local stack fails to send (counted by the kernel in \
+             TcpExtTCPRetransFail, e.g. a full device backlog in a connection storm) are not \
+             visible before Linux 6.16"
+                .into()
+        })
+    }
+
+    fn metrics(&self) -> &'static [u16] {
+        &[metric::RETRANS_SEGS]
+    }
+
+    fn needs(&self, p: &PlannedProbe, needs: &mut Needs) {
+        if let PlannedProbe::TcpRetransmits(o) = p
+            && o.peer_labels
+        {
+            needs.target_flags |= POD_PEER_LABELS;
+        }
+    }
+
+    fn families(&self, p: &PlannedProbe, _bounds: &BTreeMap<u32, Vec<u64>>) -> Vec<FamilySpec> {
+        let peers = matches!(p, PlannedProbe::TcpRetransmits(o) if o.peer_labels);
+        vec![FamilySpec::counter(
+            ProbeType::TcpRetransmits,
+            FAMILY,
+            "TCP segments retransmitted (as TcpRetransSegs counts them).",
+            if peers { &["peer_address", "peer_port"] } else { &[] },
+        )]
+    }
+
+    fn fill(
+        &self,
+        f: &FamilySpec,
+        series: &mut Series,
+        key: &dyn Fn(&[&str]) -> Vec<String>,
+        c: TargetCounters<'_>,
+        _reasons: &ReasonNames,
+    ) {
+        let total: u64 = c.of(metric::RETRANS_SEGS).map(|(_, v)| v).sum();
+        // The family carries peer labels exactly when the plan asked for them.
+        if f.extra_labels.is_empty() {
+            if total > 0 {
+                series.entry(key(&[])).or_default().value += total;
+            }
+            return;
+        }
+        let mut by_peers = 0;
+        for (pk, v) in c.peers {
+            by_peers += v;
+            let port = pk.port.to_string();
+            series.entry(key(&[&peer_addr(pk), &port])).or_default().value += v;
+        }
+        // Peers the bounded peer map could not hold: the pod total stays exact.
+        if total > by_peers {
+            series.entry(key(&["other", "other"])).or_default().value += total - by_peers;
+        }
+    }
+}
+
+fn peer_addr(k: &PeerKey) -> String {
+    match k.family {
+        2 => Ipv4Addr::new(k.addr[0], k.addr[1], k.addr[2], k.addr[3]).to_string(),
+        _ => {
+            let v6 = Ipv6Addr::from(k.addr);
+            match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4).to_string(),
+                None => v6.to_string(),
+            }
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! TcpRtt: smoothed RTT of established connections, sampled per connection
+//! every interval and at close. Kernel side: the socket-state program it
+//! shares with TcpConnectLatency marks connections (socket storage), and an
+//! iterator over that storage samples them (`ebpf/src/bpf/probes/sock_state.bpf.c`).
+
+use std::collections::BTreeMap;
+
+use netprobe_api::ProbeType;
+use netprobe_api::plan::PlannedProbe;
+use netprobe_ebpf::layout::{BOUNDS_RTT, TYPE_RTT, metric};
+use netprobe_ebpf::programs;
+
+use super::{FamilySpec, Hook, KernelFacts, Needs, ProbeKind, ReasonNames, Series, TargetCounters, histogram};
+
+pub struct TcpRtt;
+
+impl ProbeKind for TcpRtt {
+    fn tracepoints(&self) -> &'static [&'static str] {
+        &["inet_sock_set_state"]
+    }
+
+    fn programs(&self, facts: &KernelFacts) -> Result<Vec<(&'static str, Hook)>, String> {
+        facts.tracepoint("inet_sock_set_state")?;
+        Ok(vec![
+            (programs::SOCK_STATE, Hook::Tracepoint("inet_sock_set_state")),
+            (programs::RTT_ITER, Hook::SkStorageIter),
+        ])
+    }
+
+    fn metrics(&self) -> &'static [u16] {
+        &[metric::RTT_BUCKET, metric::RTT_SUM]
+    }
+
+    fn config_bit(&self) -> u32 {
+        TYPE_RTT
+    }
+
+    fn histogram(&self) -> Option<(u32, &'static [u16])> {
+        Some((BOUNDS_RTT, &[metric::RTT_BUCKET, metric::RTT_SUM]))
+    }
+
+    fn needs(&self, p: &PlannedProbe, needs: &mut Needs) {
+        if let PlannedProbe::TcpRtt(h) = p {
+            histogram::needs(BOUNDS_RTT, &h.buckets, needs);
+        }
+    }
+
+    fn families(&self, p: &PlannedProbe, bounds: &BTreeMap<u32, Vec<u64>>) -> Vec<FamilySpec> {
+        let buckets = match p {
+            PlannedProbe::TcpRtt(h) => h.buckets.as_slice(),
+            _ => &[],
+        };
+        vec![histogram::family(
+            ProbeType::TcpRtt,
+            "netprobe_tcp_rtt_seconds",
+            "Smoothed RTT of established TCP connections, sampled per connection periodically and at close.",
+            buckets,
+            BOUNDS_RTT,
+            bounds,
+        )]
+    }
+
+    fn fill(
+        &self,
+        _f: &FamilySpec,
+        series: &mut Series,
+        key: &dyn Fn(&[&str]) -> Vec<String>,
+        c: TargetCounters<'_>,
+        _reasons: &ReasonNames,
+    ) {
+        histogram::fill(series, key, c, metric::RTT_BUCKET, metric::RTT_SUM);
+    }
+}

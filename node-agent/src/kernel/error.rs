@@ -1,0 +1,36 @@
+//! Errors of the kernel side, and the map lookups every kernel module shares.
+
+use aya::Ebpf;
+use aya::maps::Map;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("kernel BTF: {0}")]
+    Btf(String),
+    #[error("eBPF map {0} is missing from the object")]
+    MissingMap(&'static str),
+    #[error("eBPF map {name}: {source}")]
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
+    #[error("eBPF map {name}: per-CPU values: {source}")]
+    Values { name: &'static str, source: std::io::Error },
+}
+
+/// Turns a map error into one naming the map.
+pub fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> ManagerError {
+    move |source| ManagerError::Map { name, source }
+}
+
+/// Map `name` of the object, or the error naming it.
+pub fn map<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a Map, ManagerError> {
+    ebpf.map(name).ok_or(ManagerError::MissingMap(name))
+}
+
+/// Map `name` of the object, writable.
+pub fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Map, ManagerError> {
+    ebpf.map_mut(name).ok_or(ManagerError::MissingMap(name))
+}

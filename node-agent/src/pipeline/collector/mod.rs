@@ -1,0 +1,247 @@
+//! Where kernel state becomes a metric: per-slot counters read from the
+//! kernel are aggregated into each plan's series (by its granularity, its
+//! drop-reason filter and its histogram buckets), bounded by the plan's
+//! series budget. Pure: the agent hands in a snapshot and gets families.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use netprobe_api::{Granularity, ProbePlan};
+use netprobe_ebpf::layout::{CounterKey, PeerKey};
+use prometheus::proto::{Bucket, Counter, Histogram, LabelPair, Metric, MetricFamily, MetricType};
+
+use crate::catalog::{self, Acc, FamilySpec, Series, TargetCounters};
+pub use crate::catalog::{ReasonNames, drop_reason_names};
+use crate::kernel::manager::Snapshot;
+use crate::pipeline::desired::{Desired, KernelState, Owner, Target};
+
+/// Label value of the one series that absorbs everything past the budget.
+pub const OVERFLOW: &str = "_overflow";
+
+/// Series admitted under each plan's budget, remembered across scrapes so a
+/// series never flips between its own name and the overflow.
+#[derive(Default, Debug)]
+pub struct Budget {
+    admitted: BTreeMap<String, BTreeSet<Vec<String>>>,
+    exhausted: BTreeSet<String>,
+}
+
+impl Budget {
+    /// Plans that had more series than their budget at the last render.
+    pub fn exhausted(&self) -> &BTreeSet<String> {
+        &self.exhausted
+    }
+}
+
+fn label(name: &str, value: &str) -> LabelPair {
+    let mut l = LabelPair::default();
+    l.set_name(name.to_string());
+    l.set_value(value.to_string());
+    l
+}
+
+/// Owner label names for a granularity.
+fn owner_label_names(g: Granularity, standalone: bool) -> &'static [&'static str] {
+    if standalone {
+        return &["cgroup"];
+    }
+    match g {
+        Granularity::Pod => &["namespace", "pod"],
+        Granularity::Workload => &["namespace", "workload"],
+        Granularity::Namespace => &["namespace"],
+    }
+}
+
+fn owner_label_values(o: &Owner, g: Granularity) -> Vec<String> {
+    match o {
+        Owner::Cgroup { path } => vec![path.clone()],
+        Owner::Pod {
+            namespace,
+            pod,
+            workload,
+        } => match g {
+            Granularity::Pod => vec![namespace.clone(), pod.clone()],
+            Granularity::Workload => vec![namespace.clone(), workload.clone().unwrap_or_else(|| pod.clone())],
+            Granularity::Namespace => vec![namespace.clone()],
+        },
+    }
+}
+
+/// A family under construction: what the catalog says it is, and its series.
+struct Fam {
+    spec: FamilySpec,
+    series: Series,
+}
+
+/// Render every plan's families from one kernel snapshot.
+pub fn render(
+    desired: &Desired,
+    kernel: &KernelState,
+    slots: &BTreeMap<String, u32>,
+    snap: &Snapshot,
+    reasons: &ReasonNames,
+    standalone: bool,
+    budget: &mut Budget,
+) -> Vec<MetricFamily> {
+    // Counters by slot, once.
+    let mut by_slot: BTreeMap<u32, Vec<(&CounterKey, u64)>> = BTreeMap::new();
+    for (k, v) in &snap.counters {
+        by_slot.entry(k.slot).or_default().push((k, *v));
+    }
+    let mut peers_by_slot: BTreeMap<u32, Vec<(&PeerKey, u64)>> = BTreeMap::new();
+    for (k, v) in &snap.peers {
+        peers_by_slot.entry(k.slot).or_default().push((k, *v));
+    }
+
+    let mut out: BTreeMap<&'static str, MetricFamily> = BTreeMap::new();
+    budget.exhausted.clear();
+    for (plan_key, pt) in &desired.plans {
+        let plan = &pt.plan;
+        let g = plan.metrics.granularity;
+        let mut fams = plan_families(plan, kernel);
+        for target_key in &pt.targets {
+            let (Some(t), Some(slot)) = (desired.targets.get(target_key), slots.get(target_key)) else {
+                continue;
+            };
+            add_target(&mut fams, t, g, by_slot.get(slot), peers_by_slot.get(slot), reasons);
+        }
+        let admitted = budget.admitted.entry(plan_key.clone()).or_default();
+        let max = plan.metrics.max_series_per_node as usize;
+        // Forget series that no longer exist, then admit new ones in order.
+        let present: BTreeSet<Vec<String>> = fams
+            .iter()
+            .flat_map(|f| f.series.keys().map(|k| series_id(f.spec.name, k)))
+            .collect();
+        admitted.retain(|s| present.contains(s));
+        let mut over = false;
+        for f in &mut fams {
+            let mut overflow = Acc::default();
+            let mut any_overflow = false;
+            let keys: Vec<Vec<String>> = f.series.keys().cloned().collect();
+            for k in keys {
+                let id = series_id(f.spec.name, &k);
+                if admitted.contains(&id) {
+                    continue;
+                }
+                if admitted.len() < max {
+                    admitted.insert(id);
+                    continue;
+                }
+                over = true;
+                any_overflow = true;
+                if let Some(acc) = f.series.remove(&k) {
+                    overflow.value += acc.value;
+                    overflow.sum_ns += acc.sum_ns;
+                    for (b, c) in acc.buckets {
+                        *overflow.buckets.entry(b).or_default() += c;
+                    }
+                }
+            }
+            if any_overflow {
+                let n = owner_label_names(g, standalone).len() + f.spec.extra_labels.len();
+                f.series.insert(vec![OVERFLOW.to_string(); n], overflow);
+            }
+        }
+        if over {
+            budget.exhausted.insert(plan_key.clone());
+        }
+        let probe_label = plan.source.key();
+        for f in fams {
+            let mf = out.entry(f.spec.name).or_insert_with(|| {
+                let mut mf = MetricFamily::default();
+                mf.set_name(f.spec.name.to_string());
+                mf.set_help(f.spec.help.to_string());
+                mf.set_field_type(f.spec.kind);
+                mf
+            });
+            let names = owner_label_names(g, standalone);
+            for (k, acc) in &f.series {
+                let mut m = Metric::default();
+                let mut labels = vec![label("probe", &probe_label)];
+                for (n, v) in names.iter().chain(f.spec.extra_labels.iter()).zip(k.iter()) {
+                    labels.push(label(n, v));
+                }
+                m.set_label(labels);
+                match f.spec.kind {
+                    MetricType::HISTOGRAM => m.set_histogram(histogram(acc, f.spec.bounds.as_ref())),
+                    _ => {
+                        let mut c = Counter::default();
+                        c.set_value(acc.value as f64);
+                        m.set_counter(c);
+                    }
+                }
+                mf.mut_metric().push(m);
+            }
+        }
+    }
+    out.into_values().filter(|mf| !mf.get_metric().is_empty()).collect()
+}
+
+fn series_id(family: &str, key: &[String]) -> Vec<String> {
+    let mut id = vec![family.to_string()];
+    id.extend(key.iter().cloned());
+    id
+}
+
+fn histogram(acc: &Acc, bounds: Option<&(Vec<f64>, Vec<u64>)>) -> Histogram {
+    let mut h = Histogram::default();
+    let total: u64 = acc.buckets.values().sum();
+    h.set_sample_count(total);
+    h.set_sample_sum(acc.sum_ns as f64 / 1e9);
+    let mut buckets = Vec::new();
+    if let Some((plan_bounds, union_ns)) = bounds {
+        for b in plan_bounds {
+            let b_ns = (b * 1e9).round() as u64;
+            // Kernel bucket i counts values ≤ union[i] and > union[i-1]; all
+            // plan bounds are in the union, so this sum is exact.
+            let cumulative: u64 = acc
+                .buckets
+                .iter()
+                .filter(|(i, _)| union_ns.get(**i as usize).is_some_and(|u| *u <= b_ns))
+                .map(|(_, c)| *c)
+                .sum();
+            let mut bk = Bucket::default();
+            bk.set_upper_bound(*b);
+            bk.set_cumulative_count(cumulative);
+            buckets.push(bk);
+        }
+    }
+    h.set_bucket(buckets);
+    h
+}
+
+fn plan_families(plan: &ProbePlan, kernel: &KernelState) -> Vec<Fam> {
+    plan.probes
+        .iter()
+        .flat_map(|p| catalog::of(p.probe_type()).families(p, &kernel.bounds))
+        .map(|spec| Fam {
+            spec,
+            series: Series::new(),
+        })
+        .collect()
+}
+
+fn add_target(
+    fams: &mut [Fam],
+    t: &Target,
+    g: Granularity,
+    counters: Option<&Vec<(&CounterKey, u64)>>,
+    peers: Option<&Vec<(&PeerKey, u64)>>,
+    reasons: &ReasonNames,
+) {
+    let owner = owner_label_values(&t.owner, g);
+    let key = |extra: &[&str]| -> Vec<String> {
+        let mut k = owner.clone();
+        k.extend(extra.iter().map(|s| s.to_string()));
+        k
+    };
+    let c = TargetCounters {
+        counters: counters.map(Vec::as_slice).unwrap_or_default(),
+        peers: peers.map(Vec::as_slice).unwrap_or_default(),
+    };
+    for f in fams.iter_mut() {
+        catalog::of(f.spec.probe).fill(&f.spec, &mut f.series, &key, c, reasons);
+    }
+}
+
+#[cfg(test)]
+mod tests;
