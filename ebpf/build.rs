@@ -1,16 +1,35 @@
-//! Compiles the eBPF C sources with clang into one object embedded in the
-//! crate. The object is never committed: it is built from source every time.
+//! Compiles the eBPF C sources with clang into the object embedded in the
+//! crate, and the test programs into an object of their own when the
+//! `testing` feature is on. Objects are never committed: they are built from
+//! source every time.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
     let src = PathBuf::from("src/bpf");
-    for f in ["netprobe.bpf.c", "kernel_types.h", "layout.h"] {
-        println!("cargo:rerun-if-changed=src/bpf/{f}");
-    }
+    rerun_for(&src);
     println!("cargo:rerun-if-env-changed=CLANG");
-    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("netprobe.bpf.o");
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    compile(&src, "netprobe.bpf.c", &out_dir.join("netprobe.bpf.o"));
+    if std::env::var_os("CARGO_FEATURE_TESTING").is_some() {
+        compile(&src, "testing.bpf.c", &out_dir.join("testing.bpf.o"));
+    }
+}
+
+/// Every C source and header under `dir`.
+fn rerun_for(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            rerun_for(&p);
+        } else {
+            println!("cargo:rerun-if-changed={}", p.display());
+        }
+    }
+}
+
+fn compile(src: &Path, file: &str, out: &Path) {
     let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".into());
     let arch = match std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() {
         Ok("x86_64") => "x86",
@@ -28,14 +47,14 @@ fn main() {
         .arg(format!("-I{multiarch}"))
         .arg(format!("-I{}", src.display()))
         .arg("-c")
-        .arg(src.join("netprobe.bpf.c"))
+        .arg(src.join(file))
         .arg("-o")
-        .arg(&out)
+        .arg(out)
         .status();
     match result {
         Ok(s) if s.success() => {}
         Ok(s) => panic!(
-            "netprobe-ebpf: `{clang}` failed ({s}) compiling src/bpf/netprobe.bpf.c; it needs the libbpf headers \
+            "netprobe-ebpf: `{clang}` failed ({s}) compiling src/bpf/{file}; it needs the libbpf headers \
              (Debian: libbpf-dev) and linux-libc-dev"
         ),
         Err(e) => panic!(

@@ -15,6 +15,12 @@ pub mod layout;
 /// The compiled object, aligned for the ELF parser.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netprobe.bpf.o"));
 
+/// Reference programs for the benchmarks (an empty program, a per-CPU array
+/// and a per-CPU hash update) and the tests' self-re-entering program, in an
+/// object the agent never loads.
+#[cfg(feature = "testing")]
+pub static TESTING_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/testing.bpf.o"));
+
 /// Program names in the object (the C function names).
 pub mod programs {
     pub const RETRANSMIT_SKB: &str = "np_retransmit_skb";
@@ -97,6 +103,16 @@ mod tests {
         ] {
             assert!(obj.iter().any(|s| s == p), "{p} not in object symbols");
         }
+    }
+
+    #[test]
+    fn the_agent_object_carries_no_test_or_benchmark_program() {
+        let obj = aya_obj_names(OBJECT);
+        let stray: Vec<&String> = obj
+            .iter()
+            .filter(|s| s.starts_with("np_calib") || s.starts_with("np_test"))
+            .collect();
+        assert!(stray.is_empty(), "{stray:?}");
     }
 
     fn aya_obj_names(elf: &[u8]) -> Vec<String> {

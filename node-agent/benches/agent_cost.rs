@@ -101,7 +101,7 @@ impl References {
                 // One object per program: a program loads for one tracepoint.
                 let mut ebpf = aya::EbpfLoader::new()
                     .btf(Some(&btf))
-                    .load(netprobe_ebpf::OBJECT)
+                    .load(netprobe_ebpf::TESTING_OBJECT)
                     .expect("object");
                 let p: &mut BtfTracePoint = ebpf.program_mut(name).expect(name).try_into().expect("tp_btf");
                 p.load(tp, &btf).expect("load reference program");

@@ -433,7 +433,7 @@ fn recursion_misses_are_read_from_the_kernel() {
     let reenter_on = |tp: &str| {
         let mut ebpf = aya::EbpfLoader::new()
             .btf(Some(&btf))
-            .load(netprobe_ebpf::OBJECT)
+            .load(netprobe_ebpf::TESTING_OBJECT)
             .expect("object loads");
         let p: &mut BtfTracePoint = ebpf
             .program_mut("np_test_reenter")
