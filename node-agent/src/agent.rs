@@ -3,8 +3,11 @@
 //! drive it the same way: compute a `Desired`, call `set_desired`, serve
 //! `render`.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
 
 use netprobe_ebpf::btf::Btf;
 use netprobe_ebpf::layout;
@@ -31,6 +34,9 @@ pub struct Agent {
     inner: Arc<Mutex<Inner>>,
     reasons: Arc<ReasonNames>,
     standalone: bool,
+    /// Plans whose series budget is exhausted, as last admitted: status
+    /// listens here instead of asking after a scrape.
+    budget_tx: Arc<watch::Sender<BTreeSet<String>>>,
 }
 
 impl Agent {
@@ -54,6 +60,7 @@ impl Agent {
             })),
             reasons,
             standalone,
+            budget_tx: Arc::new(watch::Sender::new(BTreeSet::new())),
         })
     }
 
@@ -74,9 +81,46 @@ impl Agent {
         Ok(report)
     }
 
-    /// Plans whose series budget overflowed at the last scrape.
-    pub fn budget_exhausted(&self) -> std::collections::BTreeSet<String> {
-        self.lock().budget.exhausted().clone()
+    /// Plans whose series budget overflowed at the last admission.
+    pub fn budget_exhausted(&self) -> BTreeSet<String> {
+        self.budget_tx.borrow().clone()
+    }
+
+    /// Changes of [`Agent::budget_exhausted`], for the status loop to wake on.
+    pub fn budget_watch(&self) -> watch::Receiver<BTreeSet<String>> {
+        self.budget_tx.subscribe()
+    }
+
+    fn publish_budget(&self, budget: &Budget) {
+        self.budget_tx.send_if_modified(|cur| {
+            if cur == budget.exhausted() {
+                false
+            } else {
+                *cur = budget.exhausted().clone();
+                true
+            }
+        });
+    }
+
+    /// Admit the current series under each plan's budget without rendering
+    /// them (the agent's own schedule, scrape or not).
+    pub fn admit(&self) {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        match inner.manager.snapshot() {
+            Ok(snap) => {
+                let mut s = collector::series(
+                    &inner.desired,
+                    &inner.kernel,
+                    inner.manager.slots(),
+                    &snap,
+                    &self.reasons,
+                );
+                collector::admit(&mut s, &mut inner.budget, self.standalone);
+                self.publish_budget(&inner.budget);
+            }
+            Err(e) => tracing::warn!(error = %e, "reading kernel counters failed"),
+        }
     }
 
     /// Kernel run time and count of every attached program.
@@ -104,6 +148,7 @@ impl Agent {
                     self.standalone,
                     &mut inner.budget,
                 );
+                self.publish_budget(&inner.budget);
                 let mut full = family(
                     "netprobe_agent_map_full_total",
                     "Events not counted because a bounded eBPF map was full.",
@@ -282,6 +327,19 @@ pub async fn serve(addr: std::net::SocketAddr, agent: Agent) -> anyhow::Result<(
     let listener = tokio::net::TcpListener::bind(addr).await?;
     axum::serve(listener, app).await?;
     Ok(())
+}
+
+/// Admit series under the budgets every `every`, so exhaustion reaches
+/// status (and the gauge) whether or not anything scrapes the agent.
+pub async fn admit_forever(agent: Agent, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let a = agent.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || a.admit()).await {
+            tracing::warn!(error = %e, "series admission task failed");
+        }
+    }
 }
 
 /// Run the RTT sampler every `every` while TcpRtt is attached.

@@ -47,6 +47,10 @@ struct Cli {
     /// Standalone: how often to rescan cgroups and manifests.
     #[arg(long, default_value = "10", value_parser = parse_secs)]
     rescan_interval: Duration,
+    /// How often series are admitted under the probes' budgets (and an
+    /// exhausted budget reaches status), whether or not anything scrapes.
+    #[arg(long, default_value = "5", value_parser = parse_secs)]
+    admit_interval: Duration,
     /// How often established connections' RTT is sampled (TcpRtt).
     #[arg(long, default_value = "15", value_parser = parse_secs)]
     rtt_interval: Duration,
@@ -88,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
         }
     });
     tokio::spawn(agent::sample_rtt_forever(agent.clone(), cli.rtt_interval));
+    tokio::spawn(agent::admit_forever(agent.clone(), cli.admit_interval));
     if !standalone_mode {
         let node = cli
             .node_name

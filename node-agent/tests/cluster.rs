@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use kube::CustomResourceExt;
 use kube_standin::Standin;
-use netprobe_agent::cluster::{self, ClusterConfig, Kernel};
+use netprobe_agent::cluster::{self, ClusterConfig, Runner};
 use netprobe_agent::kernel::manager::{ApplyReport, ManagerError};
 use netprobe_agent::pipeline::desired::{Desired, Owner};
 use netprobe_api::keys::{PLAN_DATA_KEY, PLAN_LABEL, SOURCE_KIND_LABEL, SOURCE_NAME_LABEL, SOURCE_NAMESPACE_LABEL};
@@ -23,9 +23,10 @@ const GV: &str = "netprobe.dev/v1alpha1";
 struct Recorder {
     last: Mutex<Option<Desired>>,
     applies: Mutex<usize>,
+    budget: tokio::sync::watch::Sender<BTreeSet<String>>,
 }
 
-impl Kernel for Recorder {
+impl Runner for Recorder {
     fn apply(&self, desired: Desired) -> Result<ApplyReport, ManagerError> {
         let mut report = ApplyReport::default();
         for t in desired.kernel().types {
@@ -35,8 +36,8 @@ impl Kernel for Recorder {
         *self.applies.lock().unwrap() += 1;
         Ok(report)
     }
-    fn budget_exhausted(&self) -> BTreeSet<String> {
-        BTreeSet::new()
+    fn budget(&self) -> tokio::sync::watch::Receiver<BTreeSet<String>> {
+        self.budget.subscribe()
     }
 }
 
@@ -369,4 +370,37 @@ async fn agent_uses_exactly_its_rbac() {
         .collect();
     let rbac = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/rbac/agent.yaml")).unwrap();
     netprobe_testutil::assert_rbac_matches("netprobe-agent", &rbac, &used);
+}
+
+/// An exhausted series budget reaches the probe's status as soon as the
+/// pipeline admits it, with no API event and no scrape: the status loop
+/// wakes on the budget channel (its idle wait is 30 s).
+#[tokio::test]
+async fn an_exhausted_budget_wakes_the_status_loop() {
+    let w = World::new();
+    w.pod("shop", "redis-0", "u-shop-1", "node-a", json!({"app": "redis"}), true);
+    w.probe("shop", "redis", 1, json!({"probes": [{"type": "TcpRetransmits"}]}));
+    let kernel = Arc::new(Recorder::default());
+    let task = w.start(kernel.clone());
+    netprobe_testutil::eventually("running", || {
+        w.entry("shop", "redis", "node-a")
+            .is_some_and(|e| e["phase"] == "Running")
+    })
+    .await;
+    // Past every pending write (min interval 300 ms): the loop is idle.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let key = "NetworkProbe/shop/redis".to_string();
+    kernel.budget.send_replace([key].into_iter().collect());
+    let started = std::time::Instant::now();
+    netprobe_testutil::eventually("seriesBudgetExhausted in status", || {
+        w.entry("shop", "redis", "node-a")
+            .is_some_and(|e| e["seriesBudgetExhausted"] == true)
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    task.abort();
 }

@@ -38,11 +38,20 @@ fn claimed_source(cm: &ConfigMap) -> Option<(SourceKind, Option<String>, String,
 pub async fn remove_orphans(ctx: &Context) -> Result<usize, Error> {
     let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     let mut removed = 0;
-    for cm in cms.list(&ListParams::default().labels(PLAN_LABEL)).await? {
+    let list = cms
+        .list(&ListParams::default().labels(PLAN_LABEL))
+        .await
+        .map_err(Error::ListPlans)?;
+    for cm in list {
         let name = cm.name_any();
         let Some((kind, ns, src_name, uid)) = claimed_source(&cm) else {
             info!(plan = %name, "plan names no source it came from: removing");
-            cms.delete(&name, &Default::default()).await?;
+            cms.delete(&name, &Default::default())
+                .await
+                .map_err(|source| Error::DeletePlan {
+                    name: name.clone(),
+                    source,
+                })?;
             removed += 1;
             continue;
         };
@@ -53,7 +62,11 @@ pub async fn remove_orphans(ctx: &Context) -> Result<usize, Error> {
         };
         let alive = api
             .get_opt(&src_name)
-            .await?
+            .await
+            .map_err(|source| Error::ReadSource {
+                probe: netprobe_api::ProbeId::new(kind, ns.as_deref(), &src_name).display(),
+                source,
+            })?
             .is_some_and(|o| o.meta().uid.as_deref() == Some(uid.as_str()));
         if !alive && delete_plan(ctx, &name, &uid).await? {
             info!(plan = %name, source = %src_name, "source is gone: plan removed");

@@ -31,8 +31,18 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
+    #[error("writing plan ConfigMap {name}: {source}")]
+    WritePlan { name: String, source: kube::Error },
+    #[error("deleting plan ConfigMap {name}: {source}")]
+    DeletePlan { name: String, source: kube::Error },
+    #[error("listing plan ConfigMaps: {0}")]
+    ListPlans(kube::Error),
+    #[error("reading {probe} to check whether its plan is orphaned: {source}")]
+    ReadSource { probe: String, source: kube::Error },
+    #[error("patching the finalizers of {probe}: {source}")]
+    PatchFinalizers { probe: String, source: kube::Error },
+    #[error("writing the status of {probe}: {source}")]
+    WriteStatus { probe: String, source: kube::Error },
 }
 
 /// What every reconcile needs.
@@ -218,10 +228,15 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context, kind: SourceKind) -
 /// A JSON patch of metadata.finalizers guarded by a `test` op, so a
 /// concurrent change of the list fails the patch instead of being lost.
 async fn patch_finalizers(ctx: &Context, src: &ProbeSource, patch: serde_json::Value) -> Result<(), Error> {
-    let patch = serde_json::from_value(patch).map_err(kube::Error::SerdeError)?;
+    let err = |source| Error::PatchFinalizers {
+        probe: src.display(),
+        source,
+    };
+    let patch = serde_json::from_value(patch).map_err(|e| err(kube::Error::SerdeError(e)))?;
     ctx.probes(src)
         .patch(&src.id.name, &PatchParams::default(), &Patch::<()>::Json(patch))
-        .await?;
+        .await
+        .map_err(err)?;
     Ok(())
 }
 
@@ -286,7 +301,11 @@ fn label_value(s: &str) -> String {
 async fn write_plan(ctx: &Context, src: &ProbeSource, name: &str, plan: &ProbePlan) -> Result<bool, Error> {
     let desired = desired_configmap(src, name, &ctx.namespace, plan);
     let api = ctx.configmaps();
-    if let Some(current) = api.get_opt(name).await? {
+    let err = |source| Error::WritePlan {
+        name: name.to_string(),
+        source,
+    };
+    if let Some(current) = api.get_opt(name).await.map_err(err)? {
         let labels_ok = desired.labels().iter().all(|(k, v)| current.labels().get(k) == Some(v));
         let owners_ok = desired.metadata.owner_references.as_ref().is_none_or(|want| {
             want.iter()
@@ -296,11 +315,12 @@ async fn write_plan(ctx: &Context, src: &ProbeSource, name: &str, plan: &ProbePl
             return Ok(false);
         }
     }
-    let mut body = serde_json::to_value(&desired).map_err(kube::Error::SerdeError)?;
+    let mut body = serde_json::to_value(&desired).map_err(|e| err(kube::Error::SerdeError(e)))?;
     body["apiVersion"] = json!("v1");
     body["kind"] = json!("ConfigMap");
     api.patch(name, &PatchParams::apply(OPERATOR_MANAGER).force(), &Patch::Apply(body))
-        .await?;
+        .await
+        .map_err(err)?;
     Ok(true)
 }
 
@@ -308,7 +328,11 @@ async fn write_plan(ctx: &Context, src: &ProbeSource, name: &str, plan: &ProbePl
 /// A plan of another uid (a newer probe of the same name) is left alone.
 pub async fn delete_plan(ctx: &Context, name: &str, uid: &str) -> Result<bool, Error> {
     let api = ctx.configmaps();
-    let Some(cm) = api.get_opt(name).await? else {
+    let err = |source| Error::DeletePlan {
+        name: name.to_string(),
+        source,
+    };
+    let Some(cm) = api.get_opt(name).await.map_err(err)? else {
         return Ok(false);
     };
     if cm.labels().get(keys::SOURCE_UID_LABEL).is_some_and(|u| u != uid) {
@@ -317,7 +341,7 @@ pub async fn delete_plan(ctx: &Context, name: &str, uid: &str) -> Result<bool, E
     match api.delete(name, &Default::default()).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(err(e)),
     }
 }
 
@@ -354,6 +378,10 @@ async fn write_status(ctx: &Context, src: &ProbeSource, s: &Summary) -> Result<b
             &PatchParams::apply(OPERATOR_MANAGER).force(),
             &Patch::Apply(body),
         )
-        .await?;
+        .await
+        .map_err(|source| Error::WriteStatus {
+            probe: src.display(),
+            source,
+        })?;
     Ok(true)
 }

@@ -21,7 +21,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use netprobe_api::keys::{self, PLAN_DATA_KEY, PLAN_LABEL};
 use netprobe_api::{NodeProbeStatus, ProbeId, ProbePlan, SourceKind};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
 use crate::cluster::status::Reporter;
@@ -30,19 +30,22 @@ use crate::pipeline::desired::Desired;
 use crate::pipeline::selection::{self, PodView};
 use podindex::PodIndex;
 
-/// What cluster mode needs from the kernel side (the real `Agent`, or a
-/// recorder in component tests).
-pub trait Kernel: Send + Sync + 'static {
+/// What cluster mode drives (the real `Agent`, or a recorder in component
+/// tests): it applies desired state and says which plans exhausted their
+/// series budget.
+pub trait Runner: Send + Sync + 'static {
     fn apply(&self, desired: Desired) -> Result<ApplyReport, ManagerError>;
-    fn budget_exhausted(&self) -> BTreeSet<String>;
+    /// Plans over their series budget, as the pipeline last admitted them;
+    /// a change wakes the status loop.
+    fn budget(&self) -> watch::Receiver<BTreeSet<String>>;
 }
 
-impl Kernel for crate::agent::Agent {
+impl Runner for crate::agent::Agent {
     fn apply(&self, desired: Desired) -> Result<ApplyReport, ManagerError> {
         self.set_desired(desired)
     }
-    fn budget_exhausted(&self) -> BTreeSet<String> {
-        crate::agent::Agent::budget_exhausted(self)
+    fn budget(&self) -> watch::Receiver<BTreeSet<String>> {
+        self.budget_watch()
     }
 }
 
@@ -89,7 +92,7 @@ pub struct Inputs<'a> {
 }
 
 /// Desired state and this node's status entries from one set of inputs.
-pub fn compute(node: &str, inputs: &Inputs<'_>, kernel: &dyn Kernel) -> (BTreeMap<ProbeId, NodeProbeStatus>, bool) {
+pub fn compute(node: &str, inputs: &Inputs<'_>, runner: &dyn Runner) -> (BTreeMap<ProbeId, NodeProbeStatus>, bool) {
     let mut plans = Vec::new();
     let mut entries = BTreeMap::new();
     for cm in &inputs.configmaps {
@@ -105,7 +108,7 @@ pub fn compute(node: &str, inputs: &Inputs<'_>, kernel: &dyn Kernel) -> (BTreeMa
     }
     let (desired, outcomes) = selection::select(&plans, &inputs.pods, inputs.node_labels, &inputs.namespaces);
     let waiting = outcomes.values().any(|o| o.applies && o.pods_waiting > 0);
-    let report = match kernel.apply(desired) {
+    let report = match runner.apply(desired) {
         Ok(r) => r,
         Err(e) => {
             warn!(error = %e, "applying the desired state failed");
@@ -115,7 +118,7 @@ pub fn compute(node: &str, inputs: &Inputs<'_>, kernel: &dyn Kernel) -> (BTreeMa
             return (entries, waiting);
         }
     };
-    let exhausted = kernel.budget_exhausted();
+    let exhausted = runner.budget().borrow().clone();
     for plan in &plans {
         let key = plan.source.key();
         let Some(outcome) = outcomes.get(&key) else { continue };
@@ -148,7 +151,7 @@ where
 }
 
 /// Run cluster mode until the task is dropped.
-pub async fn run(client: kube::Client, cfg: ClusterConfig, kernel: Arc<dyn Kernel>) {
+pub async fn run(client: kube::Client, cfg: ClusterConfig, runner: Arc<dyn Runner>) {
     let notify = Arc::new(Notify::new());
     let plans = spawn_reflector(
         Api::<ConfigMap>::namespaced(client.clone(), &cfg.namespace),
@@ -184,6 +187,7 @@ pub async fn run(client: kube::Client, cfg: ClusterConfig, kernel: Arc<dyn Kerne
     info!(node = %cfg.node, "watching plans, pods, namespaces and the node");
     let mut index = PodIndex::new(cfg.cgroup_root.clone(), cfg.proc_root.clone());
     let mut reporter = Reporter::new(client.clone(), &cfg.node, cfg.status_min_interval);
+    let mut budget = runner.budget();
     loop {
         // Coalesce bursts (a rollout touching many pods) into one pass.
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -200,7 +204,7 @@ pub async fn run(client: kube::Client, cfg: ClusterConfig, kernel: Arc<dyn Kerne
                 .map(|n| (n.name_any(), n.labels().clone()))
                 .collect(),
         };
-        let (entries, waiting) = compute(&cfg.node, &inputs, kernel.as_ref());
+        let (entries, waiting) = compute(&cfg.node, &inputs, runner.as_ref());
         reporter.set(entries);
         let due = reporter.flush().await;
         // Pods without a cgroup yet are retried every 2 s, not busy-looped.
@@ -212,6 +216,7 @@ pub async fn run(client: kube::Client, cfg: ClusterConfig, kernel: Arc<dyn Kerne
         let wait = due.map_or(idle, |d| d.min(idle));
         tokio::select! {
             _ = notify.notified() => {}
+            _ = budget.changed() => {}
             _ = tokio::time::sleep(wait) => {}
         }
     }

@@ -125,8 +125,6 @@ pub struct Reporter {
     /// What should be there (None = no entry).
     wanted: BTreeMap<ProbeId, Option<NodeProbeStatus>>,
     written: BTreeMap<ProbeId, Written>,
-    /// API writes made (for tests and self-metrics).
-    pub writes: u64,
 }
 
 fn same(a: &Option<NodeProbeStatus>, b: &Option<NodeProbeStatus>) -> bool {
@@ -147,7 +145,6 @@ impl Reporter {
             min_interval,
             wanted: BTreeMap::new(),
             written: BTreeMap::new(),
-            writes: 0,
         }
     }
 
@@ -197,7 +194,6 @@ impl Reporter {
             }
             match self.write(&src, entry.as_ref()).await {
                 Ok(()) => {
-                    self.writes += 1;
                     if entry.is_none() {
                         self.written.remove(&src);
                     } else {

@@ -737,3 +737,46 @@ fn s9_every_dashboard_query_returns_data() {
         "panel shows {shown} for {kernel} kernel retransmits"
     );
 }
+
+/// A probe past its series budget says so in its status within 10 s of the
+/// events that exhausted it: admission is decided by the agent on its own
+/// schedule and reaches the status loop through a channel, not as a side
+/// effect of whenever Prometheus scrapes.
+#[test]
+fn s10_an_exhausted_series_budget_reaches_status_within_10_s() {
+    let Some(mut w) = world("s10", WorldOptions::default()) else {
+        return;
+    };
+    make_lossy(&mut w, "shop", "redis-a");
+    w.apply(
+        r#"{"apiVersion": "netprobe.dev/v1alpha1", "kind": "NetworkProbe",
+            "metadata": {"name": "budget", "namespace": "shop"},
+            "spec": {"podSelector": {"matchLabels": {"app": "redis"}},
+                     "probes": [{"type": "TcpRetransmits", "tcpRetransmits": {"peerLabels": true}},
+                                {"type": "TcpResets"}],
+                     "metrics": {"maxSeriesPerNode": 1}}}"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    wait_nodes(&w, "networkprobe", Some("shop"), "budget", "Running");
+    // Let every pending status write go out: the agents' status loops are
+    // idle when the budget runs out, so only the budget can wake them.
+    std::thread::sleep(Duration::from_secs(8));
+    // Two families with a series each on one node: one more than the budget.
+    assert!(retransmit(&w, "shop", "redis-a") > 0);
+    refused_connects(&w, "shop", "redis-a", 3);
+    let exhausted_at = Instant::now();
+    let p = wait_for("budget: seriesBudgetExhausted in status", 10, || {
+        let p = probe_json(&w, "networkprobe", Some("shop"), "budget")?;
+        let any = p["status"]["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|n| n["seriesBudgetExhausted"] == Value::Bool(true));
+        if any { Ok(p) } else { Err(p["status"].to_string()) }
+    });
+    println!(
+        "budget exhausted → status after {:?}: {}",
+        exhausted_at.elapsed(),
+        p["status"]["nodes"]
+    );
+}

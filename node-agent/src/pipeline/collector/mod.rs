@@ -72,16 +72,23 @@ struct Fam {
     series: Series,
 }
 
-/// Render every plan's families from one kernel snapshot.
-pub fn render(
+/// One plan's series from one kernel snapshot, before admission.
+pub struct PlanSeries {
+    plan_key: String,
+    probe_label: String,
+    granularity: Granularity,
+    max_series: usize,
+    fams: Vec<Fam>,
+}
+
+/// Every plan's series from one kernel snapshot.
+pub fn series(
     desired: &Desired,
     kernel: &KernelState,
     slots: &BTreeMap<String, u32>,
     snap: &Snapshot,
     reasons: &ReasonNames,
-    standalone: bool,
-    budget: &mut Budget,
-) -> Vec<MetricFamily> {
+) -> Vec<PlanSeries> {
     // Counters by slot, once.
     let mut by_slot: BTreeMap<u32, Vec<(&CounterKey, u64)>> = BTreeMap::new();
     for (k, v) in &snap.counters {
@@ -91,9 +98,7 @@ pub fn render(
     for (k, v) in &snap.peers {
         peers_by_slot.entry(k.slot).or_default().push((k, *v));
     }
-
-    let mut out: BTreeMap<&'static str, MetricFamily> = BTreeMap::new();
-    budget.exhausted.clear();
+    let mut out = Vec::new();
     for (plan_key, pt) in &desired.plans {
         let plan = &pt.plan;
         let g = plan.metrics.granularity;
@@ -104,16 +109,37 @@ pub fn render(
             };
             add_target(&mut fams, t, g, by_slot.get(slot), peers_by_slot.get(slot), reasons);
         }
-        let admitted = budget.admitted.entry(plan_key.clone()).or_default();
-        let max = plan.metrics.max_series_per_node as usize;
+        out.push(PlanSeries {
+            plan_key: plan_key.clone(),
+            probe_label: plan.source.key(),
+            granularity: g,
+            max_series: plan.metrics.max_series_per_node as usize,
+            fams,
+        });
+    }
+    out
+}
+
+/// Admit series under each plan's budget, first come first served; past
+/// it, a family's further series are summed into its overflow series.
+/// Decided here, before rendering, so the agent can run it on its own
+/// schedule and hand the exhausted plans to status; plans no longer desired
+/// are forgotten.
+pub fn admit(series: &mut [PlanSeries], budget: &mut Budget, standalone: bool) {
+    budget.exhausted.clear();
+    let live: BTreeSet<&String> = series.iter().map(|p| &p.plan_key).collect();
+    budget.admitted.retain(|k, _| live.contains(k));
+    for ps in series.iter_mut() {
+        let admitted = budget.admitted.entry(ps.plan_key.clone()).or_default();
         // Forget series that no longer exist, then admit new ones in order.
-        let present: BTreeSet<Vec<String>> = fams
+        let present: BTreeSet<Vec<String>> = ps
+            .fams
             .iter()
             .flat_map(|f| f.series.keys().map(|k| series_id(f.spec.name, k)))
             .collect();
         admitted.retain(|s| present.contains(s));
         let mut over = false;
-        for f in &mut fams {
+        for f in &mut ps.fams {
             let mut overflow = Acc::default();
             let mut any_overflow = false;
             let keys: Vec<Vec<String>> = f.series.keys().cloned().collect();
@@ -122,7 +148,7 @@ pub fn render(
                 if admitted.contains(&id) {
                     continue;
                 }
-                if admitted.len() < max {
+                if admitted.len() < ps.max_series {
                     admitted.insert(id);
                     continue;
                 }
@@ -137,15 +163,22 @@ pub fn render(
                 }
             }
             if any_overflow {
-                let n = owner_label_names(g, standalone).len() + f.spec.extra_labels.len();
+                let n = owner_label_names(ps.granularity, standalone).len() + f.spec.extra_labels.len();
                 f.series.insert(vec![OVERFLOW.to_string(); n], overflow);
             }
         }
         if over {
-            budget.exhausted.insert(plan_key.clone());
+            budget.exhausted.insert(ps.plan_key.clone());
         }
-        let probe_label = plan.source.key();
-        for f in fams {
+    }
+}
+
+/// The Prometheus families of admitted series.
+pub fn families(series: Vec<PlanSeries>, standalone: bool) -> Vec<MetricFamily> {
+    let mut out: BTreeMap<&'static str, MetricFamily> = BTreeMap::new();
+    for ps in series {
+        let names = owner_label_names(ps.granularity, standalone);
+        for f in ps.fams {
             let mf = out.entry(f.spec.name).or_insert_with(|| {
                 let mut mf = MetricFamily::default();
                 mf.set_name(f.spec.name.to_string());
@@ -153,10 +186,9 @@ pub fn render(
                 mf.set_field_type(f.spec.kind);
                 mf
             });
-            let names = owner_label_names(g, standalone);
             for (k, acc) in &f.series {
                 let mut m = Metric::default();
-                let mut labels = vec![label("probe", &probe_label)];
+                let mut labels = vec![label("probe", &ps.probe_label)];
                 for (n, v) in names.iter().chain(f.spec.extra_labels.iter()).zip(k.iter()) {
                     labels.push(label(n, v));
                 }
@@ -174,6 +206,21 @@ pub fn render(
         }
     }
     out.into_values().filter(|mf| !mf.get_metric().is_empty()).collect()
+}
+
+/// Series, admission and families in one go, from one kernel snapshot.
+pub fn render(
+    desired: &Desired,
+    kernel: &KernelState,
+    slots: &BTreeMap<String, u32>,
+    snap: &Snapshot,
+    reasons: &ReasonNames,
+    standalone: bool,
+    budget: &mut Budget,
+) -> Vec<MetricFamily> {
+    let mut s = series(desired, kernel, slots, snap, reasons);
+    admit(&mut s, budget, standalone);
+    families(s, standalone)
 }
 
 fn series_id(family: &str, key: &[String]) -> Vec<String> {
