@@ -106,21 +106,31 @@ impl Agent {
     /// them (the agent's own schedule, scrape or not).
     pub fn admit(&self) {
         let mut g = self.lock();
-        let inner = &mut *g;
-        match inner.manager.snapshot() {
+        match g.manager.snapshot() {
             Ok(snap) => {
-                let mut s = collector::series(
-                    &inner.desired,
-                    &inner.kernel,
-                    inner.manager.slots(),
-                    &snap,
-                    &self.reasons,
-                );
-                collector::admit(&mut s, &mut inner.budget, self.standalone);
-                self.publish_budget(&inner.budget);
+                self.admitted_series(&mut g, &snap);
             }
             Err(e) => tracing::warn!(error = %e, "reading kernel counters failed"),
         }
+    }
+
+    /// The plans' series from `snap`, admitted under their budgets; the
+    /// exhausted plans published.
+    fn admitted_series(
+        &self,
+        inner: &mut Inner,
+        snap: &crate::kernel::manager::Snapshot,
+    ) -> Vec<collector::PlanSeries> {
+        let mut s = collector::series(
+            &inner.desired,
+            &inner.kernel,
+            inner.manager.slots(),
+            snap,
+            &self.reasons,
+        );
+        collector::admit(&mut s, &mut inner.budget, self.standalone);
+        self.publish_budget(&inner.budget);
+        s
     }
 
     /// Kernel run time and count of every attached program.
@@ -139,16 +149,8 @@ impl Agent {
         let inner = &mut *g;
         let mut fams = match inner.manager.snapshot() {
             Ok(snap) => {
-                let mut fams = collector::render(
-                    &inner.desired,
-                    &inner.kernel,
-                    inner.manager.slots(),
-                    &snap,
-                    &self.reasons,
-                    self.standalone,
-                    &mut inner.budget,
-                );
-                self.publish_budget(&inner.budget);
+                let series = self.admitted_series(inner, &snap);
+                let mut fams = collector::families(series, self.standalone);
                 let mut full = family(
                     "netprobe_agent_map_full_total",
                     "Events not counted because a bounded eBPF map was full.",
@@ -178,24 +180,25 @@ impl Agent {
             inner.manager.report().attached.values().map(Vec::len).sum::<usize>() as f64,
         ));
         fams.push(loaded);
-        let mut unsupported = family(
-            "netprobe_agent_probe_unsupported",
-            "1 for each probe type this kernel cannot run.",
-            MetricType::GAUGE,
-        );
-        for t in inner.manager.report().unsupported.keys() {
-            unsupported.mut_metric().push(gauge(&[("type", t.as_str())], 1.0));
+        let report = inner.manager.report();
+        for (name, help, types) in [
+            (
+                "netprobe_agent_probe_unsupported",
+                "1 for each probe type this kernel cannot run.",
+                &report.unsupported,
+            ),
+            (
+                "netprobe_agent_probe_partial",
+                "1 for each probe type that sees only part of what the kernel counts on this kernel (the node's status says what is missing).",
+                &report.partial,
+            ),
+        ] {
+            let mut f = family(name, help, MetricType::GAUGE);
+            for t in types.keys() {
+                f.mut_metric().push(gauge(&[("type", t.as_str())], 1.0));
+            }
+            fams.push(f);
         }
-        fams.push(unsupported);
-        let mut partial = family(
-            "netprobe_agent_probe_partial",
-            "1 for each probe type that sees only part of what the kernel counts on this kernel (the node's status says what is missing).",
-            MetricType::GAUGE,
-        );
-        for t in inner.manager.report().partial.keys() {
-            partial.mut_metric().push(gauge(&[("type", t.as_str())], 1.0));
-        }
-        fams.push(partial);
         let mut entries = family(
             "netprobe_agent_map_entries",
             "Entries in the agent's target maps.",

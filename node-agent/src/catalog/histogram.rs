@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use prometheus::proto::MetricType;
 
-use super::{FamilySpec, Needs, Series, TargetCounters, to_ns};
+use super::{FamilySpec, Fill, Needs, to_ns};
 use netprobe_api::ProbeType;
 
 pub(super) fn needs(index: u32, buckets: &[f64], needs: &mut Needs) {
@@ -35,22 +35,17 @@ pub(super) fn family(
     }
 }
 
-pub(super) fn fill(
-    series: &mut Series,
-    key: &dyn Fn(&[&str]) -> Vec<String>,
-    c: TargetCounters<'_>,
-    bucket_metric: u16,
-    sum_metric: u16,
-) {
+pub(super) fn fill(out: &mut Fill<'_>, bucket_metric: u16, sum_metric: u16) {
     let mut buckets: BTreeMap<u16, u64> = BTreeMap::new();
-    for (sub, v) in c.of(bucket_metric) {
+    for (sub, v) in out.counters.of(bucket_metric) {
         *buckets.entry(sub).or_default() += v;
     }
     if buckets.is_empty() {
         return;
     }
-    let e = series.entry(key(&[])).or_default();
-    e.sum_ns += c.of(sum_metric).map(|(_, v)| v).sum::<u64>();
+    let sum = out.counters.of(sum_metric).map(|(_, v)| v).sum::<u64>();
+    let e = out.series.entry((out.key)(&[])).or_default();
+    e.sum_ns += sum;
     for (b, n) in buckets {
         *e.buckets.entry(b).or_default() += n;
     }

@@ -158,6 +158,22 @@ impl TargetCounters<'_> {
 /// → values.
 pub type Series = BTreeMap<Vec<String>, Acc>;
 
+/// One target's counters on their way into one family's series.
+pub struct Fill<'a> {
+    pub series: &'a mut Series,
+    /// Builds a series key from the extra label values.
+    pub key: &'a dyn Fn(&[&str]) -> Vec<String>,
+    pub counters: TargetCounters<'a>,
+    pub reasons: &'a ReasonNames,
+}
+
+impl Fill<'_> {
+    /// Add `v` to the counter series with extra labels `extra`.
+    pub fn add(&mut self, extra: &[&str], v: u64) {
+        self.series.entry((self.key)(extra)).or_default().value += v;
+    }
+}
+
 /// One probe type on a node.
 pub trait ProbeKind: Sync {
     /// The tracepoints its programs may attach to (to read their arity).
@@ -200,15 +216,7 @@ pub trait ProbeKind: Sync {
     fn families(&self, p: &PlannedProbe, bounds: &BTreeMap<u32, Vec<u64>>) -> Vec<FamilySpec>;
 
     /// Add one target's counters to family `f` (one of this type's).
-    /// `key` builds a series key from the extra label values.
-    fn fill(
-        &self,
-        f: &FamilySpec,
-        series: &mut Series,
-        key: &dyn Fn(&[&str]) -> Vec<String>,
-        c: TargetCounters<'_>,
-        reasons: &ReasonNames,
-    );
+    fn fill(&self, f: &FamilySpec, out: &mut Fill<'_>);
 }
 
 fn to_ns(seconds: f64) -> u64 {

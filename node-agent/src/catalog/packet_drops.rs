@@ -9,7 +9,7 @@ use netprobe_api::plan::PlannedProbe;
 use netprobe_ebpf::layout::{DROP_SUBSYSTEM, metric};
 use netprobe_ebpf::programs;
 
-use super::{FamilySpec, Hook, KernelFacts, ProbeKind, Series, TargetCounters};
+use super::{FamilySpec, Fill, Hook, KernelFacts, ProbeKind};
 
 /// Names of kernel drop reasons, by value (from the kernel's BTF).
 pub type ReasonNames = BTreeMap<u16, String>;
@@ -61,16 +61,10 @@ impl ProbeKind for PacketDrops {
         vec![f]
     }
 
-    fn fill(
-        &self,
-        f: &FamilySpec,
-        series: &mut Series,
-        key: &dyn Fn(&[&str]) -> Vec<String>,
-        c: TargetCounters<'_>,
-        reasons: &ReasonNames,
-    ) {
-        for (sub, v) in c.of(metric::DROPS) {
-            let name = match reasons.get(&sub) {
+    fn fill(&self, f: &FamilySpec, out: &mut Fill<'_>) {
+        let drops: Vec<(u16, u64)> = out.counters.of(metric::DROPS).collect();
+        for (sub, v) in drops {
+            let name = match out.reasons.get(&sub) {
                 Some(n) => n.clone(),
                 None if sub == DROP_SUBSYSTEM => "SUBSYSTEM".to_string(),
                 None => sub.to_string(),
@@ -78,7 +72,7 @@ impl ProbeKind for PacketDrops {
             if f.allow.as_ref().is_some_and(|allow| !allow.contains(&name)) {
                 continue;
             }
-            series.entry(key(&[&name])).or_default().value += v;
+            out.add(&[&name], v);
         }
     }
 }

@@ -12,7 +12,7 @@ use netprobe_api::plan::PlannedProbe;
 use netprobe_ebpf::layout::{self, BOUNDS_CONNECT, CONNECT_FAIL_REASONS, TYPE_CONNECT, metric};
 use netprobe_ebpf::{maps, programs};
 
-use super::{FamilySpec, Hook, KernelFacts, Needs, ProbeKind, ReasonNames, Series, TargetCounters, histogram};
+use super::{FamilySpec, Fill, Hook, KernelFacts, Needs, ProbeKind, histogram};
 use crate::kernel::error::{ManagerError, map_err, map_mut};
 
 pub struct TcpConnectLatency;
@@ -82,21 +82,15 @@ impl ProbeKind for TcpConnectLatency {
         ]
     }
 
-    fn fill(
-        &self,
-        f: &FamilySpec,
-        series: &mut Series,
-        key: &dyn Fn(&[&str]) -> Vec<String>,
-        c: TargetCounters<'_>,
-        _reasons: &ReasonNames,
-    ) {
+    fn fill(&self, f: &FamilySpec, out: &mut Fill<'_>) {
         if f.name == LATENCY {
-            histogram::fill(series, key, c, metric::CONNECT_BUCKET, metric::CONNECT_SUM);
+            histogram::fill(out, metric::CONNECT_BUCKET, metric::CONNECT_SUM);
             return;
         }
-        for (sub, v) in c.of(metric::CONNECT_FAIL) {
+        let fails: Vec<(u16, u64)> = out.counters.of(metric::CONNECT_FAIL).collect();
+        for (sub, v) in fails {
             let r = CONNECT_FAIL_REASONS.get(sub as usize).copied().unwrap_or("other");
-            series.entry(key(&[r])).or_default().value += v;
+            out.add(&[r], v);
         }
     }
 }

@@ -9,7 +9,7 @@ use netprobe_api::plan::PlannedProbe;
 use netprobe_ebpf::layout::metric;
 use netprobe_ebpf::programs;
 
-use super::{FamilySpec, Hook, KernelFacts, ProbeKind, ReasonNames, Series, TargetCounters};
+use super::{FamilySpec, Fill, Hook, KernelFacts, ProbeKind};
 
 pub struct TcpResets;
 
@@ -49,17 +49,11 @@ impl ProbeKind for TcpResets {
         )]
     }
 
-    fn fill(
-        &self,
-        _f: &FamilySpec,
-        series: &mut Series,
-        key: &dyn Fn(&[&str]) -> Vec<String>,
-        c: TargetCounters<'_>,
-        _reasons: &ReasonNames,
-    ) {
+    fn fill(&self, _f: &FamilySpec, out: &mut Fill<'_>) {
         for (dir, m) in [("sent", metric::RST_SENT), ("received", metric::RST_RECV)] {
-            for (_, v) in c.of(m) {
-                series.entry(key(&[dir])).or_default().value += v;
+            let n: Vec<u64> = out.counters.of(m).map(|(_, v)| v).collect();
+            for v in n {
+                out.add(&[dir], v);
             }
         }
     }

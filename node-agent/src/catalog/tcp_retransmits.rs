@@ -10,7 +10,7 @@ use netprobe_api::plan::PlannedProbe;
 use netprobe_ebpf::layout::{POD_PEER_LABELS, PeerKey, metric};
 use netprobe_ebpf::programs;
 
-use super::{FamilySpec, Hook, KernelFacts, Needs, ProbeKind, ReasonNames, Series, TargetCounters};
+use super::{FamilySpec, Fill, Hook, KernelFacts, Needs, ProbeKind};
 
 pub struct TcpRetransmits;
 
@@ -66,31 +66,24 @@ impl ProbeKind for TcpRetransmits {
         )]
     }
 
-    fn fill(
-        &self,
-        f: &FamilySpec,
-        series: &mut Series,
-        key: &dyn Fn(&[&str]) -> Vec<String>,
-        c: TargetCounters<'_>,
-        _reasons: &ReasonNames,
-    ) {
-        let total: u64 = c.of(metric::RETRANS_SEGS).map(|(_, v)| v).sum();
+    fn fill(&self, f: &FamilySpec, out: &mut Fill<'_>) {
+        let total: u64 = out.counters.of(metric::RETRANS_SEGS).map(|(_, v)| v).sum();
         // The family carries peer labels exactly when the plan asked for them.
         if f.extra_labels.is_empty() {
             if total > 0 {
-                series.entry(key(&[])).or_default().value += total;
+                out.add(&[], total);
             }
             return;
         }
         let mut by_peers = 0;
-        for (pk, v) in c.peers {
+        for (pk, v) in out.counters.peers {
             by_peers += v;
             let port = pk.port.to_string();
-            series.entry(key(&[&peer_addr(pk), &port])).or_default().value += v;
+            out.add(&[&peer_addr(pk), &port], *v);
         }
         // Peers the bounded peer map could not hold: the pod total stays exact.
         if total > by_peers {
-            series.entry(key(&["other", "other"])).or_default().value += total - by_peers;
+            out.add(&["other", "other"], total - by_peers);
         }
     }
 }

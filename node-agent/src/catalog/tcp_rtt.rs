@@ -10,7 +10,7 @@ use netprobe_api::plan::PlannedProbe;
 use netprobe_ebpf::layout::{BOUNDS_RTT, TYPE_RTT, metric};
 use netprobe_ebpf::programs;
 
-use super::{FamilySpec, Hook, KernelFacts, Needs, ProbeKind, ReasonNames, Series, TargetCounters, histogram};
+use super::{FamilySpec, Fill, Hook, KernelFacts, Needs, ProbeKind, histogram};
 
 pub struct TcpRtt;
 
@@ -60,14 +60,7 @@ impl ProbeKind for TcpRtt {
         )]
     }
 
-    fn fill(
-        &self,
-        _f: &FamilySpec,
-        series: &mut Series,
-        key: &dyn Fn(&[&str]) -> Vec<String>,
-        c: TargetCounters<'_>,
-        _reasons: &ReasonNames,
-    ) {
-        histogram::fill(series, key, c, metric::RTT_BUCKET, metric::RTT_SUM);
+    fn fill(&self, _f: &FamilySpec, out: &mut Fill<'_>) {
+        histogram::fill(out, metric::RTT_BUCKET, metric::RTT_SUM);
     }
 }

@@ -9,7 +9,7 @@ use netprobe_api::{Granularity, ProbePlan};
 use netprobe_ebpf::layout::{CounterKey, PeerKey};
 use prometheus::proto::{Bucket, Counter, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 
-use crate::catalog::{self, Acc, FamilySpec, Series, TargetCounters};
+use crate::catalog::{self, Acc, FamilySpec, Fill, Series, TargetCounters};
 pub use crate::catalog::{ReasonNames, drop_reason_names};
 use crate::kernel::manager::Snapshot;
 use crate::pipeline::desired::{Desired, KernelState, Owner, Target};
@@ -286,7 +286,13 @@ fn add_target(
         peers: peers.map(Vec::as_slice).unwrap_or_default(),
     };
     for f in fams.iter_mut() {
-        catalog::of(f.spec.probe).fill(&f.spec, &mut f.series, &key, c, reasons);
+        let mut out = Fill {
+            series: &mut f.series,
+            key: &key,
+            counters: c,
+            reasons,
+        };
+        catalog::of(f.spec.probe).fill(&f.spec, &mut out);
     }
 }
 
