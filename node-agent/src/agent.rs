@@ -3,6 +3,7 @@
 //! drive it the same way: compute a `Desired`, call `set_desired`, serve
 //! `render`.
 
+use anyhow::Context as _;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -327,7 +328,9 @@ pub async fn serve(addr: std::net::SocketAddr, agent: Agent) -> anyhow::Result<(
             }),
         )
         .route("/healthz", get(|| async { "ok" }));
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on --metrics-addr {addr}"))?;
     axum::serve(listener, app).await?;
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
-    #[error("no cgroup2 mount in {0}")]
+    #[error("no cgroup2 hierarchy: {0}")]
     NoCgroup2(String),
     #[error("reading {path}: {source}")]
     Io { path: String, source: std::io::Error },
@@ -25,7 +25,25 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError + '_ {
 /// `/proc/self/mountinfo`); never assumed to be `/sys/fs/cgroup`.
 pub fn cgroup2_mount(mountinfo: &Path) -> Result<PathBuf, CgroupError> {
     let text = std::fs::read_to_string(mountinfo).map_err(io(mountinfo))?;
-    parse_cgroup2_mount(&text).ok_or_else(|| CgroupError::NoCgroup2(mountinfo.display().to_string()))
+    parse_cgroup2_mount(&text)
+        .ok_or_else(|| CgroupError::NoCgroup2(format!("no cgroup2 mount in {}", mountinfo.display())))
+}
+
+/// The cgroup2 hierarchy at or under `root`: `root` itself when it is a
+/// cgroup2 mount (it has `cgroup.controllers`), else `root/unified` (hybrid
+/// hosts mount cgroup2 there, and a DaemonSet mounts the host's
+/// `/sys/fs/cgroup`). An error names what was looked at.
+pub fn cgroup2_under(root: &Path) -> Result<PathBuf, CgroupError> {
+    for candidate in [root.to_path_buf(), root.join("unified")] {
+        if candidate.join("cgroup.controllers").is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(CgroupError::NoCgroup2(format!(
+        "{} (neither it nor {}/unified is a cgroup2 mount)",
+        root.display(),
+        root.display()
+    )))
 }
 
 /// The first cgroup2 mount point in mountinfo text.
@@ -169,6 +187,21 @@ pub fn cgroups_to_depth(root: &Path, depth: usize) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cgroup_root_is_checked_and_hybrid_hosts_use_unified() {
+        let v2 = tempfile::tempdir().unwrap();
+        std::fs::write(v2.path().join("cgroup.controllers"), "cpu io memory\n").unwrap();
+        assert_eq!(cgroup2_under(v2.path()).unwrap(), v2.path());
+        let hybrid = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(hybrid.path().join("unified")).unwrap();
+        std::fs::write(hybrid.path().join("unified/cgroup.controllers"), "").unwrap();
+        assert_eq!(cgroup2_under(hybrid.path()).unwrap(), hybrid.path().join("unified"));
+        let v1 = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(v1.path().join("memory")).unwrap();
+        let e = cgroup2_under(v1.path()).unwrap_err().to_string();
+        assert!(e.contains(&v1.path().display().to_string()), "{e}");
+    }
 
     #[test]
     fn finds_cgroup2_in_hybrid_and_unified_layouts() {

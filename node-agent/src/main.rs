@@ -75,9 +75,12 @@ async fn main() -> anyhow::Result<()> {
         LogFormat::Json => tracing_subscriber::fmt().with_env_filter(filter).json().init(),
     }
     let cgroup_root = match &cli.cgroup_root {
-        Some(p) => p.clone(),
+        Some(p) => cgroups::cgroup2_under(p).context("--cgroup-root")?,
         None => cgroups::cgroup2_mount(&cli.proc_root.join("self/mountinfo"))?,
     };
+    if !cli.standalone.is_empty() {
+        standalone::check_paths(&cli.standalone).context("--standalone")?;
+    }
     let standalone_mode = !cli.standalone.is_empty();
     let agent =
         Agent::new(standalone_mode).context("loading eBPF (needs root or CAP_BPF+CAP_PERFMON, and kernel BTF)")?;
@@ -86,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
         let addr = cli.metrics_addr;
         async move {
             if let Err(e) = agent::serve(addr, agent).await {
-                error!(error = %e, "metrics server stopped");
+                error!(error = format!("{e:#}"), "metrics server stopped");
                 std::process::exit(1);
             }
         }
@@ -111,7 +114,7 @@ async fn main() -> anyhow::Result<()> {
         info!(metrics = %cli.metrics_addr, node = %cfg.node, "agent running");
         tokio::select! {
             () = cluster::run(client, cfg, std::sync::Arc::new(agent.clone())) => {}
-            _ = tokio::signal::ctrl_c() => info!("stopping; the kernel detaches every program with the process"),
+            _ = shutdown_signal() => info!("stopping; the kernel detaches every program with the process"),
         }
         return Ok(());
     }
@@ -125,7 +128,14 @@ async fn main() -> anyhow::Result<()> {
     };
     tokio::select! {
         () = standalone::run::run(cfg, agent) => {}
-        _ = tokio::signal::ctrl_c() => info!("stopping; the kernel detaches every program with the process"),
+        _ = shutdown_signal() => info!("stopping; the kernel detaches every program with the process"),
     }
     Ok(())
+}
+
+/// SIGTERM (how a pod is stopped: PID 1 ignores signals it does not handle)
+/// or SIGINT.
+async fn shutdown_signal() -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! { r = tokio::signal::ctrl_c() => r, _ = term.recv() => Ok(()) }
 }

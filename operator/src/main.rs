@@ -72,14 +72,14 @@ async fn main() -> anyhow::Result<()> {
         let (m, r, addr) = (metrics.clone(), ready.clone(), cli.metrics_addr);
         async move {
             if let Err(e) = telemetry::serve(addr, m, r).await {
-                error!(error = %e, "metrics server stopped");
+                error!(error = format!("{e:#}"), "metrics server stopped");
             }
         }
     });
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
+        let _ = shutdown_signal().await;
         let _ = shutdown_tx.send(true);
     });
 
@@ -155,4 +155,11 @@ async fn main() -> anyhow::Result<()> {
     }
     // Losing the lease ends the process; the Deployment restarts it as a standby.
     result
+}
+
+/// SIGTERM (how a pod is stopped: PID 1 ignores signals it does not handle)
+/// or SIGINT.
+async fn shutdown_signal() -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! { r = tokio::signal::ctrl_c() => r, _ = term.recv() => Ok(()) }
 }

@@ -1,5 +1,6 @@
 //! The operator's own signals: logs, Prometheus metrics, health endpoints.
 
+use anyhow::Context as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -147,7 +148,9 @@ pub async fn serve(addr: SocketAddr, metrics: Metrics, ready: Arc<AtomicBool>) -
                 }
             }),
         );
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on --metrics-addr {addr}"))?;
     axum::serve(listener, app).await?;
     Ok(())
 }

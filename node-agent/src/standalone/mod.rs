@@ -27,6 +27,20 @@ pub struct Rejected {
     pub reason: String,
 }
 
+/// Every manifest path must exist when the agent starts: a typo would
+/// otherwise run zero probes without a word.
+pub fn check_paths(paths: &[PathBuf]) -> Result<(), StandaloneError> {
+    for p in paths {
+        if let Err(source) = std::fs::metadata(p) {
+            return Err(StandaloneError::Io {
+                path: p.display().to_string(),
+                source,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// YAML files under each path (a file, or a directory read non-recursively).
 fn manifest_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, StandaloneError> {
     let mut out = Vec::new();
@@ -56,20 +70,29 @@ pub fn load_plans(paths: &[PathBuf]) -> Result<(Vec<ProbePlan>, Vec<Rejected>), 
     let mut plans = Vec::new();
     let mut rejected = Vec::new();
     for file in manifest_files(paths)? {
-        let text = std::fs::read_to_string(&file).map_err(|source| StandaloneError::Io {
-            path: file.display().to_string(),
-            source,
-        })?;
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) => {
+                rejected.push(Rejected {
+                    origin: file.display().to_string(),
+                    reason: format!("cannot read: {e}"),
+                });
+                continue;
+            }
+        };
         for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
             let origin = format!("{}#{}", file.display(), i + 1);
             let value: serde_json::Value = match serde::Deserialize::deserialize(doc) {
                 Ok(v) => v,
                 Err(e) => {
+                    // A syntax error ends the stream: the parser cannot
+                    // resynchronize, and would repeat the error forever.
+                    // The documents before it are kept.
                     rejected.push(Rejected {
                         origin,
                         reason: format!("not YAML: {e}"),
                     });
-                    continue;
+                    break;
                 }
             };
             if value.is_null() {
@@ -285,6 +308,37 @@ mod tests {
         assert_eq!(owning_target(&targets, &common.join("/")), "system.slice");
         let common = common_prefix(&["system.slice".into()], "user.slice/u.scope");
         assert_eq!(owning_target(&targets, &common.join("/")), "/");
+    }
+
+    #[test]
+    fn a_yaml_syntax_error_is_rejected_with_its_line_and_the_other_files_load() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("a-good.yaml"),
+            "apiVersion: netprobe.dev/v1alpha1\nkind: NetworkProbe\nmetadata: {name: a, namespace: x}\nspec:\n  probes: [{type: TcpResets}]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("b-broken.yaml"),
+            "apiVersion: netprobe.dev/v1alpha1\nkind: NetworkProbe\nmetadata: {name: b\nspec: [\n",
+        )
+        .unwrap();
+        let paths = vec![dir.path().to_path_buf()];
+        // The parser used to repeat a syntax error forever: bound the wait.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(load_plans(&paths));
+        });
+        let (plans, rejected) = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("loading terminates")
+            .unwrap();
+        assert_eq!(plans.len(), 1);
+        assert_eq!(rejected.len(), 1, "{rejected:?}");
+        assert!(rejected[0].origin.contains("b-broken.yaml"), "{rejected:?}");
+        assert!(rejected[0].reason.contains("line"), "{rejected:?}");
+        assert!(check_paths(&[dir.path().join("missing")]).is_err());
+        assert!(check_paths(&[dir.path().to_path_buf()]).is_ok());
     }
 
     #[test]

@@ -388,6 +388,23 @@ impl World {
         }
     }
 
+    /// Stop an operator replica the way the kubelet stops a pod (SIGTERM,
+    /// then SIGKILL after the grace period); returns how long it took to exit.
+    pub fn stop_operator(&mut self, identity: &str) -> std::time::Duration {
+        let started = std::time::Instant::now();
+        match &self.backend {
+            Backend::StandIn { .. } => {
+                if let Some(o) = self.operators.iter_mut().find(|o| o.identity == identity) {
+                    o.proc.stop();
+                }
+            }
+            Backend::Cluster(c) => {
+                c.ok(&["delete", "pod", identity, "-n", SYSTEM_NS, "--wait=true"]);
+            }
+        }
+        started.elapsed()
+    }
+
     /// True when the API server can be stopped by the test (stand-in only).
     pub fn can_stop_api(&self) -> bool {
         matches!(self.backend, Backend::StandIn { .. })

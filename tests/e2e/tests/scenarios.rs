@@ -780,3 +780,49 @@ fn s10_an_exhausted_series_budget_reaches_status_within_10_s() {
         p["status"]["nodes"]
     );
 }
+
+/// SIGTERM, as a pod's stop sends it to PID 1: the leader releases its Lease
+/// and exits within 10 s, and the standby takes over within 5 s, not after
+/// the lease runs out.
+#[test]
+fn s11_sigterm_hands_the_lease_over_within_5_s() {
+    let lease = 15;
+    let Some(mut w) = world(
+        "s11",
+        WorldOptions {
+            operators: 2,
+            lease_secs: lease,
+            ..WorldOptions::default()
+        },
+    ) else {
+        return;
+    };
+    let holder = |w: &World| {
+        w.kubectl(&[
+            "get",
+            "lease",
+            "netprobe-operator",
+            "-n",
+            SYSTEM_NS,
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ])
+    };
+    let leader = wait_for("a leader", 30, || {
+        holder(&w).and_then(|h| if h.is_empty() { Err("none".into()) } else { Ok(h) })
+    });
+    let stopped = Instant::now();
+    let took = w.stop_operator(&leader);
+    println!("leader {leader} exited {took:?} after SIGTERM");
+    assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
+    let new = wait_for("the standby to take the lease", 5, || {
+        holder(&w).and_then(|h| if h != leader && !h.is_empty() { Ok(h) } else { Err(h) })
+    });
+    println!(
+        "{new} holds the lease {:?} after SIGTERM (lease {lease} s)",
+        stopped.elapsed()
+    );
+    assert!(stopped.elapsed() < Duration::from_secs(5 + 1));
+    w.kubectl_ok(&["apply", "-f", &sample(SAMPLE)]);
+    wait_nodes(&w, "networkprobe", Some("shop"), PROBE, "Running");
+}
