@@ -26,6 +26,8 @@ pub mod programs {
     pub const RETRANSMIT_SKB: &str = "np_retransmit_skb";
     pub const RETRANSMIT_SKB_V1: &str = "np_retransmit_skb_v1";
     pub const RETRANSMIT_SYNACK: &str = "np_retransmit_synack";
+    /// TcpRetransmits' reconciliation with the socket's own count at close.
+    pub const RETRANSMIT_CLOSE: &str = "np_retrans_close";
     pub const SEND_RESET: &str = "np_send_reset";
     pub const RECEIVE_RESET: &str = "np_receive_reset";
     /// Shared by TcpConnectLatency and TcpRtt (`np_config.types` selects).
@@ -81,6 +83,7 @@ mod tests {
             programs::RETRANSMIT_SKB,
             programs::RETRANSMIT_SKB_V1,
             programs::RETRANSMIT_SYNACK,
+            programs::RETRANSMIT_CLOSE,
             programs::SEND_RESET,
             programs::RECEIVE_RESET,
             programs::SOCK_STATE,

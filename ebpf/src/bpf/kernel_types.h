@@ -60,6 +60,7 @@ struct sock_common {
 	volatile unsigned char skc_state;
 	possible_net_t skc_net;
 	struct in6_addr skc_v6_daddr;
+	struct { __s64 counter; } skc_cookie;
 };
 
 struct sock {
@@ -71,6 +72,7 @@ struct sock {
 
 struct tcp_sock {
 	__u32 srtt_us;
+	__u32 total_retrans;
 };
 
 struct net_device {

@@ -18,7 +18,7 @@ const FAMILY: &str = "netprobe_tcp_retransmits_total";
 
 impl ProbeKind for TcpRetransmits {
     fn tracepoints(&self) -> &'static [&'static str] {
-        &["tcp_retransmit_skb", "tcp_retransmit_synack"]
+        &["tcp_retransmit_skb", "tcp_retransmit_synack", "inet_sock_set_state"]
     }
 
     fn programs(&self, facts: &KernelFacts) -> Result<Vec<(&'static str, Hook)>, String> {
@@ -29,9 +29,12 @@ impl ProbeKind for TcpRetransmits {
             programs::RETRANSMIT_SKB_V1
         };
         facts.tracepoint("tcp_retransmit_synack")?;
+        facts.tracepoint("inet_sock_set_state")?;
         Ok(vec![
             (p, Hook::Tracepoint("tcp_retransmit_skb")),
             (programs::RETRANSMIT_SYNACK, Hook::Tracepoint("tcp_retransmit_synack")),
+            // A socket's count is reconciled with the kernel's when it closes.
+            (programs::RETRANSMIT_CLOSE, Hook::Tracepoint("inet_sock_set_state")),
         ])
     }
 

@@ -23,17 +23,53 @@ static __always_inline void count_peer(const struct sock *sk, __u32 slot, __u64 
 		*v += segs;
 }
 
-static __always_inline void retransmitted(const struct sock *sk, const struct sk_buff *skb)
+/* The kernel's own count of a socket's retransmitted segments,
+ * tp->total_retrans, grows exactly where TcpRetransSegs does: once an attempt
+ * is counted, whatever happens to it afterwards. Its value at a socket's last
+ * event is kept here (by socket cookie: unique for the socket's life, unlike
+ * its address), and the next event counts the difference, so every attempt
+ * the kernel counted is counted, whatever error the attempt ended with
+ * (a full device backlog in a connection storm, a netfilter drop, a routing
+ * failure). A socket's first event, or one evicted from this LRU, counts the
+ * event itself when `counted` says the kernel counted it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u32);
+} retrans_seen SEC(".maps");
+
+static __always_inline __u64 counted_segs(const struct sock *sk, const struct sk_buff *skb, int counted)
 {
-	struct np_pod_info pod;
-	if (!pod_of_sock(sk, &pod))
-		return;
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
+	if (!tp)
+		return 0;
+	__u64 cookie = bpf_get_socket_cookie((void *)sk);
+	__u32 total = tp->total_retrans;
+	__u32 *seen = bpf_map_lookup_elem(&retrans_seen, &cookie);
+	if (seen && total >= *seen) {
+		__u64 segs = total - *seen;
+		*seen = total;
+		return segs;
+	}
+	bpf_map_update_elem(&retrans_seen, &cookie, &total, BPF_ANY);
+	if (!counted)
+		return 0;
 	/* TcpRetransSegs counts segments: a GSO skb carries tcp_gso_segs in
 	 * its control block (a char array: a direct load at the relocated
 	 * offset, no helper call). */
 	__u64 segs = *(const __u16 *)(skb->cb + bpf_core_field_offset(struct tcp_skb_cb, tcp_gso_segs));
-	if (segs == 0)
-		segs = 1;
+	return segs ? segs : 1;
+}
+
+static __always_inline void retransmitted(const struct sock *sk, const struct sk_buff *skb, int counted)
+{
+	struct np_pod_info pod;
+	if (!pod_of_sock(sk, &pod))
+		return;
+	__u64 segs = counted_segs(sk, skb, counted);
+	if (!segs)
+		return;
 	struct np_pod_counters *c = slot_counters(pod.slot);
 	if (c)
 		c->retrans_segs += segs;
@@ -41,16 +77,12 @@ static __always_inline void retransmitted(const struct sock *sk, const struct sk
 		count_peer(sk, pod.slot, segs);
 }
 
-/* Linux >= 6.16: the tracepoint fires for every attempt with its error.
- * TcpRetransSegs counts an attempt once the segment is ready to go, before
- * handing it to the IP layer, so a retransmission the local stack then fails
- * to send (a full device backlog in a connection storm, a netfilter drop:
- * NET_XMIT_DROP, -ENOBUFS, -EPERM; TcpExtTCPRetransFail) counts too. The
- * attempts abandoned before the count end with -EBUSY (the previous copy is
- * still queued in this host), -EAGAIN (no send window), -ENOMEM, -EINVAL or
- * -EHOSTUNREACH (the route could not be rebuilt). A routing failure after the
- * count (-EHOSTUNREACH from the IP layer, right after the route was rebuilt)
- * is the one attempt the kernel counts and this cannot tell apart. */
+/* Linux >= 6.16: the tracepoint fires for every attempt, with its error.
+ * The attempts abandoned before the kernel counted them end with -EBUSY
+ * (the previous copy is still queued in this host), -EAGAIN (no send
+ * window), -ENOMEM, -EINVAL or -EHOSTUNREACH (the route could not be
+ * rebuilt); after the count, the error is whatever sending returned, which
+ * can be any of these too: the socket's total_retrans tells them apart. */
 static __always_inline int counted_before_err(int err)
 {
 	return err != -EBUSY && err != -EAGAIN && err != -ENOMEM && err != -EINVAL && err != -EHOSTUNREACH;
@@ -59,18 +91,51 @@ static __always_inline int counted_before_err(int err)
 SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(np_retransmit_skb, const struct sock *sk, const struct sk_buff *skb, int err)
 {
-	if (counted_before_err(err))
-		retransmitted(sk, skb);
+	retransmitted(sk, skb, counted_before_err(err));
 	return 0;
 }
 
-/* Older kernels: fires only for retransmits the stack sent; the ones it
- * failed to send are counted by the kernel but invisible here (the agent
- * reports TcpRetransmits Partial on these kernels). */
+/* Older kernels: fires only for retransmits the stack sent. One it failed
+ * to send is still counted at the socket's next event (total_retrans grew),
+ * but the failures of a socket's last attempts are never seen: the agent
+ * reports TcpRetransmits Partial on these kernels. */
 SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(np_retransmit_skb_v1, const struct sock *sk, const struct sk_buff *skb)
 {
-	retransmitted(sk, skb);
+	retransmitted(sk, skb, 1);
+	return 0;
+}
+
+/* When a socket closes, whatever its total_retrans grew by since its last
+ * retransmit event is counted: a socket's last attempts are never lost, even
+ * if their event was (a failed attempt before Linux 6.16, or an event this
+ * program did not see). Sockets that never retransmitted have no entry; the
+ * cookie is read, not generated, so closing them costs one load. */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(np_retrans_close, struct sock *sk, const int oldstate, const int newstate)
+{
+	if (newstate != TCP_CLOSE || sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	__u64 cookie = sk->__sk_common.skc_cookie.counter;
+	if (!cookie)
+		return 0;
+	__u32 *seen = bpf_map_lookup_elem(&retrans_seen, &cookie);
+	if (!seen)
+		return 0;
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	__u32 last = *seen;
+	bpf_map_delete_elem(&retrans_seen, &cookie);
+	if (!tp || tp->total_retrans <= last)
+		return 0;
+	__u64 segs = tp->total_retrans - last;
+	struct np_pod_info pod;
+	if (!pod_of_sock(sk, &pod))
+		return 0;
+	struct np_pod_counters *c = slot_counters(pod.slot);
+	if (c)
+		c->retrans_segs += segs;
+	if (pod.flags & NP_POD_PEER_LABELS)
+		count_peer(sk, pod.slot, segs);
 	return 0;
 }
 
