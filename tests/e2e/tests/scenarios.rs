@@ -103,6 +103,19 @@ fn refused_connects(w: &World, ns: &str, name: &str, n: usize) {
     ));
 }
 
+/// Who holds the operator's leader Lease ("" when nobody does).
+fn lease_holder(w: &World) -> Result<String, String> {
+    w.kubectl(&[
+        "get",
+        "lease",
+        "netprobe-operator",
+        "-n",
+        SYSTEM_NS,
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ])
+}
+
 fn probe_json(w: &World, kind: &str, ns: Option<&str>, name: &str) -> Result<Value, String> {
     match ns {
         Some(ns) => w.get_json(&[kind, name, "-n", ns]),
@@ -578,19 +591,8 @@ fn s8_a_standby_operator_takes_over_within_the_lease() {
     ) else {
         return;
     };
-    let holder = |w: &World| {
-        w.kubectl(&[
-            "get",
-            "lease",
-            "netprobe-operator",
-            "-n",
-            SYSTEM_NS,
-            "-o",
-            "jsonpath={.spec.holderIdentity}",
-        ])
-    };
     let leader = wait_for("a leader", 30, || {
-        holder(&w).and_then(|h| if h.is_empty() { Err("none".into()) } else { Ok(h) })
+        lease_holder(&w).and_then(|h| if h.is_empty() { Err("none".into()) } else { Ok(h) })
     });
     let leading = |id: &str| {
         w.prom.value(
@@ -623,7 +625,7 @@ fn s8_a_standby_operator_takes_over_within_the_lease() {
     let killed = Instant::now();
     w.kill_operator(&leader);
     let new = wait_for("the standby to take the lease", 3 * lease, || {
-        holder(&w).and_then(|h| if h != leader && !h.is_empty() { Ok(h) } else { Err(h) })
+        lease_holder(&w).and_then(|h| if h != leader && !h.is_empty() { Ok(h) } else { Err(h) })
     });
     let took = killed.elapsed();
     println!("leader {leader} killed; {new} holds the lease after {took:?} (lease {lease} s)");
@@ -797,26 +799,15 @@ fn s11_sigterm_hands_the_lease_over_within_5_s() {
     ) else {
         return;
     };
-    let holder = |w: &World| {
-        w.kubectl(&[
-            "get",
-            "lease",
-            "netprobe-operator",
-            "-n",
-            SYSTEM_NS,
-            "-o",
-            "jsonpath={.spec.holderIdentity}",
-        ])
-    };
     let leader = wait_for("a leader", 30, || {
-        holder(&w).and_then(|h| if h.is_empty() { Err("none".into()) } else { Ok(h) })
+        lease_holder(&w).and_then(|h| if h.is_empty() { Err("none".into()) } else { Ok(h) })
     });
     let stopped = Instant::now();
     let took = w.stop_operator(&leader);
     println!("leader {leader} exited {took:?} after SIGTERM");
     assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
     let new = wait_for("the standby to take the lease", 5, || {
-        holder(&w).and_then(|h| if h != leader && !h.is_empty() { Ok(h) } else { Err(h) })
+        lease_holder(&w).and_then(|h| if h != leader && !h.is_empty() { Ok(h) } else { Err(h) })
     });
     println!(
         "{new} holds the lease {:?} after SIGTERM (lease {lease} s)",

@@ -62,19 +62,24 @@ static __always_inline __u64 counted_segs(const struct sock *sk, const struct sk
 	return segs ? segs : 1;
 }
 
+/* `segs` retransmitted segments of `sk`, for its pod (and its peer). */
+static __always_inline void count_retrans(const struct sock *sk, const struct np_pod_info *pod, __u64 segs)
+{
+	if (!segs)
+		return;
+	struct np_pod_counters *c = slot_counters(pod->slot);
+	if (c)
+		c->retrans_segs += segs;
+	if (pod->flags & NP_POD_PEER_LABELS)
+		count_peer(sk, pod->slot, segs);
+}
+
 static __always_inline void retransmitted(const struct sock *sk, const struct sk_buff *skb, int counted)
 {
 	struct np_pod_info pod;
 	if (!pod_of_sock(sk, &pod))
 		return;
-	__u64 segs = counted_segs(sk, skb, counted);
-	if (!segs)
-		return;
-	struct np_pod_counters *c = slot_counters(pod.slot);
-	if (c)
-		c->retrans_segs += segs;
-	if (pod.flags & NP_POD_PEER_LABELS)
-		count_peer(sk, pod.slot, segs);
+	count_retrans(sk, &pod, counted_segs(sk, skb, counted));
 }
 
 /* Linux >= 6.16: the tracepoint fires for every attempt, with its error.
@@ -127,15 +132,9 @@ int BPF_PROG(np_retrans_close, struct sock *sk, const int oldstate, const int ne
 	bpf_map_delete_elem(&retrans_seen, &cookie);
 	if (!tp || tp->total_retrans <= last)
 		return 0;
-	__u64 segs = tp->total_retrans - last;
 	struct np_pod_info pod;
-	if (!pod_of_sock(sk, &pod))
-		return 0;
-	struct np_pod_counters *c = slot_counters(pod.slot);
-	if (c)
-		c->retrans_segs += segs;
-	if (pod.flags & NP_POD_PEER_LABELS)
-		count_peer(sk, pod.slot, segs);
+	if (pod_of_sock(sk, &pod))
+		count_retrans(sk, &pod, tp->total_retrans - last);
 	return 0;
 }
 
