@@ -699,14 +699,25 @@ fn s9_every_dashboard_query_returns_data() {
             }
         });
     }
-    // The per-pod retransmit panel, as an increase: redis-a's events once,
-    // although both probes count them. A second round, since a counter's
-    // first scrape is no increase to Prometheus.
+    // The per-pod retransmit panel's aggregation over the raw counters,
+    // before and after a second round: redis-a's events once, although both
+    // probes count them (an exact difference, not increase()'s estimate).
+    let (_, per_pod) = exprs
+        .iter()
+        .find(|(t, _)| t == "TCP retransmits per pod")
+        .unwrap_or_else(|| panic!("no retransmits panel in {exprs:?}"));
+    let q = as_grafana(per_pod).replace("rate(", "(").replace("[2m]", "");
+    let panel = || {
+        w.prom
+            .value(&q, &[("namespace", "shop"), ("pod", "redis-a")])
+            .unwrap_or_else(|| panic!("no redis-a series in {q}: {:?}", w.prom.query(&q)))
+    };
     let probes = ["ClusterNetworkProbe/observed-namespaces", PROBE_LABEL];
     let before: Vec<f64> = probes
         .iter()
         .map(|p| prom_retransmits(&w, p, "redis-a").unwrap_or_default())
         .collect();
+    let panel_before = panel();
     let kernel = retransmit(&w, "shop", "redis-a");
     assert!(kernel > 0);
     for (p, b) in probes.iter().zip(&before) {
@@ -719,23 +730,11 @@ fn s9_every_dashboard_query_returns_data() {
             }
         });
     }
-    std::thread::sleep(Duration::from_secs(3));
-    let (_, per_pod) = exprs
-        .iter()
-        .find(|(t, _)| t == "TCP retransmits per pod")
-        .unwrap_or_else(|| panic!("no retransmits panel in {exprs:?}"));
-    let q = as_grafana(per_pod)
-        .replace("rate(", "increase(")
-        .replace("[2m]", "[10m]");
-    let shown = w
-        .prom
-        .value(&q, &[("namespace", "shop"), ("pod", "redis-a")])
-        .unwrap_or_else(|| panic!("no redis-a series in {q}: {:?}", w.prom.query(&q)));
+    let shown = panel() - panel_before;
     println!("redis-a: kernel {kernel} retransmits, dashboard panel {shown:.1}");
-    // increase() extrapolates; one probe's count is the kernel's, two would
-    // be twice it.
+    // One probe's count is the kernel's; two summed would be twice it.
     assert!(
-        shown > 0.0 && shown < 1.5 * kernel as f64,
+        shown >= 0.9 * kernel as f64 && shown < 1.5 * kernel as f64,
         "panel shows {shown} for {kernel} kernel retransmits"
     );
 }
