@@ -42,3 +42,4 @@ release:
 bench:
 	$(CARGO) bench --locked -p netprobe-agent --bench agent_cost
 	$(CARGO) bench --locked -p netprobe-operator --bench reconcile
+	$(CARGO) bench --locked -p netprobe-operator --bench status_scale

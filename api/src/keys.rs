@@ -26,13 +26,9 @@ pub const PLAN_DATA_KEY: &str = "plan.json";
 pub const FINALIZER: &str = "netprobe.dev/plan-cleanup";
 /// Field manager of the operator for every write it makes.
 pub const OPERATOR_MANAGER: &str = "netprobe-operator";
-/// Prefix of an agent's field manager; the node name follows.
-pub const AGENT_MANAGER_PREFIX: &str = "netprobe-agent/";
+/// Field manager of every agent: each writes only its own node's report, so
+/// one name serves all (and stays within the API's 128-byte limit whatever
+/// the node name).
+pub const AGENT_MANAGER: &str = "netprobe-agent";
 /// Default namespace the operator and agents are installed into.
 pub const DEFAULT_NAMESPACE: &str = "netprobe-system";
-
-/// Field manager an agent on `node` uses, so each agent owns exactly its own
-/// `status.nodes[]` entry under server-side apply.
-pub fn agent_manager(node: &str) -> String {
-    format!("{AGENT_MANAGER_PREFIX}{node}")
-}

@@ -9,6 +9,7 @@ pub mod error;
 pub mod keys;
 pub mod plan;
 pub mod probes;
+pub mod report;
 pub mod selector;
 pub mod source;
 pub mod spec;
@@ -20,10 +21,11 @@ pub use plan::{PLAN_FORMAT_VERSION, PlanError, PlanScope, PlanSource, PlannedPro
 pub use probes::histogram::HistogramOptions;
 pub use probes::packet_drops::PacketDropsOptions;
 pub use probes::tcp_retransmits::TcpRetransmitsOptions;
+pub use report::{NetworkProbeNodeReport, NodeReportSpec, NodeReportStatus, ProbeReport};
 pub use source::{ProbeId, SourceKind};
 pub use spec::{
     ClusterNetworkProbe, ClusterNetworkProbeSpec, Granularity, MetricsSpec, NetworkProbe, NetworkProbeSpec, Probe,
     ProbeType,
 };
-pub use status::{NodePhase, NodeProbeStatus, ProbeStatus};
+pub use status::{NodeCounts, NodePhase, NodeProbeStatus, ProbeStatus, ProblemNode};
 pub use validate::validate_spec;

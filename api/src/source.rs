@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::spec::{ClusterNetworkProbe, NetworkProbe};
 
 /// The two kinds of probe, which share one plan format and one reconcile path.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, schemars::JsonSchema)]
 pub enum SourceKind {
     /// A `NetworkProbe`: selects pods of its own namespace only.
     #[serde(rename = "NetworkProbe")]
@@ -69,12 +69,15 @@ impl std::fmt::Display for SourceKind {
 }
 
 /// Which probe: kind, namespace (none for a ClusterNetworkProbe) and name.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProbeId {
+    /// NetworkProbe or ClusterNetworkProbe.
     pub kind: SourceKind,
+    /// Namespace of a NetworkProbe; absent for a ClusterNetworkProbe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// Name of the probe.
     pub name: String,
 }
 

@@ -1,5 +1,6 @@
-//! Status of both kinds. `nodes[]` is written by agents (one entry each,
-//! server-side apply keyed by `nodeName`); everything else by the operator.
+//! Status of both kinds, written by the operator only, from the nodes'
+//! reports (`report.rs`). Bounded whatever the cluster size: counts, and at
+//! most [`MAX_PROBLEM_NODES`] named nodes.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::KubeSchema;
@@ -19,11 +20,16 @@ pub struct ProbeStatus {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
 
-    /// One entry per node that runs (or tried to run) the probe, each written
-    /// by that node's agent.
+    /// How the nodes expected to run the probe are doing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_counts: Option<NodeCounts>,
+
+    /// Up to 10 nodes that are not running the current generation, with
+    /// why; the counts say how many there are in all. Per-node detail is in
+    /// each node's NetworkProbeNodeReport.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[x_kube(merge_strategy = ListMerge::Map(vec!["nodeName".into()]))]
-    pub nodes: Vec<NodeProbeStatus>,
+    #[schemars(length(max = 10))]
+    pub problem_nodes: Vec<ProblemNode>,
 
     /// Probe types of the current spec, comma-separated (printer column).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -39,12 +45,51 @@ pub struct ProbeStatus {
     pub pods_matched: Option<i64>,
 }
 
+/// Most nodes a probe's status names.
+pub const MAX_PROBLEM_NODES: usize = 10;
+
+/// Nodes by how they run a probe. Every expected node is in exactly one of
+/// running, pending, failed and notReporting; partial counts those running
+/// nodes whose kernel gives the probe only part of its events.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeCounts {
+    /// Nodes whose labels match the probe's nodeSelector.
+    pub expected: i64,
+    /// Running the current generation (Running or Partial).
+    pub running: i64,
+    /// Running, but their kernel hides part of the events.
+    #[serde(default)]
+    pub partial: i64,
+    /// Reporting, but not (yet) running the current generation.
+    #[serde(default)]
+    pub pending: i64,
+    /// Failed or Unsupported.
+    #[serde(default)]
+    pub failed: i64,
+    /// No live report: the agent is stopped, stopping, or has not renewed
+    /// its heartbeat for 60 s.
+    #[serde(default)]
+    pub not_reporting: i64,
+}
+
+/// A node that is not fine, and why.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProblemNode {
+    /// The node.
+    pub name: String,
+    /// Pending, Failed, Unsupported, Partial or NotReporting.
+    pub phase: String,
+    /// Human-readable detail, at most 256 characters.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
 /// What one node's agent reports about one probe.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeProbeStatus {
-    /// The node this entry belongs to.
-    pub node_name: String,
     /// Pending, Running, Partial, Failed or Unsupported.
     pub phase: NodePhase,
     /// The plan generation (the source's metadata.generation) this node runs.

@@ -106,8 +106,11 @@ fn crd_declares_list_maps_and_printer_columns() {
     let crd = serde_json::to_value(NetworkProbe::crd()).unwrap();
     let v = &crd["spec"]["versions"][0];
     let status = &v["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"];
-    assert_eq!(status["nodes"]["x-kubernetes-list-type"], "map");
-    assert_eq!(status["nodes"]["x-kubernetes-list-map-keys"][0], "nodeName");
+    // Per-node detail lives in the nodes' reports: status holds counts and a
+    // bounded list only.
+    assert!(status["nodes"].is_null());
+    assert!(status["nodeCounts"]["properties"]["notReporting"].is_object());
+    assert_eq!(status["problemNodes"]["maxItems"], 10);
     assert_eq!(status["conditions"]["x-kubernetes-list-map-keys"][0], "type");
     let cols: Vec<&str> = v["additionalPrinterColumns"]
         .as_array()
@@ -119,4 +122,9 @@ fn crd_declares_list_maps_and_printer_columns() {
     let ccrd = serde_json::to_value(ClusterNetworkProbe::crd()).unwrap();
     assert_eq!(ccrd["spec"]["scope"], "Cluster");
     assert!(ccrd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["namespaceSelector"].is_object());
+    // One report per node: cluster-scoped, its heartbeat on the status
+    // subresource (a heartbeat does not change the report's generation).
+    let rcrd = serde_json::to_value(netprobe_api::NetworkProbeNodeReport::crd()).unwrap();
+    assert_eq!(rcrd["spec"]["scope"], "Cluster");
+    assert!(rcrd["spec"]["versions"][0]["subresources"]["status"].is_object());
 }

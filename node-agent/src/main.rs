@@ -7,7 +7,7 @@ use clap::{Parser, ValueEnum};
 use netprobe_agent::agent::{self, Agent};
 use netprobe_agent::cluster::{self, ClusterConfig};
 use netprobe_agent::{cgroups, standalone};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum LogFormat {
@@ -29,9 +29,13 @@ struct Cli {
     /// Cluster mode: namespace holding the plan ConfigMaps (the agent's own).
     #[arg(long, env = "POD_NAMESPACE", default_value = netprobe_api::keys::DEFAULT_NAMESPACE)]
     namespace: String,
-    /// Cluster mode: minimum seconds between two status writes for one probe.
+    /// Cluster mode: minimum seconds between two writes of this node's report.
     #[arg(long, default_value = "5", value_parser = parse_secs)]
     status_min_interval: Duration,
+    /// Cluster mode: how often this node's report renews its heartbeat; the
+    /// operator counts a node as not reporting after 45 s without one.
+    #[arg(long, default_value = "15", value_parser = parse_secs)]
+    heartbeat_interval: Duration,
     /// Address of /metrics and /healthz.
     #[arg(long, env = "NETPROBE_METRICS_ADDR", default_value = "0.0.0.0:9990")]
     metrics_addr: SocketAddr,
@@ -110,11 +114,20 @@ async fn main() -> anyhow::Result<()> {
             cgroup_root,
             proc_root: cli.proc_root.clone(),
             status_min_interval: cli.status_min_interval,
+            heartbeat: cli.heartbeat_interval,
         };
         info!(metrics = %cli.metrics_addr, node = %cfg.node, "agent running");
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let run = cluster::run(client, cfg, std::sync::Arc::new(agent.clone()), stop_rx);
+        tokio::pin!(run);
         tokio::select! {
-            () = cluster::run(client, cfg, std::sync::Arc::new(agent.clone())) => {}
+            () = &mut run => return Ok(()),
             _ = shutdown_signal() => info!("stopping; the kernel detaches every program with the process"),
+        }
+        // Mark the report as stopping, within the 10 s a stop may take.
+        let _ = stop_tx.send(true);
+        if tokio::time::timeout(Duration::from_secs(5), run).await.is_err() {
+            warn!("could not mark this node's report as stopping within 5 s");
         }
         return Ok(());
     }

@@ -13,7 +13,7 @@ use netprobe_agent::cluster::{self, ClusterConfig, Runner};
 use netprobe_agent::kernel::manager::{ApplyReport, ManagerError};
 use netprobe_agent::pipeline::desired::{Desired, Owner};
 use netprobe_api::keys::{PLAN_DATA_KEY, PLAN_LABEL, SOURCE_KIND_LABEL, SOURCE_NAME_LABEL, SOURCE_NAMESPACE_LABEL};
-use netprobe_api::{ClusterNetworkProbe, NetworkProbe, NetworkProbeSpec};
+use netprobe_api::{ClusterNetworkProbe, NetworkProbe, NetworkProbeNodeReport, NetworkProbeSpec};
 use netprobe_testutil::plans;
 use serde_json::{Value, json};
 
@@ -61,6 +61,8 @@ impl Recorder {
 struct World {
     api: Standin,
     cgroups: tempfile::TempDir,
+    /// Tells the agent to stop (it marks its report as stopping).
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl World {
@@ -68,10 +70,11 @@ impl World {
         let api = Standin::new();
         api.register_crd(&NetworkProbe::crd());
         api.register_crd(&ClusterNetworkProbe::crd());
+        api.register_crd(&NetworkProbeNodeReport::crd());
         api.put(
             "v1",
             "nodes",
-            json!({"metadata": {"name": "node-a", "labels": {"zone": "a"}}}),
+            json!({"metadata": {"name": "node-a", "uid": "uid-node-a", "labels": {"zone": "a"}}}),
         );
         api.put(
             "v1",
@@ -86,6 +89,7 @@ impl World {
         World {
             api,
             cgroups: tempfile::tempdir().expect("tempdir"),
+            stop: tokio::sync::watch::Sender::new(false),
         }
     }
 
@@ -135,13 +139,32 @@ impl World {
         );
     }
 
-    fn entry(&self, ns: &str, name: &str, node: &str) -> Option<Value> {
-        let o = self.api.get(GV, "networkprobes", Some(ns), name)?;
-        o["status"]["nodes"]
+    /// `node`'s report entry for the probe `kind` `ns`/`name`.
+    fn entry_of(&self, kind: &str, ns: Option<&str>, name: &str, node: &str) -> Option<Value> {
+        let r = self.report(node)?;
+        r["spec"]["probes"]
             .as_array()?
             .iter()
-            .find(|e| e["nodeName"] == node)
+            .find(|e| e["kind"] == kind && e["name"] == name && e["namespace"].as_str() == ns)
             .cloned()
+    }
+
+    fn entry(&self, ns: &str, name: &str, node: &str) -> Option<Value> {
+        self.entry_of("NetworkProbe", Some(ns), name, node)
+    }
+
+    fn report(&self, node: &str) -> Option<Value> {
+        self.api.get(GV, "networkprobenodereports", None, node)
+    }
+
+    /// Writes of the report's content (not its heartbeat).
+    fn report_writes(&self) -> usize {
+        self.api
+            .store()
+            .writes()
+            .iter()
+            .filter(|r| r.path.contains("/networkprobenodereports/") && !r.path.ends_with("/status"))
+            .count()
     }
 
     fn start(&self, kernel: Arc<Recorder>) -> tokio::task::JoinHandle<()> {
@@ -151,8 +174,9 @@ impl World {
             cgroup_root: self.cgroups.path().to_path_buf(),
             proc_root: Path::new("/proc").to_path_buf(),
             status_min_interval: Duration::from_millis(300),
+            heartbeat: Duration::from_millis(500),
         };
-        tokio::spawn(cluster::run(self.api.client(), cfg, kernel))
+        tokio::spawn(cluster::run(self.api.client(), cfg, kernel, self.stop.subscribe()))
     }
 }
 
@@ -260,13 +284,7 @@ async fn late_cgroups_are_picked_up_and_churn_is_debounced() {
     .await;
 
     // A churn storm: 30 pods appear over ~0.6 s; status writes stay bounded.
-    let writes_before = w
-        .api
-        .store()
-        .writes()
-        .iter()
-        .filter(|r| r.path.ends_with("/status"))
-        .count();
+    let writes_before = w.report_writes();
     let started = std::time::Instant::now();
     for i in 0..30 {
         w.pod(
@@ -284,16 +302,9 @@ async fn late_cgroups_are_picked_up_and_churn_is_debounced() {
     })
     .await;
     let elapsed = started.elapsed().as_secs_f64();
-    let writes = w
-        .api
-        .store()
-        .writes()
-        .iter()
-        .filter(|r| r.path.ends_with("/status"))
-        .count()
-        - writes_before;
+    let writes = w.report_writes() - writes_before;
     let bound = (elapsed / 0.3).ceil() as usize + 1;
-    println!("churn: 30 pods in {elapsed:.2}s -> {writes} status writes (bound {bound})");
+    println!("churn: 30 pods in {elapsed:.2}s -> {writes} report writes (bound {bound})");
     assert!(
         writes <= bound,
         "{writes} writes in {elapsed:.2}s exceeds one per 300 ms"
@@ -355,12 +366,18 @@ async fn agent_uses_exactly_its_rbac() {
     let task = w.start(Arc::new(Recorder::default()));
     netprobe_testutil::eventually("both probes report", || {
         w.entry("shop", "p", "node-a").is_some()
-            && w.api
-                .get(GV, "clusternetworkprobes", None, "c")
-                .is_some_and(|o| o["status"]["nodes"][0]["nodeName"] == "node-a")
+            && w.entry_of("ClusterNetworkProbe", None, "c", "node-a").is_some()
+            && w.report("node-a")
+                .is_some_and(|r| r["status"]["heartbeatTime"].is_string())
     })
     .await;
-    task.abort();
+    // Stopping marks the report, and the agent returns.
+    w.stop.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the agent stops within 5 s")
+        .expect("no panic");
+    assert_eq!(w.report("node-a").unwrap()["status"]["stopping"], true);
     let used: BTreeSet<_> = w
         .api
         .store()
@@ -402,5 +419,43 @@ async fn an_exhausted_budget_wakes_the_status_loop() {
         "took {:?}",
         started.elapsed()
     );
+    task.abort();
+}
+
+/// One report per node, whatever the number of probes: owned by its Node
+/// (so the garbage collector removes it with the Node), its heartbeat
+/// renewed on the status subresource without rewriting its content.
+#[tokio::test]
+async fn one_report_per_node_owned_by_the_node_with_a_heartbeat() {
+    let w = World::new();
+    w.pod("shop", "a", "u-a", "node-a", json!({}), true);
+    for i in 0..5 {
+        w.probe("shop", &format!("p{i}"), 1, json!({"probes": [{"type": "TcpResets"}]}));
+    }
+    let task = w.start(Arc::new(Recorder::default()));
+    netprobe_testutil::eventually("five entries in one report", || {
+        w.report("node-a")
+            .is_some_and(|r| r["spec"]["probeCount"] == 5 && r["status"]["heartbeatTime"].is_string())
+    })
+    .await;
+    let r = w.report("node-a").unwrap();
+    assert_eq!(
+        r["metadata"]["ownerReferences"],
+        json!([{"apiVersion": "v1", "kind": "Node", "name": "node-a", "uid": "uid-node-a"}])
+    );
+    assert_eq!(w.api.store().list_objs(GV, "networkprobenodereports").len(), 1);
+    let content = w.report_writes();
+    let beats = || {
+        w.api
+            .store()
+            .writes()
+            .iter()
+            .filter(|r| r.path.ends_with("/networkprobenodereports/node-a/status"))
+            .count()
+    };
+    let beats0 = beats();
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    assert!(beats() >= beats0 + 2, "heartbeat renewed: {} -> {}", beats0, beats());
+    assert_eq!(w.report_writes(), content, "nothing changed: no content write");
     task.abort();
 }

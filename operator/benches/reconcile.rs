@@ -38,13 +38,13 @@ async fn main() {
         let n: Node = serde_json::from_value(json!({"metadata": {"name": format!("node-{i}")}})).expect("node");
         writer.apply_watcher_event(&Event::Apply(n));
     }
-    let ctx = Arc::new(Context {
-        client: api.client(),
-        namespace: "netprobe-system".into(),
+    let ctx = Arc::new(Context::new(
+        api.client(),
+        "netprobe-system",
         nodes,
-        recorder: None,
-        metrics: Metrics::new(),
-    });
+        None,
+        Metrics::new(),
+    ));
     for i in 0..N {
         api.put(
             "netprobe.dev/v1alpha1",

@@ -1,10 +1,12 @@
 //! Wiring: one kube-runtime Controller per kind over the shared reconcile
 //! path, retriggered by plan ConfigMap changes (someone edited or deleted a
-//! plan) and by Node label changes (the expected node set moved).
+//! plan), by Node label changes (the expected node set moved), and by the
+//! nodes' reports: a content change, or a node becoming live or not live
+//! (heartbeats alone retrigger nothing).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt, future};
 use k8s_openapi::api::core::v1::{ConfigMap, Node};
@@ -14,6 +16,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher::{self, Event};
+use netprobe_api::NetworkProbeNodeReport;
 use netprobe_api::keys::{self, PLAN_LABEL};
 use tracing::{info, warn};
 
@@ -59,6 +62,80 @@ fn node_label_changes(
     })
 }
 
+/// Follow every node report into `ctx.reports`; send on `tx` when a probe's
+/// status may have changed. Reports whose Node is gone (seen so in two
+/// sweeps, after the Node cache is complete) are deleted: the Node's
+/// ownerReference does that on a real cluster, this covers the rest.
+async fn follow_reports(ctx: Arc<Context>, tx: tokio::sync::broadcast::Sender<()>) {
+    let api: Api<NetworkProbeNodeReport> = Api::all(ctx.client.clone());
+    let mut events = std::pin::pin!(watcher(api.clone(), watcher::Config::default()).default_backoff());
+    let mut sweep = tokio::time::interval(ctx.report_sweep);
+    let mut live = BTreeSet::new();
+    let mut suspects: BTreeSet<String> = BTreeSet::new();
+    let nodes_ready = ctx.nodes.wait_until_ready();
+    tokio::pin!(nodes_ready);
+    let mut nodes_known = false;
+    loop {
+        tokio::select! {
+            ev = events.next() => {
+                let Some(ev) = ev else { return };
+                let now = Instant::now();
+                let changed = {
+                    let mut r = ctx.reports.write().unwrap_or_else(|p| p.into_inner());
+                    match ev {
+                        Ok(Event::Apply(rep) | Event::InitApply(rep)) => {
+                            let c = r.apply(&rep, now);
+                            !c.probes.is_empty() || c.liveness
+                        }
+                        Ok(Event::Delete(rep)) => {
+                            let c = r.delete(&rep.name_any());
+                            !c.probes.is_empty() || c.liveness
+                        }
+                        Ok(Event::InitDone) => true,
+                        Ok(Event::Init) => false,
+                        Err(e) => {
+                            warn!(error = %e, "watching node reports");
+                            false
+                        }
+                    }
+                };
+                if changed {
+                    let _ = tx.send(());
+                }
+            }
+            res = &mut nodes_ready, if !nodes_known => {
+                nodes_known = res.is_ok();
+            }
+            _ = sweep.tick() => {
+                let (now_live, orphans) = {
+                    let r = ctx.reports.read().unwrap_or_else(|p| p.into_inner());
+                    let orphans: BTreeSet<String> = if nodes_known {
+                        r.nodes()
+                            .filter(|n| ctx.nodes.get(&ObjectRef::new(n)).is_none())
+                            .map(str::to_string)
+                            .collect()
+                    } else {
+                        BTreeSet::new()
+                    };
+                    (r.live(Instant::now()), orphans)
+                };
+                if now_live != live {
+                    live = now_live;
+                    let _ = tx.send(());
+                }
+                for node in orphans.intersection(&suspects).map(String::as_str) {
+                    match api.delete(node, &Default::default()).await {
+                        Ok(_) => info!(node, "removed the report of a deleted node"),
+                        Err(kube::Error::Api(e)) if e.code == 404 => {}
+                        Err(e) => warn!(node, error = %e, "removing the report of a deleted node"),
+                    }
+                }
+                suspects = orphans;
+            }
+        }
+    }
+}
+
 /// Run both controllers until `shutdown` resolves.
 pub async fn run(
     ctx: Arc<Context>,
@@ -77,6 +154,8 @@ pub async fn run(
         let _ = tx.send(());
         future::ready(())
     }));
+
+    tokio::spawn(follow_reports(ctx.clone(), node_tx.clone()));
 
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ctx.namespace);
     let mut runs = Vec::new();

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use kube::CustomResourceExt;
-use netprobe_api::{ClusterNetworkProbe, NetworkProbe};
+use netprobe_api::{ClusterNetworkProbe, NetworkProbe, NetworkProbeNodeReport};
 
 /// (file name, YAML) for every CRD.
 pub fn render() -> Result<Vec<(String, String)>, serde_yaml::Error> {
@@ -19,6 +19,10 @@ pub fn render() -> Result<Vec<(String, String)>, serde_yaml::Error> {
         (
             format!("{}.yaml", ClusterNetworkProbe::crd_name()),
             yaml(ClusterNetworkProbe::crd())?,
+        ),
+        (
+            format!("{}.yaml", NetworkProbeNodeReport::crd_name()),
+            yaml(NetworkProbeNodeReport::crd())?,
         ),
     ])
 }

@@ -3,7 +3,8 @@
 //! reports into conditions.
 //!
 //! Where things happen: [`reconcile`] is the one path both kinds share,
-//! [`aggregate`] turns node reports into status, [`cleanup`] removes plans
+//! [`reports`] follows the nodes' reports, [`aggregate`] turns them into
+//! status, [`cleanup`] removes plans
 //! whose source is gone, [`controller`] wires the watches, [`leader`] keeps
 //! one replica active.
 
@@ -13,5 +14,6 @@ pub mod controller;
 pub mod crdgen;
 pub mod leader;
 pub mod reconcile;
+pub mod reports;
 pub mod source;
 pub mod telemetry;

@@ -119,13 +119,13 @@ async fn main() -> anyhow::Result<()> {
             instance: Some(identity.clone()),
         },
     );
-    let ctx = Arc::new(Context {
+    let ctx = Arc::new(Context::new(
         client,
-        namespace: cli.namespace.clone(),
+        &cli.namespace,
         nodes,
-        recorder: Some(recorder),
-        metrics: metrics.clone(),
-    });
+        Some(recorder),
+        metrics.clone(),
+    ));
     ready.store(true, Ordering::Relaxed);
 
     let renew = async {

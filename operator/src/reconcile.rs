@@ -21,7 +21,8 @@ use netprobe_api::{ProbePlan, ProbeType};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-use crate::aggregate::{self, NotDeployed, Summary};
+use crate::aggregate::{self, NodeView, NotDeployed, Summary};
+use crate::reports::Reports;
 use crate::source::{ProbeSource, SourceKind};
 use crate::telemetry::Metrics;
 
@@ -52,11 +53,34 @@ pub struct Context {
     pub namespace: String,
     /// Nodes, to know which should report for a probe.
     pub nodes: Store<Node>,
+    /// What the nodes report (`reports.rs`), kept by the report watch.
+    pub reports: Arc<std::sync::RwLock<Reports>>,
+    /// How often liveness is re-judged and reports of deleted Nodes removed.
+    pub report_sweep: Duration,
     pub recorder: Option<Recorder>,
     pub metrics: Metrics,
 }
 
 impl Context {
+    pub fn new(
+        client: kube::Client,
+        namespace: &str,
+        nodes: Store<Node>,
+        recorder: Option<Recorder>,
+        metrics: Metrics,
+    ) -> Self {
+        let timeout = Duration::from_secs(netprobe_api::report::NOT_REPORTING_AFTER_SECS);
+        Context {
+            client,
+            namespace: namespace.to_string(),
+            nodes,
+            reports: Arc::new(std::sync::RwLock::new(Reports::new(timeout))),
+            report_sweep: Duration::from_secs(5),
+            recorder,
+            metrics,
+        }
+    }
+
     fn probes(&self, src: &ProbeSource) -> Api<DynamicObject> {
         let ar = src.id.kind.api_resource();
         match &src.id.namespace {
@@ -190,7 +214,20 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context, kind: SourceKind) -
                 })
                 .map(|n| n.name_any())
                 .collect();
-            aggregate::deployed(src.generation, &types, &expected, &src.status.nodes, &prior, &now)
+            let reports = ctx.reports.read().unwrap_or_else(|p| p.into_inner());
+            let at = Instant::now();
+            let views: BTreeMap<String, NodeView> = expected
+                .into_iter()
+                .map(|n| {
+                    let v = if reports.is_live(&n, at) {
+                        NodeView::Reporting(reports.entry(&src.id, &n))
+                    } else {
+                        NodeView::NotReporting
+                    };
+                    (n, v)
+                })
+                .collect();
+            aggregate::deployed(src.generation, &types, &views, &prior, &now)
         }
     };
 
@@ -352,7 +389,9 @@ async fn write_status(ctx: &Context, src: &ProbeSource, s: &Summary) -> Result<b
         && st.conditions == s.conditions
         && st.probe_types == s.probe_types
         && st.nodes_ready == s.nodes_ready
-        && st.pods_matched == s.pods_matched;
+        && st.pods_matched == s.pods_matched
+        && st.node_counts == s.node_counts
+        && st.problem_nodes == s.problem_nodes;
     if same {
         return Ok(false);
     }
@@ -365,6 +404,12 @@ async fn write_status(ctx: &Context, src: &ProbeSource, s: &Summary) -> Result<b
     }
     if let Some(p) = s.pods_matched {
         status["podsMatched"] = json!(p);
+    }
+    if let Some(c) = &s.node_counts {
+        status["nodeCounts"] = json!(c);
+    }
+    if !s.problem_nodes.is_empty() {
+        status["problemNodes"] = json!(s.problem_nodes);
     }
     let body = json!({
         "apiVersion": format!("{}/{}", keys::GROUP, keys::VERSION),

@@ -4,17 +4,18 @@
 //! the operator's RBAC in config/rbac grants more or less than it used.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use kube::CustomResourceExt;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector;
 use kube_standin::Standin;
-use netprobe_api::{ClusterNetworkProbe, NetworkProbe};
+use netprobe_api::{ClusterNetworkProbe, NetworkProbe, NetworkProbeNodeReport};
 use netprobe_operator::controller;
 use netprobe_operator::leader::LeaderElector;
 use netprobe_operator::reconcile::Context;
+use netprobe_operator::reports::Reports;
 use netprobe_operator::telemetry::Metrics;
 use serde_json::json;
 
@@ -25,6 +26,7 @@ async fn controllers_reconcile_and_use_exactly_their_rbac() {
     let api = Standin::new();
     api.register_crd(&NetworkProbe::crd());
     api.register_crd(&ClusterNetworkProbe::crd());
+    api.register_crd(&NetworkProbeNodeReport::crd());
     api.put("v1", "nodes", json!({"metadata": {"name": "node-a"}}));
     for ns in ["netprobe-system", "shop"] {
         api.put("v1", "namespaces", json!({"metadata": {"name": ns}}));
@@ -66,13 +68,11 @@ async fn controllers_reconcile_and_use_exactly_their_rbac() {
             instance: Some("me".into()),
         },
     );
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        namespace: "netprobe-system".into(),
-        nodes,
-        recorder: Some(recorder),
-        metrics: Metrics::new(),
-    });
+    let mut ctx = Context::new(client.clone(), "netprobe-system", nodes, Some(recorder), Metrics::new());
+    // Liveness in seconds instead of a minute.
+    ctx.reports = Arc::new(RwLock::new(Reports::new(Duration::from_secs(3))));
+    ctx.report_sweep = Duration::from_millis(200);
+    let ctx = Arc::new(ctx);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let run = tokio::spawn(controller::run(ctx, writer, stop_rx));
 
@@ -111,6 +111,48 @@ async fn controllers_reconcile_and_use_exactly_their_rbac() {
             && api
                 .get(GV, "clusternetworkprobes", None, "c")
                 .is_some_and(|o| o["status"]["observedGeneration"] == 1)
+    })
+    .await;
+
+    // node-a's agent reports (as an agent writes: not an operator call) and
+    // renews its heartbeat: the probe is Ready.
+    let report = |beat: &str| {
+        json!({"apiVersion": GV, "kind": "NetworkProbeNodeReport", "metadata": {"name": "node-a"},
+            "spec": {"probeCount": 1, "probes": [{"kind": "NetworkProbe", "namespace": "shop", "name": "p",
+                "phase": "Running", "appliedGeneration": 1, "podsMatched": 2}]},
+            "status": {"heartbeatTime": beat}})
+    };
+    api.put(GV, "networkprobenodereports", report("2026-01-01T00:00:00Z"));
+    netprobe_testutil::eventually("ready from node-a's report", || {
+        api.get(GV, "networkprobes", Some("shop"), "p")
+            .is_some_and(|o| o["status"]["nodesReady"] == "1/1" && o["status"]["podsMatched"] == 2)
+    })
+    .await;
+    // No heartbeat for the timeout: node-a is not reporting, and named.
+    netprobe_testutil::eventually("node-a not reporting", || {
+        api.get(GV, "networkprobes", Some("shop"), "p").is_some_and(|o| {
+            o["status"]["nodeCounts"]["notReporting"] == 1
+                && o["status"]["problemNodes"][0]["name"] == "node-a"
+                && o["status"]["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Ready" && c["reason"] == "NodesNotReporting")
+                })
+        })
+    })
+    .await;
+    // The heartbeat comes back: so does the node.
+    api.put(GV, "networkprobenodereports", report("2026-01-01T00:01:00Z"));
+    netprobe_testutil::eventually("node-a reporting again", || {
+        api.get(GV, "networkprobes", Some("shop"), "p")
+            .is_some_and(|o| o["status"]["nodeCounts"]["notReporting"] == 0 && o["status"]["nodesReady"] == "1/1")
+    })
+    .await;
+    // The report of a node that no longer exists is removed.
+    let mut gone = report("2026-01-01T00:00:00Z");
+    gone["metadata"]["name"] = json!("node-gone");
+    api.put(GV, "networkprobenodereports", gone);
+    netprobe_testutil::eventually("report of a deleted node removed", || {
+        api.get(GV, "networkprobenodereports", None, "node-gone").is_none()
     })
     .await;
 

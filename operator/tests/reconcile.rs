@@ -9,8 +9,8 @@ use kube::api::DynamicObject;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::Event;
 use kube_standin::Standin;
-use netprobe_api::keys::{FINALIZER, PLAN_DATA_KEY};
-use netprobe_api::{ClusterNetworkProbe, NetworkProbe, ProbePlan};
+use netprobe_api::keys::{AGENT_MANAGER, FINALIZER, PLAN_DATA_KEY};
+use netprobe_api::{ClusterNetworkProbe, NetworkProbe, NetworkProbeNodeReport, ProbeId, ProbePlan};
 use netprobe_operator::cleanup::remove_orphans;
 use netprobe_operator::reconcile::{Context, reconcile};
 use netprobe_operator::source::SourceKind;
@@ -31,16 +31,11 @@ impl Harness {
         let api = Standin::new();
         api.register_crd(&NetworkProbe::crd());
         api.register_crd(&ClusterNetworkProbe::crd());
+        api.register_crd(&NetworkProbeNodeReport::crd());
         api.put("v1", "namespaces", json!({"metadata": {"name": NS}}));
         let (store, writer): (Store<Node>, _) = reflector::store();
         let mut h = Harness {
-            ctx: Arc::new(Context {
-                client: api.client(),
-                namespace: NS.into(),
-                nodes: store,
-                recorder: None,
-                metrics: Metrics::new(),
-            }),
+            ctx: Arc::new(Context::new(api.client(), NS, store, None, Metrics::new())),
             api,
             node_writer: writer,
         };
@@ -108,25 +103,38 @@ impl Harness {
             .unwrap_or(Value::Null)
     }
 
-    /// An agent's server-side apply of its own node entry.
-    /// `report` is (node, phase, applied generation, pods matched).
+    /// An agent reports on a probe: its node's report is applied as the
+    /// agent does, read back, and handed to the operator's report index as
+    /// the report watch does. `report` is (node, phase, applied generation,
+    /// pods matched).
     async fn agent_reports(&self, kind: SourceKind, ns: Option<&str>, name: &str, report: (&str, &str, i64, i64)) {
         use kube::api::{Api, Patch, PatchParams};
         let (node, phase, generation, pods) = report;
-        let ar = kind.api_resource();
-        let api: Api<DynamicObject> = match ns {
-            Some(ns) => Api::namespaced_with(self.ctx.client.clone(), ns, &ar),
-            None => Api::all_with(self.ctx.client.clone(), &ar),
+        let api: Api<NetworkProbeNodeReport> = Api::all(self.ctx.client.clone());
+        let id = ProbeId::new(kind, ns, name);
+        let mut probes: Vec<Value> = match api.get_opt(node).await.unwrap() {
+            Some(r) => r
+                .spec
+                .probes
+                .iter()
+                .filter(|p| p.probe != id)
+                .map(|p| serde_json::to_value(p).unwrap())
+                .collect(),
+            None => Vec::new(),
         };
-        let body = json!({"apiVersion": GV, "kind": kind.kind(), "metadata": {"name": name},
-            "status": {"nodes": [{"nodeName": node, "phase": phase, "appliedGeneration": generation, "podsMatched": pods}]}});
-        api.patch_status(
-            name,
-            &PatchParams::apply(&netprobe_api::keys::agent_manager(node)).force(),
-            &Patch::Apply(body),
-        )
-        .await
-        .unwrap();
+        let mut entry = serde_json::to_value(&id).unwrap();
+        entry["phase"] = json!(phase);
+        entry["appliedGeneration"] = json!(generation);
+        entry["podsMatched"] = json!(pods);
+        probes.push(entry);
+        let body = json!({"apiVersion": GV, "kind": "NetworkProbeNodeReport", "metadata": {"name": node},
+            "spec": {"probeCount": probes.len(), "probes": probes}});
+        let pp = PatchParams::apply(AGENT_MANAGER).force();
+        api.patch(node, &pp, &Patch::Apply(body)).await.unwrap();
+        let beat = json!({"apiVersion": GV, "kind": "NetworkProbeNodeReport", "metadata": {"name": node},
+            "status": {"heartbeatTime": "2026-01-01T00:00:00Z"}});
+        let r = api.patch_status(node, &pp, &Patch::Apply(beat)).await.unwrap();
+        self.ctx.reports.write().unwrap().apply(&r, std::time::Instant::now());
     }
 }
 
@@ -153,10 +161,10 @@ async fn create_writes_plan_finalizer_and_status_then_is_idempotent() {
     assert_eq!(plan.source.generation, 1);
     assert_eq!(obj["status"]["observedGeneration"], 1);
     assert_eq!(obj["status"]["nodesReady"], "0/2");
-    assert_eq!(
-        h.condition(SourceKind::Namespaced, Some("shop"), "redis", "Ready")["reason"],
-        "Progressing"
-    );
+    // No agent has reported yet: both nodes are named as not reporting.
+    let ready = h.condition(SourceKind::Namespaced, Some("shop"), "redis", "Ready");
+    assert_eq!(ready["reason"], "NodesNotReporting");
+    assert!(ready["message"].as_str().unwrap().contains("node-a, node-b"), "{ready}");
 
     // Second reconcile of the unchanged probe: reads only.
     let before = h.writes();
@@ -182,7 +190,11 @@ async fn create_writes_plan_finalizer_and_status_then_is_idempotent() {
     let obj = h.obj(SourceKind::Namespaced, Some("shop"), "redis").unwrap();
     assert_eq!(obj["status"]["nodesReady"], "2/2");
     assert_eq!(obj["status"]["podsMatched"], 3);
-    assert_eq!(obj["status"]["nodes"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        obj["status"]["nodeCounts"],
+        json!({"expected": 2, "running": 2, "partial": 0, "pending": 0, "failed": 0, "notReporting": 0})
+    );
+    assert!(obj["status"].get("problemNodes").is_none());
     assert_eq!(
         h.condition(SourceKind::Namespaced, Some("shop"), "redis", "Ready")["status"],
         "True"
@@ -401,4 +413,14 @@ async fn failed_nodes_degrade_with_their_names() {
     let d = h.condition(SourceKind::Namespaced, Some("shop"), "p", "Degraded");
     assert_eq!(d["status"], "True");
     assert!(d["message"].as_str().unwrap().contains("node-b"));
+    let o = h.obj(SourceKind::Namespaced, Some("shop"), "p").unwrap();
+    assert_eq!(
+        o["status"]["problemNodes"],
+        json!([{"name": "node-b", "phase": "Failed", "message": "FailedReason"}])
+            .as_array()
+            .map(|_| o["status"]["problemNodes"].clone())
+            .unwrap()
+    );
+    assert_eq!(o["status"]["problemNodes"][0]["name"], "node-b");
+    assert_eq!(o["status"]["nodeCounts"]["failed"], 1);
 }

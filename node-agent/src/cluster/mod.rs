@@ -1,7 +1,7 @@
 //! Cluster mode: watch plan ConfigMaps, this node's pods, namespaces and this
 //! Node (least privilege, kube-runtime reflectors), recompute the desired
-//! state on every change, apply it to the kernel by diff, and report each
-//! plan's status on its source resource. If the API server goes away the
+//! state on every change, apply it to the kernel by diff, and report every
+//! plan's state in this node's report (`status.rs`). If the API server goes away the
 //! reflectors keep their last state: probing and /metrics go on, and status
 //! converges once it is back.
 
@@ -56,8 +56,10 @@ pub struct ClusterConfig {
     pub namespace: String,
     pub cgroup_root: PathBuf,
     pub proc_root: PathBuf,
-    /// Minimum time between two status writes for one probe.
+    /// Minimum time between two writes of this node's report.
     pub status_min_interval: Duration,
+    /// How often the report's heartbeat is renewed.
+    pub heartbeat: Duration,
 }
 
 /// A plan ConfigMap read: its plan, or why this agent cannot use it.
@@ -92,7 +94,7 @@ pub struct Inputs<'a> {
 }
 
 /// Desired state and this node's status entries from one set of inputs.
-pub fn compute(node: &str, inputs: &Inputs<'_>, runner: &dyn Runner) -> (BTreeMap<ProbeId, NodeProbeStatus>, bool) {
+pub fn compute(inputs: &Inputs<'_>, runner: &dyn Runner) -> (BTreeMap<ProbeId, NodeProbeStatus>, bool) {
     let mut plans = Vec::new();
     let mut entries = BTreeMap::new();
     for cm in &inputs.configmaps {
@@ -101,7 +103,7 @@ pub fn compute(node: &str, inputs: &Inputs<'_>, runner: &dyn Runner) -> (BTreeMa
             Err((src, msg)) => {
                 warn!(configmap = %cm.name_any(), %msg, "plan refused");
                 if let Some(src) = src {
-                    entries.insert(src, status::failed_entry(node, msg));
+                    entries.insert(src, status::failed_entry(msg));
                 }
             }
         }
@@ -113,7 +115,7 @@ pub fn compute(node: &str, inputs: &Inputs<'_>, runner: &dyn Runner) -> (BTreeMa
         Err(e) => {
             warn!(error = %e, "applying the desired state failed");
             for p in &plans {
-                entries.insert(source_of(p), status::failed_entry(node, format!("kernel: {e}")));
+                entries.insert(source_of(p), status::failed_entry(format!("kernel: {e}")));
             }
             return (entries, waiting);
         }
@@ -127,7 +129,7 @@ pub fn compute(node: &str, inputs: &Inputs<'_>, runner: &dyn Runner) -> (BTreeMa
         }
         entries.insert(
             source_of(plan),
-            status::entry_for(node, plan, outcome, &report, exhausted.contains(&key)),
+            status::entry_for(plan, outcome, &report, exhausted.contains(&key)),
         );
     }
     (entries, waiting)
@@ -150,8 +152,19 @@ where
     reader
 }
 
-/// Run cluster mode until the task is dropped.
-pub async fn run(client: kube::Client, cfg: ClusterConfig, runner: Arc<dyn Runner>) {
+/// Resolves once `shutdown` says true (or its sender is gone).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
+/// Run cluster mode until `shutdown` says true; then mark this node's
+/// report as stopping and return.
+pub async fn run(
+    client: kube::Client,
+    cfg: ClusterConfig,
+    runner: Arc<dyn Runner>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let notify = Arc::new(Notify::new());
     let plans = spawn_reflector(
         Api::<ConfigMap>::namespaced(client.clone(), &cfg.namespace),
@@ -179,19 +192,24 @@ pub async fn run(client: kube::Client, cfg: ClusterConfig, runner: Arc<dyn Runne
         ("namespaces", namespaces.wait_until_ready().boxed()),
         ("node", nodes.wait_until_ready().boxed()),
     ] {
-        if ready.await.is_err() {
-            warn!(what, "watch stopped before its first list");
-            return;
+        tokio::select! {
+            r = ready => if r.is_err() {
+                warn!(what, "watch stopped before its first list");
+                return;
+            },
+            () = stopped(&mut shutdown) => return,
         }
     }
     info!(node = %cfg.node, "watching plans, pods, namespaces and the node");
     let mut index = PodIndex::new(cfg.cgroup_root.clone(), cfg.proc_root.clone());
-    let mut reporter = Reporter::new(client.clone(), &cfg.node, cfg.status_min_interval);
+    let mut reporter = Reporter::new(client.clone(), &cfg.node, cfg.status_min_interval, cfg.heartbeat);
     let mut budget = runner.budget();
     loop {
         // Coalesce bursts (a rollout touching many pods) into one pass.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let node_labels = nodes.state().first().map(|n| n.labels().clone()).unwrap_or_default();
+        let node = nodes.state().first().cloned();
+        reporter.set_node(node.as_deref());
+        let node_labels = node.map(|n| n.labels().clone()).unwrap_or_default();
         let pod_objs = pods.state();
         let pod_refs: Vec<&Pod> = pod_objs.iter().map(AsRef::as_ref).collect();
         let inputs = Inputs {
@@ -204,20 +222,19 @@ pub async fn run(client: kube::Client, cfg: ClusterConfig, runner: Arc<dyn Runne
                 .map(|n| (n.name_any(), n.labels().clone()))
                 .collect(),
         };
-        let (entries, waiting) = compute(&cfg.node, &inputs, runner.as_ref());
+        let (entries, waiting) = compute(&inputs, runner.as_ref());
         reporter.set(entries);
         let due = reporter.flush().await;
         // Pods without a cgroup yet are retried every 2 s, not busy-looped.
-        let idle = if waiting {
-            Duration::from_secs(2)
-        } else {
-            Duration::from_secs(30)
-        };
-        let wait = due.map_or(idle, |d| d.min(idle));
+        let wait = if waiting { due.min(Duration::from_secs(2)) } else { due };
         tokio::select! {
             _ = notify.notified() => {}
             _ = budget.changed() => {}
             _ = tokio::time::sleep(wait) => {}
+            () = stopped(&mut shutdown) => {
+                reporter.stopping().await;
+                return;
+            }
         }
     }
 }

@@ -1,16 +1,17 @@
-//! Per-node status on the CR: what this node reports about each plan, and
-//! the reporter that writes it — server-side apply of this node's own entry
-//! in `status.nodes[]` (field manager `netprobe-agent/<node>`), only when it
-//! changed, and at most once per `min_interval` per probe, so a pod churn
-//! storm cannot become an API write storm.
+//! What this node reports about each plan, and the reporter that writes it:
+//! this node's NetworkProbeNodeReport (`api/src/report.rs`), one object
+//! whatever the number of probes, applied only when its content changed and
+//! at most once per `min_interval` (a pod churn storm cannot become an API
+//! write storm), plus a heartbeat on its status subresource.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
-use netprobe_api::keys::{self, agent_manager};
-use netprobe_api::{NodePhase, NodeProbeStatus, ProbeId, ProbePlan, ProbeType};
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use kube::api::{Api, Patch, PatchParams};
+use netprobe_api::keys::{self, AGENT_MANAGER};
+use netprobe_api::{NetworkProbeNodeReport, NodePhase, NodeProbeStatus, ProbeId, ProbePlan, ProbeReport, ProbeType};
 use serde_json::json;
 use tracing::{debug, warn};
 
@@ -19,7 +20,6 @@ use crate::pipeline::selection::PlanOutcome;
 
 /// This node's entry for a plan it runs.
 pub fn entry_for(
-    node: &str,
     plan: &ProbePlan,
     outcome: &PlanOutcome,
     report: &ApplyReport,
@@ -81,26 +81,27 @@ pub fn entry_for(
             format!("{} pods observed", outcome.pods_matched),
         )
     };
+    // A plain Running entry says nothing podsMatched does not: no reason or
+    // message, so a node's report stays small (one entry per probe).
+    let plain = reason == "Running" && notes.is_empty();
     if !notes.is_empty() {
         message = format!("{message}; {}", notes.join("; "));
     }
     NodeProbeStatus {
-        node_name: node.to_string(),
         phase,
         applied_generation: Some(plan.source.generation),
         pods_matched: outcome.pods_matched,
         programs,
         series_budget_exhausted: budget_exhausted,
-        reason: Some(reason.into()),
-        message: Some(message),
+        reason: (!plain).then(|| reason.into()),
+        message: (!plain).then_some(message),
         last_transition_time: None,
     }
 }
 
 /// This node's entry for a plan ConfigMap it cannot use.
-pub fn failed_entry(node: &str, message: String) -> NodeProbeStatus {
+pub fn failed_entry(message: String) -> NodeProbeStatus {
     NodeProbeStatus {
-        node_name: node.to_string(),
         phase: NodePhase::Failed,
         applied_generation: None,
         pods_matched: 0,
@@ -112,137 +113,178 @@ pub fn failed_entry(node: &str, message: String) -> NodeProbeStatus {
     }
 }
 
-struct Written {
-    entry: Option<NodeProbeStatus>,
-    at: Instant,
-}
-
-/// Writes this node's entries; keeps what it could not write for later.
+/// Writes this node's report; keeps what it could not write for later.
 pub struct Reporter {
     client: kube::Client,
     node: String,
     min_interval: Duration,
-    /// What should be there (None = no entry).
-    wanted: BTreeMap<ProbeId, Option<NodeProbeStatus>>,
-    written: BTreeMap<ProbeId, Written>,
+    heartbeat: Duration,
+    /// What the report should say.
+    wanted: BTreeMap<ProbeId, NodeProbeStatus>,
+    /// What it said at the last successful write, and when.
+    written: Option<(BTreeMap<ProbeId, NodeProbeStatus>, Instant)>,
+    last_beat: Option<Instant>,
+    /// The Node's uid once known: the report's owner, so it goes with it.
+    owner: Option<String>,
 }
 
-fn same(a: &Option<NodeProbeStatus>, b: &Option<NodeProbeStatus>) -> bool {
-    let strip = |e: &Option<NodeProbeStatus>| {
-        e.clone().map(|mut e| {
-            e.last_transition_time = None;
-            e
-        })
+fn same(a: &BTreeMap<ProbeId, NodeProbeStatus>, b: &BTreeMap<ProbeId, NodeProbeStatus>) -> bool {
+    let strip = |m: &BTreeMap<ProbeId, NodeProbeStatus>| -> Vec<(ProbeId, NodeProbeStatus)> {
+        m.iter()
+            .map(|(k, v)| {
+                let mut v = v.clone();
+                v.last_transition_time = None;
+                (k.clone(), v)
+            })
+            .collect()
     };
     strip(a) == strip(b)
 }
 
 impl Reporter {
-    pub fn new(client: kube::Client, node: &str, min_interval: Duration) -> Self {
+    pub fn new(client: kube::Client, node: &str, min_interval: Duration, heartbeat: Duration) -> Self {
         Reporter {
             client,
             node: node.into(),
             min_interval,
+            heartbeat,
             wanted: BTreeMap::new(),
-            written: BTreeMap::new(),
+            written: None,
+            last_beat: None,
+            owner: None,
         }
     }
 
-    /// Replace what this node should report. Sources reported before and
-    /// absent now get their entry removed.
+    /// The Node object this agent runs on (for the report's owner).
+    pub fn set_node(&mut self, node: Option<&Node>) {
+        if self.owner.is_none() {
+            self.owner = node.and_then(|n| n.metadata.uid.clone());
+        }
+    }
+
+    /// Replace what this node reports. Transition times are kept while a
+    /// probe's phase holds.
     pub fn set(&mut self, entries: BTreeMap<ProbeId, NodeProbeStatus>) {
         let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let mut wanted: BTreeMap<ProbeId, Option<NodeProbeStatus>> = BTreeMap::new();
-        for (src, mut e) in entries {
-            let prev = self.written.get(&src).and_then(|w| w.entry.as_ref());
-            e.last_transition_time = match prev {
-                Some(p) if p.phase == e.phase => p.last_transition_time.clone(),
-                _ => Some(now.clone()),
-            };
-            wanted.insert(src, Some(e));
-        }
-        let gone: BTreeSet<ProbeId> = self
-            .written
-            .iter()
-            .filter(|(s, w)| w.entry.is_some() && !wanted.contains_key(*s))
-            .map(|(s, _)| s.clone())
+        let prev = self.written.as_ref().map(|(w, _)| w);
+        self.wanted = entries
+            .into_iter()
+            .map(|(src, mut e)| {
+                e.last_transition_time = match prev.and_then(|p| p.get(&src)) {
+                    Some(p) if p.phase == e.phase => p.last_transition_time.clone(),
+                    _ => Some(now.clone()),
+                };
+                (src, e)
+            })
             .collect();
-        for s in gone {
-            wanted.insert(s, None);
-        }
-        self.wanted = wanted;
     }
 
-    /// Write what changed and is due. Returns when the next write is due,
-    /// if something is still pending.
-    pub async fn flush(&mut self) -> Option<Duration> {
-        let mut next: Option<Duration> = None;
-        let wanted: Vec<(ProbeId, Option<NodeProbeStatus>)> =
-            self.wanted.iter().map(|(s, e)| (s.clone(), e.clone())).collect();
-        for (src, entry) in wanted {
-            let last = self.written.get(&src);
-            if last.is_some_and(|w| same(&w.entry, &entry)) || (last.is_none() && entry.is_none()) {
-                continue;
+    fn api(&self) -> Api<NetworkProbeNodeReport> {
+        Api::all(self.client.clone())
+    }
+
+    /// Write the report if it changed and is due, and the heartbeat if it
+    /// is due. Returns when something is next due.
+    pub async fn flush(&mut self) -> Duration {
+        let mut next = self.heartbeat;
+        let changed = !self.written.as_ref().is_some_and(|(w, _)| same(w, &self.wanted));
+        if changed {
+            let since = self.written.as_ref().map(|(_, at)| at.elapsed());
+            match since {
+                Some(since) if since < self.min_interval => next = next.min(self.min_interval - since),
+                _ => match self.write().await {
+                    Ok(()) => self.written = Some((self.wanted.clone(), Instant::now())),
+                    Err(e) => {
+                        warn!(error = %e, "writing this node's report failed; will retry");
+                        next = next.min(Duration::from_secs(2));
+                    }
+                },
             }
-            if let Some(w) = last {
-                let since = w.at.elapsed();
-                if since < self.min_interval {
-                    let wait = self.min_interval - since;
-                    next = Some(next.map_or(wait, |n| n.min(wait)));
-                    continue;
-                }
-            }
-            match self.write(&src, entry.as_ref()).await {
-                Ok(()) => {
-                    if entry.is_none() {
-                        self.written.remove(&src);
-                    } else {
-                        self.written.insert(
-                            src,
-                            Written {
-                                entry,
-                                at: Instant::now(),
-                            },
-                        );
+        }
+        // The heartbeat needs the object: written after the first report.
+        if self.written.is_some() {
+            let due = self
+                .last_beat
+                .map_or(Duration::ZERO, |b| self.heartbeat.saturating_sub(b.elapsed()));
+            if due.is_zero() {
+                match self.beat(false).await {
+                    Ok(()) => {
+                        self.last_beat = Some(Instant::now());
+                        next = next.min(self.heartbeat);
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "renewing the heartbeat failed; will retry");
+                        next = next.min(Duration::from_secs(2));
                     }
                 }
-                Err(kube::Error::Api(e)) if e.code == 404 => {
-                    // The probe is gone: nothing to report on.
-                    self.written.remove(&src);
-                    self.wanted.remove(&src);
-                }
-                Err(e) => {
-                    warn!(probe = ?src, error = %e, "status write failed; will retry");
-                    next = Some(next.map_or(Duration::from_secs(2), |n| n.min(Duration::from_secs(2))));
-                }
+            } else {
+                next = next.min(due);
             }
         }
         next
     }
 
-    async fn write(&self, src: &ProbeId, entry: Option<&NodeProbeStatus>) -> Result<(), kube::Error> {
-        let ar = src.kind.api_resource();
-        let api: Api<DynamicObject> = match &src.namespace {
-            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &ar),
-            None => Api::all_with(self.client.clone(), &ar),
-        };
-        let mut meta = json!({"name": src.name});
-        if let Some(ns) = &src.namespace {
-            meta["namespace"] = json!(ns);
+    /// Say the agent is stopping: its node counts as not reporting at once.
+    pub async fn stopping(&mut self) {
+        if self.written.is_none() {
+            return;
         }
-        // Applying no entry removes the one this manager owned.
-        let status = match entry {
-            Some(e) => json!({"nodes": [e]}),
-            None => json!({}),
-        };
-        let body = json!({"apiVersion": format!("{}/{}", keys::GROUP, keys::VERSION), "kind": src.kind.kind(), "metadata": meta, "status": status});
-        debug!(probe = ?src, "writing node status");
-        api.patch_status(
-            &src.name,
-            &PatchParams::apply(&agent_manager(&self.node)).force(),
-            &Patch::Apply(body),
-        )
-        .await?;
+        if let Err(e) = self.beat(true).await {
+            warn!(error = %e, "could not mark this node's report as stopping");
+        }
+    }
+
+    async fn write(&self) -> Result<(), kube::Error> {
+        let probes: Vec<ProbeReport> = self
+            .wanted
+            .iter()
+            .map(|(id, e)| ProbeReport {
+                probe: id.clone(),
+                state: e.clone(),
+            })
+            .collect();
+        let mut meta = json!({"name": self.node});
+        if let Some(uid) = &self.owner {
+            meta["ownerReferences"] = json!([OwnerReference {
+                api_version: "v1".into(),
+                kind: "Node".into(),
+                name: self.node.clone(),
+                uid: uid.clone(),
+                ..Default::default()
+            }]);
+        }
+        let body = json!({
+            "apiVersion": format!("{}/{}", keys::GROUP, keys::VERSION),
+            "kind": "NetworkProbeNodeReport",
+            "metadata": meta,
+            "spec": {"probeCount": probes.len(), "probes": probes},
+        });
+        debug!(probes = probes.len(), "writing this node's report");
+        self.api()
+            .patch(
+                &self.node,
+                &PatchParams::apply(AGENT_MANAGER).force(),
+                &Patch::Apply(body),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn beat(&self, stopping: bool) -> Result<(), kube::Error> {
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let body = json!({
+            "apiVersion": format!("{}/{}", keys::GROUP, keys::VERSION),
+            "kind": "NetworkProbeNodeReport",
+            "metadata": {"name": self.node},
+            "status": {"heartbeatTime": now, "stopping": stopping},
+        });
+        self.api()
+            .patch_status(
+                &self.node,
+                &PatchParams::apply(AGENT_MANAGER).force(),
+                &Patch::Apply(body),
+            )
+            .await?;
         Ok(())
     }
 }

@@ -410,6 +410,31 @@ impl World {
         matches!(self.backend, Backend::StandIn { .. })
     }
 
+    /// SIGKILL a node's agent (stand-in only: on a cluster the DaemonSet
+    /// would restart it at once). False when this backend cannot.
+    pub fn kill_agent(&mut self, node: &str) -> bool {
+        if !matches!(self.backend, Backend::StandIn { .. }) {
+            return false;
+        }
+        if let Some(i) = self.agents.iter().position(|a| a.node == node) {
+            let mut a = self.agents.remove(i);
+            a.proc.kill9();
+        }
+        true
+    }
+
+    /// Stop a node's agent as the kubelet does (SIGTERM); stand-in only.
+    pub fn stop_agent(&mut self, node: &str) -> bool {
+        if !matches!(self.backend, Backend::StandIn { .. }) {
+            return false;
+        }
+        if let Some(i) = self.agents.iter().position(|a| a.node == node) {
+            let mut a = self.agents.remove(i);
+            a.proc.stop();
+        }
+        true
+    }
+
     pub fn start_agent(&mut self, node: &str) {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port())
             .parse()

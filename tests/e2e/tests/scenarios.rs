@@ -123,6 +123,28 @@ fn probe_json(w: &World, kind: &str, ns: Option<&str>, name: &str) -> Result<Val
     }
 }
 
+/// Each node's report entry for a probe (`kind` as kubectl names it:
+/// networkprobe or clusternetworkprobe), from the nodes' reports.
+fn node_entries(w: &World, kind: &str, ns: Option<&str>, name: &str) -> Vec<(String, Value)> {
+    let kind = if kind == "networkprobe" {
+        "NetworkProbe"
+    } else {
+        "ClusterNetworkProbe"
+    };
+    w.nodes()
+        .into_iter()
+        .filter_map(|node| {
+            let r = w.get_json(&["networkprobenodereport", &node]).ok()?;
+            let e = r["spec"]["probes"]
+                .as_array()?
+                .iter()
+                .find(|e| e["kind"] == kind && e["name"] == name && e["namespace"].as_str() == ns)?
+                .clone();
+            Some((node, e))
+        })
+        .collect()
+}
+
 /// Wait until every node reports `phase` for the probe at its current
 /// generation and the operator has observed that generation.
 fn wait_nodes(w: &World, kind: &str, ns: Option<&str>, name: &str, phase: &str) -> Value {
@@ -133,14 +155,18 @@ fn wait_nodes(w: &World, kind: &str, ns: Option<&str>, name: &str, phase: &str) 
         || {
             let p = probe_json(w, kind, ns, name)?;
             let generation = p["metadata"]["generation"].as_i64();
-            let nodes = p["status"]["nodes"].as_array().cloned().unwrap_or_default();
+            let entries = node_entries(w, kind, ns, name);
             let ok = p["status"]["observedGeneration"].as_i64() == generation
                 && want.iter().all(|n| {
-                    nodes.iter().any(|e| {
-                        e["nodeName"] == *n && e["phase"] == phase && e["appliedGeneration"].as_i64() == generation
+                    entries.iter().any(|(node, e)| {
+                        node == n && e["phase"] == phase && e["appliedGeneration"].as_i64() == generation
                     })
                 });
-            if ok { Ok(p) } else { Err(p["status"].to_string()) }
+            if ok {
+                Ok(p)
+            } else {
+                Err(format!("{} {entries:?}", p["status"]))
+            }
         },
     )
 }
@@ -440,13 +466,13 @@ fn s4_bad_input_is_refused_or_reported_and_breaks_only_itself() {
         r#"{"data":{"plan.json":"{\"formatVersion\": 1, \"broken"}}"#,
     ]);
     wait_for("the corrupted plan to be Failed on both nodes", 30, || {
-        let p = probe_json(&w, "networkprobe", Some("shop"), PROBE)?;
-        let nodes = p["status"]["nodes"].as_array().cloned().unwrap_or_default();
-        let failed = nodes.iter().filter(|e| e["phase"] == "Failed").count();
+        // The operator is down: the nodes' own reports say it.
+        let entries = node_entries(&w, "networkprobe", Some("shop"), PROBE);
+        let failed = entries.iter().filter(|(_, e)| e["phase"] == "Failed").count();
         if failed == 2 {
             Ok(())
         } else {
-            Err(p["status"]["nodes"].to_string())
+            Err(format!("{entries:?}"))
         }
     });
     wait_nodes(&w, "networkprobe", Some("shop"), "resets", "Running");
@@ -766,19 +792,27 @@ fn s10_an_exhausted_series_budget_reaches_status_within_10_s() {
     assert!(retransmit(&w, "shop", "redis-a") > 0);
     refused_connects(&w, "shop", "redis-a", 3);
     let exhausted_at = Instant::now();
-    let p = wait_for("budget: seriesBudgetExhausted in status", 10, || {
+    // Through the node's report to the probe's own conditions.
+    let p = wait_for("budget: SeriesBudgetExhausted in status", 10, || {
         let p = probe_json(&w, "networkprobe", Some("shop"), "budget")?;
-        let any = p["status"]["nodes"]
+        let any = node_entries(&w, "networkprobe", Some("shop"), "budget")
+            .iter()
+            .any(|(_, e)| e["seriesBudgetExhausted"] == Value::Bool(true));
+        let degraded = p["status"]["conditions"]
             .as_array()
             .into_iter()
             .flatten()
-            .any(|n| n["seriesBudgetExhausted"] == Value::Bool(true));
-        if any { Ok(p) } else { Err(p["status"].to_string()) }
+            .any(|c| c["type"] == "Degraded" && c["reason"] == "SeriesBudgetExhausted");
+        if any && degraded {
+            Ok(p)
+        } else {
+            Err(p["status"].to_string())
+        }
     });
     println!(
         "budget exhausted → status after {:?}: {}",
         exhausted_at.elapsed(),
-        p["status"]["nodes"]
+        p["status"]["conditions"]
     );
 }
 
@@ -815,4 +849,97 @@ fn s11_sigterm_hands_the_lease_over_within_5_s() {
     assert!(stopped.elapsed() < Duration::from_secs(5 + 1));
     w.kubectl_ok(&["apply", "-f", &sample(SAMPLE)]);
     wait_nodes(&w, "networkprobe", Some("shop"), PROBE, "Running");
+}
+
+/// The probe's Ready condition: (status, reason, message).
+fn ready_of(p: &Value) -> (String, String, String) {
+    p["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Ready")
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+            (s("status"), s("reason"), s("message"))
+        })
+        .unwrap_or_default()
+}
+
+/// Liveness through the nodes' reports: a SIGKILLed agent's node is shown
+/// not reporting (Ready=False naming it) within 60 s and recovers when the
+/// agent returns; a SIGTERMed agent's node at once (its report says
+/// stopping); the report of a deleted Node is removed.
+#[test]
+fn s12_a_dead_agent_shows_within_60_s_and_a_deleted_node_leaves_no_report() {
+    let Some(mut w) = world_with_sample("s12") else {
+        return;
+    };
+    let ready = wait_pods_matched(&w, "networkprobe", Some("shop"), PROBE, 2);
+    assert_eq!(ready_of(&ready).0, "True", "{}", ready["status"]);
+    let b = w.node("node-b");
+    if !w.kill_agent(&b) {
+        println!("s12: agents cannot be killed on this backend; skipped");
+        return;
+    }
+    let killed = Instant::now();
+    let p = wait_for("node-b not reporting", 60, || {
+        let p = probe_json(&w, "networkprobe", Some("shop"), PROBE)?;
+        let (status, reason, message) = ready_of(&p);
+        if status == "False" && reason == "NodesNotReporting" && message.contains(&b) {
+            Ok(p)
+        } else {
+            Err(p["status"].to_string())
+        }
+    });
+    println!("s12: SIGKILL → not reporting after {:?}", killed.elapsed());
+    assert_eq!(p["status"]["nodesReady"], "1/2", "{}", p["status"]);
+    assert_eq!(p["status"]["nodeCounts"]["notReporting"], 1);
+    assert_eq!(p["status"]["problemNodes"][0]["name"], b.as_str());
+    let table = w.kubectl_ok(&["get", "networkprobe", PROBE, "-n", "shop"]);
+    assert!(table.contains("1/2") && table.contains("False"), "{table}");
+
+    // Back: a new agent renews the report.
+    w.start_agent(&b);
+    wait_for("node-b reporting again", 30, || {
+        let p = probe_json(&w, "networkprobe", Some("shop"), PROBE)?;
+        if ready_of(&p).0 == "True" && p["status"]["nodesReady"] == "2/2" {
+            Ok(())
+        } else {
+            Err(p["status"].to_string())
+        }
+    });
+
+    // SIGTERM: the agent marks its report stopping; no waiting for the timeout.
+    let a = w.node("node-a");
+    let stopped = Instant::now();
+    assert!(w.stop_agent(&a));
+    wait_for("node-a stopping shows at once", 10, || {
+        let p = probe_json(&w, "networkprobe", Some("shop"), PROBE)?;
+        let (_, reason, message) = ready_of(&p);
+        if reason == "NodesNotReporting" && message.contains(&a) {
+            Ok(())
+        } else {
+            Err(p["status"].to_string())
+        }
+    });
+    println!("s12: SIGTERM → not reporting after {:?}", stopped.elapsed());
+
+    // The Node goes (its agent with it): its report goes too.
+    w.kubectl_ok(&["get", "networkprobenodereport", &a]);
+    w.kubectl_ok(&["delete", "node", &a]);
+    wait_for("node-a's report removed", 30, || {
+        match w.kubectl(&["get", "networkprobenodereport", &a]) {
+            Err(e) if e.contains("NotFound") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let p = wait_for("only node-b expected", 30, || {
+        let p = probe_json(&w, "networkprobe", Some("shop"), PROBE)?;
+        if p["status"]["nodesReady"] == "1/1" {
+            Ok(p)
+        } else {
+            Err(p["status"].to_string())
+        }
+    });
+    assert_eq!(ready_of(&p).0, "True", "{}", p["status"]);
 }

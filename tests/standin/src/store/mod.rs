@@ -200,6 +200,13 @@ impl Store {
         let ns = obj["metadata"]["namespace"].as_str().unwrap_or("").to_string();
         let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
         let key = (api_path(api_version), plural.to_string(), ns, name);
+        // Objects carry their type, as a real API server returns them
+        // (kubectl delete reads it from what it got).
+        if let Some(rt) = self.types.get(&(key.0.clone(), plural.to_string())) {
+            let m = ensure_obj(&mut obj);
+            m.entry("apiVersion").or_insert(json!(api_version));
+            m.entry("kind").or_insert(json!(rt.kind));
+        }
         self.stamp_new(&mut obj);
         self.put_obj(key, obj.clone());
         obj
