@@ -98,10 +98,13 @@ fn is_pod_dir(name: &str, uid: &str) -> bool {
 }
 
 /// Find the pod-level cgroup of `uid` under `root` (the cgroup2 mount, or a
-/// kubelet root inside it). Searches the kubepods subtree a few levels deep,
-/// which covers every QoS class of both drivers.
+/// kubelet root inside it). The top two levels are searched whole (a
+/// kubelet `--cgroup-root`, kind's `kubelet.slice`); below them only the
+/// kubelet's part of the tree: directories whose name contains `kubepods`
+/// and everything inside one. That covers every QoS class of both drivers,
+/// nested kubelets and custom roots, without walking the host's services.
 pub fn find_pod_cgroup(root: &Path, uid: &str) -> Option<PathBuf> {
-    fn walk(dir: &Path, uid: &str, depth: usize) -> Option<PathBuf> {
+    fn walk(dir: &Path, uid: &str, depth: usize, inside: bool) -> Option<PathBuf> {
         if depth == 0 {
             return None;
         }
@@ -116,15 +119,15 @@ pub fn find_pod_cgroup(root: &Path, uid: &str) -> Option<PathBuf> {
             if is_pod_dir(&name, uid) {
                 return Some(e.path());
             }
-            // Only descend into the kubelet's part of the tree (and the
-            // slices that contain it, e.g. a nested kubelet's root).
-            if name.starts_with("kubepods") || depth > 3 {
-                subdirs.push(e.path());
+            let kubelet = inside || name.contains("kubepods");
+            if kubelet || depth > MAX_DEPTH - 2 {
+                subdirs.push((e.path(), kubelet));
             }
         }
-        subdirs.into_iter().find_map(|d| walk(&d, uid, depth - 1))
+        subdirs.into_iter().find_map(|(d, k)| walk(&d, uid, depth - 1, k))
     }
-    walk(root, uid, 5)
+    const MAX_DEPTH: usize = 6;
+    walk(root, uid, MAX_DEPTH, false)
 }
 
 /// PIDs in a cgroup and its descendants.
@@ -244,6 +247,15 @@ mod tests {
         std::fs::create_dir_all(&sys).unwrap();
         assert_eq!(find_pod_cgroup(t.path(), uid), sys.parent().map(Path::to_path_buf));
         let uid2 = "99999999-2222-3333-4444-555555555555";
+        // kind's nested kubelet and a cgroupfs kubelet under --cgroup-root.
+        let uid3 = "33333333-2222-3333-4444-555555555555";
+        let kind = t.path().join("kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod33333333_2222_3333_4444_555555555555.slice/cri-containerd-x.scope");
+        std::fs::create_dir_all(&kind).unwrap();
+        assert_eq!(find_pod_cgroup(t.path(), uid3), kind.parent().map(Path::to_path_buf));
+        let uid4 = "44444444-2222-3333-4444-555555555555";
+        let custom = t.path().join(format!("kubelet/kubepods/burstable/pod{uid4}/c"));
+        std::fs::create_dir_all(&custom).unwrap();
+        assert_eq!(find_pod_cgroup(t.path(), uid4), custom.parent().map(Path::to_path_buf));
         let fs = t.path().join(format!("kubepods/pod{uid2}/abc"));
         std::fs::create_dir_all(&fs).unwrap();
         assert_eq!(find_pod_cgroup(t.path(), uid2), fs.parent().map(Path::to_path_buf));

@@ -181,8 +181,9 @@ fn pod_index_resolves_kubelet_cgroups_of_both_drivers() {
         return;
     }
     let _s = serial();
-    let mut systemd = Pod::new(Driver::Systemd);
-    let cgroupfs = Pod::new(Driver::Cgroupfs);
+    // Every kubelet layout: both drivers, every QoS class, kind's nested
+    // kubelet, a cgroupfs kubelet under --cgroup-root.
+    let mut layouts: Vec<Pod> = Driver::ALL.into_iter().map(Pod::new).collect();
     let host = Pod::host_network(Driver::Systemd);
     let api_pod = |p: &Pod, host_network: bool| -> k8s_openapi::api::core::v1::Pod {
         serde_json::from_value(serde_json::json!({
@@ -192,19 +193,17 @@ fn pod_index_resolves_kubelet_cgroups_of_both_drivers() {
         }))
         .expect("pod")
     };
-    let cgroup2 = systemd.cgroup2.clone();
+    let cgroup2 = layouts[0].cgroup2.clone();
     let mut index = PodIndex::new(cgroup2.clone(), std::path::PathBuf::from("/proc"));
     let late_uid = format!("{:08x}-1111-4000-8000-000000000001", std::process::id());
     let late: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "late", "namespace": "shop", "uid": late_uid}, "spec": {"containers": []}, "status": {"phase": "Pending"}
     }))
     .expect("pod");
-    let pods = [
-        api_pod(&systemd, false),
-        api_pod(&cgroupfs, false),
-        api_pod(&host, true),
-        late.clone(),
-    ];
+    let mut pods: Vec<_> = layouts.iter().map(|p| api_pod(p, false)).collect();
+    pods.push(api_pod(&host, true));
+    pods.push(late.clone());
+    let (host_i, late_i) = (layouts.len(), layouts.len() + 1);
     let refs: Vec<&k8s_openapi::api::core::v1::Pod> = pods.iter().collect();
     let views = index.views(&refs);
     let netns_of = |p: &Pod| {
@@ -212,7 +211,7 @@ fn pod_index_resolves_kubelet_cgroups_of_both_drivers() {
             .map(|m| m.ino() as u32)
             .ok()
     };
-    for (view, pod) in views.iter().zip([&systemd, &cgroupfs]) {
+    for (view, pod) in views.iter().zip(&layouts) {
         assert_eq!(
             view.cgroup_id,
             netprobe_agent::cgroups::cgroup_id(&pod.pod_cgroup).ok(),
@@ -223,11 +222,11 @@ fn pod_index_resolves_kubelet_cgroups_of_both_drivers() {
         assert!(view.netns.is_some());
     }
     assert_eq!(
-        views[2].cgroup_id,
+        views[host_i].cgroup_id,
         netprobe_agent::cgroups::cgroup_id(&host.pod_cgroup).ok()
     );
-    assert_eq!(views[2].netns, None, "hostNetwork pods have no netns of their own");
-    assert_eq!(views[3].cgroup_id, None, "late pod: no cgroup yet");
+    assert_eq!(views[host_i].netns, None, "hostNetwork pods have no netns of their own");
+    assert_eq!(views[late_i].cgroup_id, None, "late pod: no cgroup yet");
     // The kubelet creates the late pod's cgroup; the next pass finds it.
     let late_dir = cgroup2.join(format!("kubepods/besteffort/pod{late_uid}"));
     std::fs::create_dir_all(&late_dir).expect("late cgroup");
@@ -235,12 +234,12 @@ fn pod_index_resolves_kubelet_cgroups_of_both_drivers() {
     let views = index.views(&refs);
     let _ = std::fs::remove_dir(&late_dir);
     assert!(want.is_some());
-    assert_eq!(views[3].cgroup_id, want, "late cgroup resolved on a later pass");
+    assert_eq!(views[late_i].cgroup_id, want, "late cgroup resolved on a later pass");
     // A container restart changes the leaf, not the pod cgroup.
     let before = views[0].cgroup_id;
-    systemd.restart_container();
+    layouts[0].restart_container();
     assert_eq!(index.views(&refs)[0].cgroup_id, before);
-    println!("pod index: systemd, cgroupfs, hostNetwork and late pods resolved");
+    println!("pod index: {:?}, hostNetwork and late pods resolved", Driver::ALL);
 }
 
 #[test]

@@ -76,8 +76,28 @@ static NEXT: AtomicU32 = AtomicU32::new(1);
 /// The cgroup driver layout to build.
 #[derive(Clone, Copy, Debug)]
 pub enum Driver {
+    /// systemd driver, a Burstable pod: `kubepods.slice/kubepods-burstable.slice/…`.
     Systemd,
+    /// cgroupfs driver, a BestEffort pod: `kubepods/besteffort/pod<uid>`.
     Cgroupfs,
+    /// systemd driver, a Guaranteed pod (no QoS slice).
+    SystemdGuaranteed,
+    /// kind's nested kubelet (systemd driver, a BestEffort pod):
+    /// `kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/…`.
+    KindNested,
+    /// cgroupfs driver under a kubelet `--cgroup-root=/kubelet`, a Burstable pod.
+    CgroupfsCustomRoot,
+}
+
+impl Driver {
+    /// Every kubelet layout the agent must find pods in.
+    pub const ALL: [Driver; 5] = [
+        Driver::Systemd,
+        Driver::Cgroupfs,
+        Driver::SystemdGuaranteed,
+        Driver::KindNested,
+        Driver::CgroupfsCustomRoot,
+    ];
 }
 
 /// A kubelet-shaped pod: netns + peer netns over veth, pod and container cgroups.
@@ -133,6 +153,41 @@ impl Pod {
                 let pod = format!("kubepods/besteffort/pod{uid}");
                 (
                     vec!["kubepods".into(), "kubepods/besteffort".into(), pod.clone()],
+                    pod.clone(),
+                    format!("{pod}/{tag}a"),
+                )
+            }
+            Driver::SystemdGuaranteed => {
+                let pod = format!("kubepods.slice/kubepods-pod{us}.slice");
+                (
+                    vec!["kubepods.slice".into(), pod.clone()],
+                    pod.clone(),
+                    format!("{pod}/cri-containerd-{tag}a.scope"),
+                )
+            }
+            Driver::KindNested => {
+                let qos = "kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice";
+                let pod = format!("{qos}/kubelet-kubepods-besteffort-pod{us}.slice");
+                (
+                    vec![
+                        "kubelet.slice".into(),
+                        "kubelet.slice/kubelet-kubepods.slice".into(),
+                        qos.into(),
+                        pod.clone(),
+                    ],
+                    pod.clone(),
+                    format!("{pod}/cri-containerd-{tag}a.scope"),
+                )
+            }
+            Driver::CgroupfsCustomRoot => {
+                let pod = format!("kubelet/kubepods/burstable/pod{uid}");
+                (
+                    vec![
+                        "kubelet".into(),
+                        "kubelet/kubepods".into(),
+                        "kubelet/kubepods/burstable".into(),
+                        pod.clone(),
+                    ],
                     pod.clone(),
                     format!("{pod}/{tag}a"),
                 )
