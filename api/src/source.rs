@@ -48,12 +48,6 @@ impl SourceKind {
         ApiResource::from_gvk_with_plural(&gvk, &self.plural())
     }
 
-    /// Namespaced probes need a finalizer: their plan lives in another
-    /// namespace, where an ownerReference cannot reach.
-    pub fn uses_finalizer(self) -> bool {
-        self == SourceKind::Namespaced
-    }
-
     pub fn crd_name(self) -> String {
         match self {
             SourceKind::Namespaced => NetworkProbe::crd_name().to_string(),

@@ -28,7 +28,7 @@ fn claimed_source(cm: &ConfigMap) -> Option<(SourceKind, Option<String>, String,
     Some((
         SourceKind::from_kind(l.get(keys::SOURCE_KIND_LABEL)?)?,
         l.get(keys::SOURCE_NAMESPACE_LABEL).cloned(),
-        l.get(keys::SOURCE_NAME_LABEL)?.clone(),
+        keys::source_name(l, cm.annotations())?.clone(),
         l.get(keys::SOURCE_UID_LABEL)?.clone(),
     ))
 }

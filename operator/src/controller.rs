@@ -34,7 +34,7 @@ fn plan_owner(cm: &ConfigMap, kind: SourceKind) -> Option<ObjectRef<DynamicObjec
     if l.get(keys::SOURCE_KIND_LABEL).map(String::as_str) != Some(kind.kind()) {
         return None;
     }
-    let name = l.get(keys::SOURCE_NAME_LABEL)?;
+    let name = keys::source_name(l, cm.annotations())?;
     let r = ObjectRef::new_with(name, kind.api_resource());
     Some(match l.get(keys::SOURCE_NAMESPACE_LABEL) {
         Some(ns) => r.within(ns),
@@ -136,6 +136,31 @@ async fn follow_reports(ctx: Arc<Context>, tx: tokio::sync::broadcast::Sender<()
     }
 }
 
+/// Remove a probe's plan as soon as the probe is deleted: probes carry no
+/// finalizer (they must stay deletable without an operator), so the delete
+/// event is where the plan goes; the orphan sweep covers deletions missed
+/// while no operator ran.
+async fn follow_deletions(ctx: Arc<Context>, kind: SourceKind) {
+    let ar = kind.api_resource();
+    let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &ar);
+    let mut events = std::pin::pin!(watcher(api, watcher::Config::default().any_semantic()).default_backoff());
+    while let Some(ev) = events.next().await {
+        let Ok(Event::Delete(obj)) = ev else { continue };
+        let id = netprobe_api::ProbeId::new(kind, obj.metadata.namespace.as_deref(), &obj.name_any());
+        let uid = obj.metadata.uid.clone().unwrap_or_default();
+        let cm = netprobe_api::plan::plan_configmap_name(&id);
+        ctx.metrics
+            .forget_probe(kind.kind(), id.namespace.as_deref().unwrap_or(""), &id.name);
+        match crate::reconcile::delete_plan(&ctx, &cm, &uid).await {
+            Ok(true) => info!(probe = %id.display(), plan = %cm, "probe deleted: plan removed"),
+            Ok(false) => {}
+            Err(e) => {
+                warn!(probe = %id.display(), error = %e, "removing the plan of a deleted probe; the orphan sweep retries")
+            }
+        }
+    }
+}
+
 /// Run both controllers until `shutdown` resolves.
 pub async fn run(
     ctx: Arc<Context>,
@@ -155,7 +180,10 @@ pub async fn run(
         future::ready(())
     }));
 
-    tokio::spawn(follow_reports(ctx.clone(), node_tx.clone()));
+    let mut followers = vec![tokio::spawn(follow_reports(ctx.clone(), node_tx.clone()))];
+    for kind in SourceKind::ALL {
+        followers.push(tokio::spawn(follow_deletions(ctx.clone(), kind)));
+    }
 
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ctx.namespace);
     let mut runs = Vec::new();
@@ -204,6 +232,9 @@ pub async fn run(
         _ = future::join_all(runs) => {},
         _ = resync => {},
     }
+    for f in followers {
+        f.abort();
+    }
 }
 
 /// Every node change, as a trigger; a lagging receiver only needs to know
@@ -213,3 +244,24 @@ fn tokio_stream_from(rx: tokio::sync::broadcast::Receiver<()>) -> impl Stream<It
 }
 
 use kube::runtime::watcher::watcher;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A probe name of 100 characters fits no label value: its plan still
+    /// maps back to it (through the annotation), so plan repair works.
+    #[test]
+    fn long_probe_names_map_from_their_plan() {
+        let name = "p".repeat(100);
+        let cm: ConfigMap = serde_json::from_value(serde_json::json!({"metadata": {
+            "name": format!("nprobe.shop.{name}"),
+            "labels": {keys::PLAN_LABEL: "nprobe.shop.ppp", keys::SOURCE_KIND_LABEL: "NetworkProbe",
+                       keys::SOURCE_NAMESPACE_LABEL: "shop"},
+            "annotations": {keys::SOURCE_NAME_ANNOTATION: name}}}))
+        .unwrap();
+        let r = plan_owner(&cm, SourceKind::Namespaced).expect("mapped");
+        assert_eq!((r.name.as_str(), r.namespace.as_deref()), (name.as_str(), Some("shop")));
+        assert!(plan_owner(&cm, SourceKind::Cluster).is_none());
+    }
+}

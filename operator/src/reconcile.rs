@@ -129,29 +129,17 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context, kind: SourceKind) -
             info!(probe = %src.display(), plan = %cm_name, "probe deleted: plan removed");
         }
         if src.finalizers.iter().any(|f| f == FINALIZER) {
-            let rest: Vec<&String> = src.finalizers.iter().filter(|f| *f != FINALIZER).collect();
-            let patch = json!([
-                {"op": "test", "path": "/metadata/finalizers", "value": src.finalizers},
-                {"op": "replace", "path": "/metadata/finalizers", "value": rest},
-            ]);
-            patch_finalizers(ctx, &src, patch).await?;
+            release_finalizer(ctx, &src).await?;
         }
         return Ok(Action::await_change());
     }
 
-    if kind.uses_finalizer() && !src.finalizers.iter().any(|f| f == FINALIZER) {
-        let patch = if src.finalizers.is_empty() {
-            json!([
-                {"op": "test", "path": "/metadata/resourceVersion", "value": src.resource_version},
-                {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
-            ])
-        } else {
-            json!([
-                {"op": "test", "path": "/metadata/finalizers", "value": src.finalizers},
-                {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER},
-            ])
-        };
-        patch_finalizers(ctx, &src, patch).await?;
+    // No finalizer: a probe must be deletable when no operator runs (after
+    // an uninstall, or with the operator down), and a plan left behind is
+    // removed by the delete watch or the orphan sweep (cleanup.rs). Probes
+    // that an earlier version gave the finalizer are released.
+    if src.finalizers.iter().any(|f| f == FINALIZER) {
+        release_finalizer(ctx, &src).await?;
     }
 
     let now = Time(k8s_openapi::jiff::Timestamp::now());
@@ -262,6 +250,16 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context, kind: SourceKind) -
     Ok(Action::requeue(RESYNC))
 }
 
+/// Remove the finalizer earlier versions put on NetworkProbes.
+async fn release_finalizer(ctx: &Context, src: &ProbeSource) -> Result<(), Error> {
+    let rest: Vec<&String> = src.finalizers.iter().filter(|f| *f != FINALIZER).collect();
+    let patch = json!([
+        {"op": "test", "path": "/metadata/finalizers", "value": src.finalizers},
+        {"op": "replace", "path": "/metadata/finalizers", "value": rest},
+    ]);
+    patch_finalizers(ctx, src, patch).await
+}
+
 /// A JSON patch of metadata.finalizers guarded by a `test` op, so a
 /// concurrent change of the list fails the patch instead of being lost.
 async fn patch_finalizers(ctx: &Context, src: &ProbeSource, patch: serde_json::Value) -> Result<(), Error> {
@@ -319,6 +317,10 @@ pub fn desired_configmap(src: &ProbeSource, name: &str, namespace: &str, plan: &
             name: Some(name.into()),
             namespace: Some(namespace.into()),
             labels: Some(labels),
+            annotations: Some(BTreeMap::from([(
+                keys::SOURCE_NAME_ANNOTATION.to_string(),
+                src.id.name.clone(),
+            )])),
             owner_references,
             ..Default::default()
         },
@@ -343,7 +345,11 @@ async fn write_plan(ctx: &Context, src: &ProbeSource, name: &str, plan: &ProbePl
         source,
     };
     if let Some(current) = api.get_opt(name).await.map_err(err)? {
-        let labels_ok = desired.labels().iter().all(|(k, v)| current.labels().get(k) == Some(v));
+        let labels_ok = desired.labels().iter().all(|(k, v)| current.labels().get(k) == Some(v))
+            && desired
+                .annotations()
+                .iter()
+                .all(|(k, v)| current.annotations().get(k) == Some(v));
         let owners_ok = desired.metadata.owner_references.as_ref().is_none_or(|want| {
             want.iter()
                 .all(|w| current.owner_references().iter().any(|o| o.uid == w.uid))

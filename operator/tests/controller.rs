@@ -89,6 +89,19 @@ async fn controllers_reconcile_and_use_exactly_their_rbac() {
         json!({"apiVersion": GV, "kind": "ClusterNetworkProbe", "metadata": {"name": "c"},
         "spec": {"probes": [{"type": "PacketDrops"}]}}),
     );
+    // A probe an earlier version finalized: released (JSON patch).
+    api.put(
+        GV,
+        "networkprobes",
+        json!({"apiVersion": GV, "kind": "NetworkProbe",
+        "metadata": {"name": "legacy", "namespace": "shop", "finalizers": ["netprobe.dev/plan-cleanup"]},
+        "spec": {"probes": [{"type": "TcpResets"}]}}),
+    );
+    netprobe_testutil::eventually("legacy finalizer released", || {
+        api.get(GV, "networkprobes", Some("shop"), "legacy")
+            .is_some_and(|o| o["metadata"]["finalizers"].as_array().is_none_or(Vec::is_empty))
+    })
+    .await;
     netprobe_testutil::eventually("orphans removed", || {
         api.get("v1", "configmaps", Some("netprobe-system"), "nprobe.old.gone")
             .is_none()
@@ -167,11 +180,21 @@ async fn controllers_reconcile_and_use_exactly_their_rbac() {
     })
     .await;
 
-    // kubectl delete: the finalizer removes the plan, then lets go.
-    let mut p = api.get(GV, "networkprobes", Some("shop"), "p").unwrap();
-    p["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
-    api.put(GV, "networkprobes", p);
-    netprobe_testutil::eventually("finalizer ran", || {
+    // kubectl delete: no finalizer holds the probe; its plan goes on the
+    // delete event. (The user's call is not the operator's: out of the log.)
+    assert!(api.get(GV, "networkprobes", Some("shop"), "p").unwrap()["metadata"]["finalizers"].is_null());
+    client
+        .request_text(
+            http::Request::delete("/apis/netprobe.dev/v1alpha1/namespaces/shop/networkprobes/p")
+                .body(vec![])
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    api.store()
+        .log
+        .retain(|r| !(r.method == "DELETE" && r.path.ends_with("/networkprobes/p")));
+    netprobe_testutil::eventually("plan removed on delete", || {
         api.get(GV, "networkprobes", Some("shop"), "p").is_none()
             && api
                 .get("v1", "configmaps", Some("netprobe-system"), "nprobe.shop.p")

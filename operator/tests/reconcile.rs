@@ -143,13 +143,16 @@ fn spec_retrans() -> Value {
 }
 
 #[tokio::test]
-async fn create_writes_plan_finalizer_and_status_then_is_idempotent() {
+async fn create_writes_plan_and_status_without_a_finalizer_then_is_idempotent() {
     let h = Harness::new(&[("node-a", &[]), ("node-b", &[])]);
     h.create(SourceKind::Namespaced, Some("shop"), "redis", spec_retrans());
     h.reconcile(SourceKind::Namespaced, Some("shop"), "redis").await;
 
     let obj = h.obj(SourceKind::Namespaced, Some("shop"), "redis").unwrap();
-    assert_eq!(obj["metadata"]["finalizers"], json!([FINALIZER]));
+    assert!(
+        obj["metadata"]["finalizers"].is_null(),
+        "a probe stays deletable without an operator: {obj}"
+    );
     assert_eq!(obj["spec"], spec_retrans(), "spec untouched");
     let cm = h.plan("nprobe.shop.redis").expect("plan ConfigMap written");
     assert_eq!(cm["metadata"]["labels"]["netprobe.dev/plan"], "nprobe.shop.redis");
@@ -268,11 +271,26 @@ async fn suspend_removes_plan_and_says_so() {
 }
 
 #[tokio::test]
-async fn delete_runs_finalizer_and_removes_plan() {
+async fn a_legacy_finalizer_is_released_and_its_deletion_removes_the_plan() {
     let h = Harness::new(&[("node-a", &[])]);
+    h.create(SourceKind::Namespaced, Some("shop"), "q", spec_retrans());
+    let mut q = h.obj(SourceKind::Namespaced, Some("shop"), "q").unwrap();
+    q["metadata"]["finalizers"] = json!(["example.com/keep", FINALIZER]);
+    h.api.put(GV, "networkprobes", q);
+    h.reconcile(SourceKind::Namespaced, Some("shop"), "q").await;
+    assert_eq!(
+        h.obj(SourceKind::Namespaced, Some("shop"), "q").unwrap()["metadata"]["finalizers"],
+        json!(["example.com/keep"]),
+        "only netprobe's own finalizer is released"
+    );
+
+    // An object an earlier version finalized, deleted while it still holds
+    // the finalizer: the plan goes and the object is released.
     h.create(SourceKind::Namespaced, Some("shop"), "p", spec_retrans());
     h.reconcile(SourceKind::Namespaced, Some("shop"), "p").await;
-    // kubectl delete: the finalizer holds the object with a deletionTimestamp.
+    let mut p = h.obj(SourceKind::Namespaced, Some("shop"), "p").unwrap();
+    p["metadata"]["finalizers"] = json!([FINALIZER]);
+    h.api.put(GV, "networkprobes", p);
     h.ctx
         .client
         .request_text(

@@ -69,7 +69,7 @@ pub fn read_plan(cm: &ConfigMap) -> Result<ProbePlan, (Option<ProbeId>, String)>
         Some(ProbeId {
             kind: SourceKind::from_kind(labels.get(keys::SOURCE_KIND_LABEL)?)?,
             namespace: labels.get(keys::SOURCE_NAMESPACE_LABEL).cloned(),
-            name: labels.get(keys::SOURCE_NAME_LABEL)?.clone(),
+            name: keys::source_name(labels, cm.annotations())?.clone(),
         })
     };
     let Some(text) = cm.data.as_ref().and_then(|d| d.get(PLAN_DATA_KEY)) else {
@@ -236,5 +236,29 @@ pub async fn run(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An unreadable plan of a probe whose name fits no label value is still
+    /// reported on that probe (the source name is an annotation).
+    #[test]
+    fn an_unreadable_plan_of_a_long_named_probe_names_its_source() {
+        let name = "p".repeat(200);
+        let cm: ConfigMap = serde_json::from_value(serde_json::json!({"metadata": {
+            "name": "nprobe.shop.x",
+            "labels": {PLAN_LABEL: "nprobe.shop.x", keys::SOURCE_KIND_LABEL: "NetworkProbe",
+                       keys::SOURCE_NAMESPACE_LABEL: "shop"},
+            "annotations": {keys::SOURCE_NAME_ANNOTATION: name}},
+            "data": {PLAN_DATA_KEY: "{ not json"}}))
+        .expect("configmap");
+        let Err((Some(src), msg)) = read_plan(&cm) else {
+            panic!("the plan must be refused with its source");
+        };
+        assert_eq!(src, ProbeId::new(SourceKind::Namespaced, Some("shop"), &name));
+        assert!(msg.contains("nprobe.shop.x"), "{msg}");
     }
 }

@@ -30,6 +30,10 @@ def cmd_render(args):
     rendered = chart.render(values, name=args.name, namespace=args.namespace, is_install=True)
     objects = []
     for path in sorted(rendered):
+        # NOTES.txt is what `helm install` prints, not a manifest (helm
+        # template leaves it out too).
+        if path.endswith("NOTES.txt"):
+            continue
         for doc in yaml.safe_load_all(rendered[path]):
             if doc is not None:
                 objects.append({"source": path, "object": doc})
