@@ -103,12 +103,71 @@ impl Context {
             action: "Reconcile".into(),
             secondary: None,
         };
-        if let Err(e) = recorder.publish(&ev, &reference).await {
+        // kube's Recorder names an Event `<object>.<16 hex digits>`, which
+        // the API refuses past 253 characters: long-named probes get their
+        // Events written here, under a shortened name.
+        let long = reference.name.as_ref().is_some_and(|n| n.len() > MAX_EVENT_OBJECT_NAME);
+        let res = if long {
+            self.publish_long_named(&ev, &reference).await
+        } else {
+            recorder.publish(&ev, &reference).await
+        };
+        if let Err(e) = res {
             // Events are best effort; never fail a reconcile for one.
             debug!(error = %e, "could not publish event");
         }
     }
+
+    async fn publish_long_named(
+        &self,
+        ev: &Event,
+        reference: &k8s_openapi::api::core::v1::ObjectReference,
+    ) -> Result<(), kube::Error> {
+        use k8s_openapi::api::events::v1::Event as K8sEvent;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let object = reference.name.as_deref().unwrap_or_default();
+        let mut cut = MAX_EVENT_OBJECT_NAME.min(object.len());
+        while !object.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let namespace = reference.namespace.clone().unwrap_or_else(|| "default".into());
+        let event = K8sEvent {
+            action: Some(ev.action.clone()),
+            reason: Some(ev.reason.clone()),
+            note: ev.note.clone(),
+            type_: Some(
+                match ev.type_ {
+                    EventType::Normal => "Normal",
+                    EventType::Warning => "Warning",
+                }
+                .into(),
+            ),
+            event_time: Some(MicroTime(now)),
+            regarding: Some(reference.clone()),
+            reporting_controller: Some(OPERATOR_MANAGER.into()),
+            reporting_instance: Some(OPERATOR_MANAGER.into()),
+            metadata: kube::api::ObjectMeta {
+                namespace: Some(namespace.clone()),
+                name: Some(format!(
+                    "{}.{:x}",
+                    object[..cut].trim_end_matches(['.', '-']),
+                    now.as_nanosecond()
+                )),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Api::<K8sEvent>::namespaced(self.client.clone(), &namespace)
+            .create(&Default::default(), &event)
+            .await
+            .map(|_| ())
+    }
 }
+
+/// Longest object name kube's Recorder can name an Event after (253 less
+/// the `.` and 16 hex digits it appends).
+const MAX_EVENT_OBJECT_NAME: usize = 236;
 
 /// Reconcile one probe of either kind.
 pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>, kind: SourceKind) -> Result<Action, Error> {

@@ -89,6 +89,21 @@ async fn controllers_reconcile_and_use_exactly_their_rbac() {
         json!({"apiVersion": GV, "kind": "ClusterNetworkProbe", "metadata": {"name": "c"},
         "spec": {"probes": [{"type": "PacketDrops"}]}}),
     );
+    // A probe with a name of 250 characters: its plan and its Events too.
+    let long = "l".repeat(250);
+    api.put(
+        GV,
+        "networkprobes",
+        json!({"apiVersion": GV, "kind": "NetworkProbe", "metadata": {"name": long, "namespace": "shop"},
+        "spec": {"probes": [{"type": "TcpResets"}]}}),
+    );
+    netprobe_testutil::eventually("an Event about the long-named probe", || {
+        api.store()
+            .list_objs("events.k8s.io/v1", "events")
+            .iter()
+            .any(|e| e["regarding"]["name"] == long.as_str() && e["reason"] == "PlanWritten")
+    })
+    .await;
     // A probe an earlier version finalized: released (JSON patch).
     api.put(
         GV,

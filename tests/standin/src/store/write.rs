@@ -40,6 +40,14 @@ impl Store {
             ensure_obj(&mut body["metadata"]).insert("namespace".into(), json!(n));
         }
         let name = body["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        // Object names are DNS subdomains: at most 253 characters.
+        if name.len() > 253 {
+            return status_err(
+                422,
+                "Invalid",
+                format!("metadata.name: Invalid value: \"{name}\": must be no more than 253 characters"),
+            );
+        }
         let key = Self::key(prefix, plural, ns, &name);
         if self.objects.contains_key(&key) {
             return status_err(409, "AlreadyExists", format!("{plural} \"{name}\" already exists"));
