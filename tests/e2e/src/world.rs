@@ -198,7 +198,18 @@ impl World {
         }
         let mut pods = BTreeMap::new();
         for (i, p) in opts.pods.iter().enumerate() {
-            let driver = if i % 2 == 0 { Driver::Systemd } else { Driver::Cgroupfs };
+            // Every scenario's pods live under the kubelet layouts the agent
+            // must find (the kernel tier resolves all of them; these give
+            // series): kind's nested kubelet, a cgroupfs kubelet under
+            // --cgroup-root, a Guaranteed pod, cgroupfs BestEffort, systemd.
+            const LAYOUTS: [Driver; 5] = [
+                Driver::KindNested,
+                Driver::CgroupfsCustomRoot,
+                Driver::SystemdGuaranteed,
+                Driver::Cgroupfs,
+                Driver::Systemd,
+            ];
+            let driver = LAYOUTS[i % LAYOUTS.len()];
             let pod = Pod::new(driver);
             standin.put(
                 "v1",
