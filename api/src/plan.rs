@@ -93,6 +93,10 @@ pub enum PlanError {
     UnsupportedVersion { found: u32, supported: u32 },
     #[error("plan document has no formatVersion")]
     MissingVersion,
+    /// The document decodes but claims what its source may not have: the
+    /// agent checks plans instead of trusting whoever wrote the ConfigMap.
+    #[error("plan refused: {0}")]
+    Refused(String),
 }
 
 /// Everything of a plan that comes from the spec alone, checked and
@@ -225,7 +229,47 @@ impl ProbePlan {
                 supported: PLAN_FORMAT_VERSION,
             });
         }
-        Ok(serde_json::from_value(raw)?)
+        let plan: ProbePlan = serde_json::from_value(raw)?;
+        plan.check()?;
+        Ok(plan)
+    }
+
+    /// What a plan may claim, whoever wrote it: a NetworkProbe's plan selects
+    /// only pods of that probe's namespace, and every histogram bound is one
+    /// the kernel counts exactly.
+    fn check(&self) -> Result<(), PlanError> {
+        let id = &self.source.id;
+        match (&id.kind, &self.scope) {
+            (SourceKind::Namespaced, PlanScope::Namespace { namespace })
+                if Some(namespace) == id.namespace.as_ref() => {}
+            (SourceKind::Namespaced, scope) => {
+                return Err(PlanError::Refused(format!(
+                    "a NetworkProbe's plan selects pods of its own namespace only ({}); this one says {scope:?}",
+                    id.namespace.as_deref().unwrap_or("none")
+                )));
+            }
+            (SourceKind::Cluster, PlanScope::Cluster { .. }) => {}
+            (SourceKind::Cluster, scope) => {
+                return Err(PlanError::Refused(format!(
+                    "a ClusterNetworkProbe's plan has a namespaceSelector scope; this one says {scope:?}"
+                )));
+            }
+        }
+        let grid = crate::probes::histogram::bound_grid_ns();
+        for p in &self.probes {
+            let Some(h) = p.histogram() else { continue };
+            if let Some(b) = h
+                .buckets
+                .iter()
+                .find(|b| !grid.iter().any(|g| (*g as f64 - **b * 1e9).abs() < 1e-3))
+            {
+                return Err(PlanError::Refused(format!(
+                    "{} bucket bound {b} is not one the kernel counts exactly",
+                    p.probe_type()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Probe types in plan order.
@@ -258,7 +302,7 @@ pub fn plan_configmap_name(id: &ProbeId) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probes::histogram::HistogramOptions;
+    use crate::probes::histogram::{HistogramOptions, HistogramPlan};
     use crate::probes::packet_drops::PacketDropsOptions;
     use crate::probes::tcp_retransmits::TcpRetransmitsOptions;
     use crate::probes::tcp_rtt::DEFAULT_RTT_BUCKETS;
@@ -468,6 +512,38 @@ mod tests {
         assert!(matches!(ProbePlan::from_json("{}"), Err(PlanError::MissingVersion)));
         let bad_type = plan.to_json().replace("TcpResets", "TcpTeleport");
         assert!(matches!(ProbePlan::from_json(&bad_type), Err(PlanError::Decode(_))));
+    }
+
+    /// Plans are checked, not trusted: a NetworkProbe's plan edited to
+    /// select another namespace, or to carry bounds off the grid, is refused.
+    #[test]
+    fn forged_scopes_and_off_grid_buckets_are_refused() {
+        let plan = ProbePlan::build(
+            source(Some("shop")),
+            &spec(vec![Probe::new(ProbeType::TcpConnectLatency)]),
+            None,
+        )
+        .unwrap();
+        assert!(ProbePlan::from_json(&plan.to_json()).is_ok(), "the canonical plan");
+        let mut other = plan.clone();
+        other.scope = PlanScope::Namespace {
+            namespace: "other".into(),
+        };
+        let err = ProbePlan::from_json(&other.to_json()).unwrap_err();
+        assert!(matches!(err, PlanError::Refused(_)), "{err}");
+        assert!(err.to_string().contains("own namespace only (shop)"), "{err}");
+        let mut wide = plan.clone();
+        wide.scope = PlanScope::Cluster {
+            namespace_selector: Selector::default(),
+        };
+        assert!(matches!(
+            ProbePlan::from_json(&wide.to_json()),
+            Err(PlanError::Refused(_))
+        ));
+        let mut off = plan.clone();
+        off.probes = vec![PlannedProbe::TcpConnectLatency(HistogramPlan { buckets: vec![0.004] })];
+        let err = ProbePlan::from_json(&off.to_json()).unwrap_err();
+        assert!(err.to_string().contains("0.004"), "{err}");
     }
 
     #[test]

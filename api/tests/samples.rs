@@ -94,6 +94,14 @@ fn cel_rules_reject_cross_field_mistakes() {
             serde_json::json!({"probes": [{"type": "TcpRtt", "tcpRtt": {"buckets": [0.0, 0.1]}}]}),
             "positive",
         ),
+        (
+            serde_json::json!({"probes": [{"type": "TcpRtt", "tcpRtt": {"buckets": [0.001, 0.004]}}]}),
+            "power of ten",
+        ),
+        (
+            serde_json::json!({"probes": [{"type": "TcpConnectLatency", "tcpConnectLatency": {"buckets": [1e-12]}}]}),
+            "power of ten",
+        ),
     ];
     for (spec, want) in bad {
         let err = validate_cel(&probe(spec.clone())).expect_err(&spec.to_string());

@@ -4,7 +4,7 @@
 //! `render`.
 
 use anyhow::Context as _;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,31 @@ struct Inner {
     kernel: KernelState,
     budget: Budget,
     last_collect: Duration,
+}
+
+/// Per plan, the `packetDrops.reasons` this kernel's `enum skb_drop_reason`
+/// does not name (reasons differ between kernels, so only the node can tell).
+fn unknown_drop_reasons(desired: &Desired, known: &ReasonNames) -> BTreeMap<String, Vec<String>> {
+    let known: BTreeSet<&str> = known.values().map(String::as_str).collect();
+    desired
+        .plans
+        .iter()
+        .filter_map(|(key, pt)| {
+            let unknown: Vec<String> = pt
+                .plan
+                .probes
+                .iter()
+                .filter_map(|p| match p {
+                    netprobe_api::PlannedProbe::PacketDrops(d) => Some(&d.reasons),
+                    _ => None,
+                })
+                .flatten()
+                .filter(|r| !known.contains(r.as_str()))
+                .cloned()
+                .collect();
+            (!unknown.is_empty()).then(|| (key.clone(), unknown))
+        })
+        .collect()
 }
 
 /// The agent's kernel side and metrics, shareable across tasks.
@@ -76,7 +101,11 @@ impl Agent {
     pub fn set_desired(&self, desired: Desired) -> Result<ApplyReport, ManagerError> {
         let mut g = self.lock();
         let kernel = desired.kernel();
-        let report = g.manager.apply(&kernel)?.clone();
+        let mut report = g.manager.apply(&kernel)?.clone();
+        report.unknown_drop_reasons = unknown_drop_reasons(&desired, &self.reasons);
+        for (plan, names) in &report.unknown_drop_reasons {
+            tracing::warn!(%plan, ?names, "packetDrops.reasons names drop reasons this kernel does not have");
+        }
         g.desired = desired;
         g.kernel = kernel;
         Ok(report)

@@ -554,3 +554,131 @@ for _ in range(6):
         None => assert_eq!(sent, rst, "resets to a closed port count for the cgroup"),
     }
 }
+
+/// Histograms are per probe and exact, whatever other tenants ask: two
+/// probes with different buckets on one pod both count every connect
+/// (`TcpActiveOpens`), and a probe of another namespace with 32 tiny bounds
+/// on its own pod neither restarts nor rebins them.
+#[test]
+fn histograms_of_two_probes_on_one_pod_are_exact_and_other_tenants_cannot_touch_them() {
+    use netprobe_agent::pipeline::desired::PlanTargets;
+    use netprobe_api::HistogramOptions;
+    if !kernel_available("per-probe histograms") {
+        return;
+    }
+    let _s = serial();
+    let agent = Agent::new(false).expect("agent loads");
+    let mut a = Pod::new(Driver::Systemd);
+    a.peer_spawn(&support::servers(&[(5004, support::Serve::AcceptClose)]));
+    let b = Pod::new(Driver::Cgroupfs);
+    let latency = |buckets: Vec<f64>| Probe {
+        tcp_connect_latency: Some(HistogramOptions { buckets: Some(buckets) }),
+        ..Probe::new(ProbeType::TcpConnectLatency)
+    };
+    let fast = plan("fast", vec![latency(vec![0.0005, 1.0])]);
+    let slow = plan("slow", vec![latency(vec![0.001, 2.5])]);
+    let tiny: Vec<f64> = netprobe_api::probes::histogram::bound_grid_ns()
+        .iter()
+        .take(32)
+        .map(|ns| *ns as f64 / 1e9)
+        .collect();
+    let other = support::plan_in("other", "tiny", vec![latency(tiny)]);
+    let (ta, tb) = (a.target("shop", "a"), b.target("other", "b"));
+    let desired_with = |plans: Vec<(&ProbePlan, &Target)>| {
+        let mut d = Desired::default();
+        for t in [&ta, &tb] {
+            d.targets.insert(t.key.clone(), t.clone());
+        }
+        for (p, t) in plans {
+            d.plans.insert(
+                p.source.key(),
+                PlanTargets {
+                    plan: std::sync::Arc::new(p.clone()),
+                    targets: [t.key.clone()].into_iter().collect(),
+                },
+            );
+        }
+        d
+    };
+    agent
+        .set_desired(desired_with(vec![(&fast, &ta), (&slow, &ta)]))
+        .expect("apply");
+    let opens0 = a.nstat("TcpActiveOpens");
+    let connects = |n: usize| {
+        a.run(&format!(
+            "import socket\nfor _ in range({n}):\n    s = socket.create_connection(('{}', 5004)); s.close()\nprint('ok')\n",
+            a.peer_ip4
+        ));
+    };
+    let of = |fams: &[prometheus::proto::MetricFamily], probe: &str| {
+        histogram(
+            fams,
+            "netprobe_tcp_connect_latency_seconds",
+            &[("pod", "a"), ("probe", &format!("NetworkProbe/shop/{probe}"))],
+        )
+    };
+    connects(20);
+    let fams = agent.render();
+    let opens = a.nstat("TcpActiveOpens") - opens0;
+    let (f, s) = (of(&fams, "fast").expect("fast"), of(&fams, "slow").expect("slow"));
+    println!(
+        "two probes on one pod after {opens} connects: fast {:?}, slow {:?}",
+        f.2, s.2
+    );
+    assert_eq!((f.0, s.0), (opens, opens), "each probe counts every connect");
+    assert_eq!(f.2.last().map(|b| b.1), Some(opens), "all within 1 s");
+    assert_eq!(s.2.last().map(|b| b.1), Some(opens), "all within 2.5 s");
+    assert!(f.2[0].1 <= s.2[0].1, "≤ 0.5 ms is at most ≤ 1 ms: {f:?} {s:?}");
+
+    // Another namespace's probe with 32 tiny bounds, on its own pod.
+    agent
+        .set_desired(desired_with(vec![(&fast, &ta), (&slow, &ta), (&other, &tb)]))
+        .expect("apply");
+    let fams = agent.render();
+    assert_eq!(of(&fams, "fast"), Some(f.clone()), "not restarted, not rebinned");
+    assert_eq!(of(&fams, "slow"), Some(s.clone()));
+    connects(20);
+    let fams = agent.render();
+    let opens = a.nstat("TcpActiveOpens") - opens0;
+    let (f2, s2) = (of(&fams, "fast").expect("fast"), of(&fams, "slow").expect("slow"));
+    assert_eq!((f2.0, s2.0), (opens, opens), "still every connect: {f2:?} {s2:?}");
+    assert_eq!(
+        f2.2.iter().map(|b| b.0).collect::<Vec<_>>(),
+        vec![0.0005, 1.0],
+        "its own buckets"
+    );
+    agent.set_desired(Desired::default()).expect("apply");
+}
+
+/// Drop reasons differ between kernels: a filter naming one this kernel
+/// does not have is reported for that plan (`UnknownDropReason` on the
+/// node), not silently matched by nothing.
+#[test]
+fn drop_reasons_the_kernel_does_not_have_are_reported() {
+    use netprobe_api::PacketDropsOptions;
+    if !kernel_available("drop reason names") {
+        return;
+    }
+    let _s = serial();
+    let agent = Agent::new(false).expect("agent loads");
+    let pod = Pod::new(Driver::Systemd);
+    let p = plan(
+        "drops",
+        vec![Probe {
+            packet_drops: Some(PacketDropsOptions {
+                reasons: Some(vec!["NO_SOCKET".into(), "NOT_A_REAL_REASON".into()]),
+            }),
+            ..Probe::new(ProbeType::PacketDrops)
+        }],
+    );
+    let key = p.source.key();
+    let report = agent
+        .set_desired(desired(p, &[pod.target("shop", "d")], &[]))
+        .expect("apply");
+    assert_eq!(
+        report.unknown_drop_reasons.get(&key),
+        Some(&vec!["NOT_A_REAL_REASON".to_string()]),
+        "{report:?}"
+    );
+    agent.set_desired(Desired::default()).expect("apply");
+}

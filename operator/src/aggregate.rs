@@ -212,11 +212,18 @@ pub fn deployed(
     let mut broken: Vec<String> = Vec::new();
     let mut broken_phases: BTreeSet<&'static str> = BTreeSet::new();
     let mut exhausted: Vec<&str> = Vec::new();
+    let mut unknown_reasons: Vec<String> = Vec::new();
     for (node, view) in expected {
-        if let NodeView::Reporting(Some(r)) = view
-            && r.series_budget_exhausted
-        {
-            exhausted.push(node);
+        if let NodeView::Reporting(Some(r)) = view {
+            if r.series_budget_exhausted {
+                exhausted.push(node);
+            }
+            if r.reason.as_deref() == Some("UnknownDropReason") {
+                unknown_reasons.push(format!(
+                    "on {node}: {}",
+                    bound_to(r.detail.as_deref().unwrap_or_default().to_string(), MAX_NODE_MESSAGE)
+                ));
+            }
         }
         let (phase, running, partial, message) = classify(generation, view);
         if let NodeView::Reporting(Some(r)) = view
@@ -275,7 +282,14 @@ pub fn deployed(
     };
 
     let broken_total = counts.failed + counts.partial;
-    let degraded = if broken_total == 0 && !exhausted.is_empty() {
+    let degraded = if broken_total == 0 && !unknown_reasons.is_empty() {
+        let more = unknown_reasons.len().saturating_sub(5);
+        let mut msg = unknown_reasons.iter().take(5).cloned().collect::<Vec<_>>().join("; ");
+        if more > 0 {
+            msg.push_str(&format!("; and {more} more nodes"));
+        }
+        condition(prior, DEGRADED, true, "UnknownDropReason", msg, generation, now)
+    } else if broken_total == 0 && !exhausted.is_empty() {
         condition(
             prior,
             DEGRADED,
@@ -418,6 +432,7 @@ mod tests {
             applied_generation: Some(generation),
             pods_matched: pods,
             series_budget_exhausted: false,
+            reason: None,
             detail: Some(format!("{phase:?}Reason").into()),
         }
     }
@@ -573,6 +588,26 @@ mod tests {
             ("True", "SeriesBudgetExhausted")
         );
         assert!(d.message.contains("on a:"), "{}", d.message);
+    }
+
+    #[test]
+    fn drop_reasons_a_node_does_not_have_degrade_and_are_named() {
+        let a = Entry {
+            reason: Some("UnknownDropReason".into()),
+            detail: Some(
+                "packetDrops.reasons names drop reasons this node's kernel does not have: NOT_A_REAL_REASON".into(),
+            ),
+            ..report(NodePhase::Running, 1, 1)
+        };
+        let s = deployed(1, TYPES, &live(&[("a", Some(&a))]), &[], &t(0));
+        assert_eq!(cond(&s, READY).status, "True");
+        let d = cond(&s, DEGRADED);
+        assert_eq!((d.status.as_str(), d.reason.as_str()), ("True", "UnknownDropReason"));
+        assert!(
+            d.message.contains("on a:") && d.message.contains("NOT_A_REAL_REASON"),
+            "{}",
+            d.message
+        );
     }
 
     #[test]

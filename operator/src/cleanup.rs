@@ -1,6 +1,7 @@
-//! Removal of plan ConfigMaps whose source no longer exists (deleted while
-//! the operator was down, or a finalizer removed by hand). Runs at start-up
-//! and on every resync.
+//! Removal of plan ConfigMaps that are not the canonical plan of an existing
+//! source: their source was deleted while no operator ran, or they claim a
+//! source under another name than its plan's (a forged or stray copy). Runs
+//! at start-up and on every resync.
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DynamicObject, ListParams};
@@ -55,6 +56,18 @@ pub async fn remove_orphans(ctx: &Context) -> Result<usize, Error> {
             removed += 1;
             continue;
         };
+        // One plan per source, under its canonical name: a ConfigMap that
+        // claims a source under another name is not its plan.
+        let id = netprobe_api::ProbeId::new(kind, ns.as_deref(), &src_name);
+        if name != netprobe_api::plan::plan_configmap_name(&id) {
+            info!(plan = %name, source = %id.display(), "not the canonical plan of the source it claims: removing");
+            match cms.delete(&name, &Default::default()).await {
+                Ok(_) => removed += 1,
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(source) => return Err(Error::DeletePlan { name, source }),
+            }
+            continue;
+        }
         let ar = kind.api_resource();
         let api: Api<DynamicObject> = match &ns {
             Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &ar),

@@ -20,18 +20,24 @@ pub struct Entry {
     pub applied_generation: Option<i64>,
     pub pods_matched: i64,
     pub series_budget_exhausted: bool,
-    /// The entry's message (or reason) when its phase is not Running.
+    /// The entry's reason when it says more than its phase (not plain
+    /// Running), e.g. UnknownDropReason.
+    pub reason: Option<Box<str>>,
+    /// The entry's message (or reason) when its phase is not Running or its
+    /// reason says more.
     pub detail: Option<Box<str>>,
 }
 
 impl From<&NodeProbeStatus> for Entry {
     fn from(s: &NodeProbeStatus) -> Self {
+        let notable = s.reason.as_deref().filter(|r| *r != "Running");
         Entry {
             phase: s.phase,
             applied_generation: s.applied_generation,
             pods_matched: s.pods_matched,
             series_budget_exhausted: s.series_budget_exhausted,
-            detail: (s.phase != NodePhase::Running)
+            reason: notable.map(Box::from),
+            detail: (s.phase != NodePhase::Running || notable.is_some())
                 .then(|| s.message.as_deref().or(s.reason.as_deref()).map(Box::from))
                 .flatten(),
         }

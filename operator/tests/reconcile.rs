@@ -391,7 +391,7 @@ async fn orphan_plans_are_removed() {
     h.create(SourceKind::Namespaced, Some("shop"), "gone", spec_retrans());
     h.reconcile(SourceKind::Namespaced, Some("shop"), "kept").await;
     h.reconcile(SourceKind::Namespaced, Some("shop"), "gone").await;
-    // The source disappears behind the operator's back (finalizer removed by hand).
+    // The source disappears while no operator runs.
     h.api.store().handle(
         "DELETE",
         &"/apis/netprobe.dev/v1alpha1/namespaces/shop/networkprobes/gone"
@@ -411,11 +411,21 @@ async fn orphan_plans_are_removed() {
     assert!(h.obj(SourceKind::Namespaced, Some("shop"), "gone").is_none());
     // A plan with garbage content and no source labels.
     h.api.put("v1", "configmaps", json!({"metadata": {"name": "junk", "namespace": NS, "labels": {"netprobe.dev/plan": "junk"}}, "data": {"plan.json": "{"}}));
+    // A copy of a live source's plan, widened, under another name (a forged
+    // plan): not the canonical plan of its source.
+    let mut forged = h.plan("nprobe.shop.kept").unwrap();
+    forged["metadata"] = json!({"name": "nprobe.shop.kept-copy", "namespace": NS,
+        "labels": forged["metadata"]["labels"].clone(), "annotations": forged["metadata"]["annotations"].clone()});
+    h.api.put("v1", "configmaps", forged);
     let removed = remove_orphans(&h.ctx).await.unwrap();
-    assert_eq!(removed, 2);
+    assert_eq!(removed, 3);
     assert!(h.plan("nprobe.shop.kept").is_some());
     assert!(h.plan("nprobe.shop.gone").is_none());
     assert!(h.plan("junk").is_none());
+    assert!(
+        h.plan("nprobe.shop.kept-copy").is_none(),
+        "a second plan claiming a live source"
+    );
 }
 
 #[tokio::test]

@@ -43,6 +43,14 @@ impl PlannedProbe {
             PlannedProbe::PacketDrops(_) => ProbeType::PacketDrops,
         }
     }
+
+    /// The histogram of a latency type.
+    pub fn histogram(&self) -> Option<&HistogramPlan> {
+        match self {
+            PlannedProbe::TcpConnectLatency(h) | PlannedProbe::TcpRtt(h) => Some(h),
+            _ => None,
+        }
+    }
 }
 
 /// A probe entry as its type plans it. Options of another type are a

@@ -1,19 +1,21 @@
-//! What the latency histograms (TcpConnectLatency, TcpRtt) share: bounds in
-//! the kernel's union, and one series per target from bucket and sum counters.
+//! What the latency histograms (TcpConnectLatency, TcpRtt) share: the
+//! kernel counts on every bound of the grid (`bound_grid_ns`), always, and
+//! each plan's buckets are exact sums of those counts; one series per target
+//! from bucket and sum counters.
 
 use std::collections::BTreeMap;
 
 use prometheus::proto::MetricType;
 
-use super::{FamilySpec, Fill, Needs, to_ns};
+use super::{FamilySpec, Fill, Needs};
 use netprobe_api::ProbeType;
 
-pub(super) fn needs(index: u32, buckets: &[f64], needs: &mut Needs) {
-    needs
-        .bounds
-        .entry(index)
-        .or_default()
-        .extend(buckets.iter().map(|b| to_ns(*b)));
+/// Every plan needs the whole grid, whatever its own buckets (validated to
+/// lie on it): the kernel's bounds then never change with another plan, so
+/// no plan's histogram restarts or loses exactness because of another.
+pub(super) fn needs(index: u32, needs: &mut Needs) {
+    let grid = netprobe_api::probes::histogram::bound_grid_ns();
+    needs.bounds.entry(index).or_default().extend(grid);
 }
 
 pub(super) fn family(

@@ -218,7 +218,3 @@ pub trait ProbeKind: Sync {
     /// Add one target's counters to family `f` (one of this type's).
     fn fill(&self, f: &FamilySpec, out: &mut Fill<'_>);
 }
-
-fn to_ns(seconds: f64) -> u64 {
-    (seconds * 1e9).round() as u64
-}

@@ -54,8 +54,8 @@ impl ProbeKind for TcpConnectLatency {
     }
 
     fn needs(&self, p: &PlannedProbe, needs: &mut Needs) {
-        if let PlannedProbe::TcpConnectLatency(h) = p {
-            histogram::needs(BOUNDS_CONNECT, &h.buckets, needs);
+        if let PlannedProbe::TcpConnectLatency(_) = p {
+            histogram::needs(BOUNDS_CONNECT, needs);
         }
     }
 

@@ -78,7 +78,21 @@ pub fn read_plan(cm: &ConfigMap) -> Result<ProbePlan, (Option<ProbeId>, String)>
             format!("plan ConfigMap {} has no {PLAN_DATA_KEY}", cm.name_any()),
         ));
     };
-    ProbePlan::from_json(text).map_err(|e| (source(), format!("plan ConfigMap {}: {e}", cm.name_any())))
+    let plan = ProbePlan::from_json(text).map_err(|e| (source(), format!("plan ConfigMap {}: {e}", cm.name_any())))?;
+    // One plan per source, under the one name the operator gives it: a
+    // second ConfigMap claiming a source is refused, not raced.
+    let canonical = netprobe_api::plan::plan_configmap_name(&plan.source.id);
+    if cm.name_any() != canonical {
+        return Err((
+            None,
+            format!(
+                "plan ConfigMap {} claims {} whose plan is {canonical}: refused",
+                cm.name_any(),
+                plan.source.id.display()
+            ),
+        ));
+    }
+    Ok(plan)
 }
 
 fn source_of(plan: &ProbePlan) -> ProbeId {
@@ -242,6 +256,30 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A second ConfigMap claiming a source (valid plan, another name) is
+    /// refused and reported on no probe: it is not that probe's plan.
+    #[test]
+    fn a_plan_under_another_name_than_its_sources_is_refused() {
+        let plan = netprobe_testutil::plans::plan_in(
+            "shop",
+            "redis",
+            vec![netprobe_api::Probe::new(netprobe_api::ProbeType::TcpResets)],
+        );
+        let cm = |name: &str| -> ConfigMap {
+            serde_json::from_value(
+                serde_json::json!({"metadata": {"name": name, "labels": {PLAN_LABEL: name}},
+                "data": {PLAN_DATA_KEY: plan.to_json()}}),
+            )
+            .expect("configmap")
+        };
+        assert!(read_plan(&cm("nprobe.shop.redis")).is_ok());
+        let Err((src, msg)) = read_plan(&cm("evil")) else {
+            panic!("a second plan of a source must be refused");
+        };
+        assert_eq!(src, None);
+        assert!(msg.contains("whose plan is nprobe.shop.redis"), "{msg}");
+    }
 
     /// An unreadable plan of a probe whose name fits no label value is still
     /// reported on that probe (the source name is an annotation).

@@ -52,9 +52,6 @@ pub fn entry_for(
             report.target_errors.len()
         ));
     }
-    if report.bounds_truncated {
-        notes.push("histogram buckets of all probes exceed 64 bounds; some are approximate".into());
-    }
     let (phase, reason, mut message) = if !unsupported.is_empty() {
         (NodePhase::Unsupported, "KernelUnsupported", unsupported.join("; "))
     } else if !attached && outcome.pods_matched > 0 {
@@ -65,6 +62,15 @@ pub fn entry_for(
         )
     } else if !partial.is_empty() {
         (NodePhase::Partial, "KernelPartial", partial.join("; "))
+    } else if let Some(names) = report.unknown_drop_reasons.get(&plan.source.key()) {
+        (
+            NodePhase::Running,
+            "UnknownDropReason",
+            format!(
+                "packetDrops.reasons names drop reasons this node's kernel does not have: {}",
+                names.join(", ")
+            ),
+        )
     } else if budget_exhausted {
         (
             NodePhase::Running,

@@ -56,7 +56,9 @@ pub struct ApplyReport {
     pub partial: BTreeMap<ProbeType, String>,
     /// Targets that could not be registered (map full), with the reason.
     pub target_errors: BTreeMap<String, String>,
-    pub bounds_truncated: bool,
+    /// Drop reasons a plan's `packetDrops.reasons` names that this kernel
+    /// does not have, by plan key: those filters can never match here.
+    pub unknown_drop_reasons: BTreeMap<String, Vec<String>>,
 }
 
 pub struct ProbeManager {
@@ -290,7 +292,6 @@ impl ProbeManager {
             cfg.set(0, Config { generation, types }, 0)
                 .map_err(map_err(maps::CONFIG))?;
         }
-        self.report.bounds_truncated = desired.bounds_truncated;
         Ok(&self.report)
     }
 

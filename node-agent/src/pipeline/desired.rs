@@ -65,15 +65,13 @@ pub struct TargetEntry {
 pub struct KernelState {
     pub types: BTreeSet<ProbeType>,
     pub targets: BTreeMap<String, TargetEntry>,
-    /// Union of histogram bounds (ns) of all plans, by `np_bounds` index
-    /// (one per histogram probe type); absent when no plan has one.
+    /// Histogram bounds (ns) by `np_bounds` index (one per histogram probe
+    /// type): the whole grid when any plan has that type, absent otherwise.
     pub bounds: BTreeMap<u32, Vec<u64>>,
-    /// Set when a union had to be cut to the kernel's bound limit.
-    pub bounds_truncated: bool,
 }
 
 impl KernelState {
-    /// The union of histogram bounds at `index` (empty when none).
+    /// The histogram bounds at `index` (empty when none).
     pub fn bounds_at(&self, index: u32) -> &[u64] {
         self.bounds.get(&index).map(Vec::as_slice).unwrap_or_default()
     }
@@ -108,7 +106,6 @@ impl Desired {
                 e.flags |= flags;
             }
         }
-        k.bounds_truncated = union.values().any(|b| b.len() > MAX_BOUNDS);
         k.bounds = union
             .into_iter()
             .map(|(i, b)| (i, b.into_iter().take(MAX_BOUNDS).collect()))
@@ -280,8 +277,10 @@ mod tests {
         assert_eq!(k.targets.len(), 3, "p4 is selected by no plan");
         assert_eq!(k.targets["p1"].flags, POD_PEER_LABELS);
         assert_eq!(k.targets["p2"].flags, 0);
-        assert_eq!(k.bounds_at(BOUNDS_RTT), [1_000_000, 10_000_000, 100_000_000]);
-        assert_eq!(k.bounds_at(BOUNDS_CONNECT), [500_000_000, 1_000_000_000]);
+        // Whatever the plans' buckets, the kernel counts on the whole grid.
+        let grid = netprobe_api::probes::histogram::bound_grid_ns();
+        assert_eq!(k.bounds_at(BOUNDS_RTT), grid.as_slice());
+        assert_eq!(k.bounds_at(BOUNDS_CONNECT), grid.as_slice());
     }
 
     #[test]
@@ -316,7 +315,7 @@ mod tests {
     }
 
     #[test]
-    fn diff_updates_changed_targets_and_bounds() {
+    fn diff_updates_changed_targets_and_sets_bounds_once() {
         let a = desired(
             vec![(
                 plan("a", vec![PlannedProbe::TcpRtt(HistogramPlan { buckets: vec![0.001] })]),
@@ -335,45 +334,72 @@ mod tests {
             vec![moved],
         )
         .kernel();
+        // The first histogram plan sets the kernel's bounds; changing its
+        // buckets later does not touch them.
+        let first = diff(&KernelState::default(), &a);
+        assert!(first.contains(&Op::SetBounds {
+            index: BOUNDS_RTT,
+            bounds: netprobe_api::probes::histogram::bound_grid_ns()
+        }));
         let ops = diff(&a, &b);
         assert_eq!(
             ops,
-            vec![
-                Op::SetBounds {
-                    index: BOUNDS_RTT,
-                    bounds: vec![2_000_000]
-                },
-                Op::UpdateTarget(
-                    "p1".into(),
-                    TargetEntry {
-                        cgroup_id: 7,
-                        netns: Some(1),
-                        flags: 0
-                    }
-                )
-            ]
+            vec![Op::UpdateTarget(
+                "p1".into(),
+                TargetEntry {
+                    cgroup_id: 7,
+                    netns: Some(1),
+                    flags: 0
+                }
+            )]
         );
     }
 
+    /// Another plan's buckets never change the kernel's bounds, so they can
+    /// neither restart nor blur a histogram of another tenant.
     #[test]
-    fn bounds_union_is_capped() {
-        let many: Vec<f64> = (1..=40).map(|i| f64::from(i) * 0.001).collect();
-        let more: Vec<f64> = (1..=40).map(|i| f64::from(i) * 0.0015 + 0.1).collect();
-        let d = desired(
+    fn kernel_bounds_do_not_depend_on_other_plans() {
+        let one = desired(
+            vec![(
+                plan(
+                    "a",
+                    vec![PlannedProbe::TcpRtt(HistogramPlan {
+                        buckets: vec![0.001, 0.01],
+                    })],
+                ),
+                vec!["p1"],
+            )],
+            vec![target("p1", 1), target("p2", 2)],
+        );
+        let tiny: Vec<f64> = netprobe_api::probes::histogram::bound_grid_ns()
+            .iter()
+            .take(32)
+            .map(|ns| *ns as f64 / 1e9)
+            .collect();
+        let two = desired(
             vec![
                 (
-                    plan("a", vec![PlannedProbe::TcpRtt(HistogramPlan { buckets: many })]),
+                    plan(
+                        "a",
+                        vec![PlannedProbe::TcpRtt(HistogramPlan {
+                            buckets: vec![0.001, 0.01],
+                        })],
+                    ),
                     vec!["p1"],
                 ),
                 (
-                    plan("b", vec![PlannedProbe::TcpRtt(HistogramPlan { buckets: more })]),
-                    vec!["p1"],
+                    plan("b", vec![PlannedProbe::TcpRtt(HistogramPlan { buckets: tiny })]),
+                    vec!["p2"],
                 ),
             ],
-            vec![target("p1", 1)],
+            vec![target("p1", 1), target("p2", 2)],
         );
-        let k = d.kernel();
-        assert_eq!(k.bounds_at(BOUNDS_RTT).len(), MAX_BOUNDS);
-        assert!(k.bounds_truncated);
+        let (k1, k2) = (one.kernel(), two.kernel());
+        assert_eq!(k1.bounds, k2.bounds);
+        assert!(
+            !diff(&k1, &k2).iter().any(|op| matches!(op, Op::SetBounds { .. })),
+            "no bounds change: no histogram restarts"
+        );
+        assert!(k2.bounds_at(BOUNDS_RTT).len() <= MAX_BOUNDS);
     }
 }

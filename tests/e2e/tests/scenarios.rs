@@ -976,3 +976,81 @@ fn s13_after_uninstall_probes_and_crds_delete_without_hanging() {
     let left = w.kubectl_ok(&["get", "crd", "-o", "name"]);
     assert!(!left.contains("netprobe.dev"), "{left}");
 }
+
+/// Every string `from` inside `v`, replaced by `to`.
+fn replace_strings(v: &mut Value, from: &str, to: &str) {
+    match v {
+        Value::String(s) if s == from => *s = to.to_string(),
+        Value::Array(a) => a.iter_mut().for_each(|x| replace_strings(x, from, to)),
+        Value::Object(o) => o.values_mut().for_each(|x| replace_strings(x, from, to)),
+        _ => {}
+    }
+}
+
+/// Plans are checked, not trusted: with the operator down, the sample's plan
+/// edited to select namespace `other`, and a second ConfigMap claiming the
+/// same probe, are refused by both agents (no series of `other` under the
+/// probe); the operator, back, deletes the copy and restores the plan.
+#[test]
+fn s14_forged_plans_are_refused_and_removed() {
+    let Some(mut w) = world_with_sample("s14") else {
+        return;
+    };
+    make_lossy(&mut w, "other", "redis-x");
+    w.stop_operators();
+    let cm_name = format!("nprobe.shop.{PROBE}");
+    let cm = w
+        .get_json(&["configmap", &cm_name, "-n", SYSTEM_NS])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut plan: Value =
+        serde_json::from_str(cm["data"]["plan.json"].as_str().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
+    replace_strings(&mut plan["scope"], "shop", "other");
+    let forged = serde_json::to_string(&plan).unwrap_or_else(|e| panic!("{e}"));
+    // The canonical plan, edited, and a copy under another name.
+    let patch = serde_json::json!({"data": {"plan.json": forged}}).to_string();
+    w.kubectl_ok(&[
+        "patch",
+        "configmap",
+        &cm_name,
+        "-n",
+        SYSTEM_NS,
+        "--type",
+        "merge",
+        "-p",
+        &patch,
+    ]);
+    let mut copy = cm.clone();
+    copy["metadata"] = serde_json::json!({"name": format!("{cm_name}-copy"), "namespace": SYSTEM_NS,
+        "labels": cm["metadata"]["labels"].clone(), "annotations": cm["metadata"]["annotations"].clone()});
+    copy["data"]["plan.json"] = Value::String(forged);
+    w.apply(&serde_json::to_string(&copy).unwrap_or_else(|e| panic!("{e}")))
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_for("both agents refuse the edited plan", 30, || {
+        let entries = node_entries(&w, "networkprobe", Some("shop"), PROBE);
+        let refused = entries
+            .iter()
+            .filter(|(_, e)| e["reason"] == "InvalidPlan" && e["message"].as_str().unwrap_or("").contains("refused"))
+            .count();
+        if refused == 2 {
+            Ok(())
+        } else {
+            Err(format!("{entries:?}"))
+        }
+    });
+    assert!(retransmit(&w, "other", "redis-x") > 0);
+    std::thread::sleep(Duration::from_secs(3));
+    let leaked = w.prom.query(&format!(
+        "netprobe_tcp_retransmits_total{{probe=\"{PROBE_LABEL}\", namespace!=\"shop\"}}"
+    ));
+    assert!(leaked.is_empty(), "series of another namespace: {leaked:?}");
+
+    // The operator returns: the copy goes, the plan is restored.
+    w.restart_operators();
+    wait_for("the forged copy deleted", 30, || {
+        match w.kubectl(&["get", "configmap", &format!("{cm_name}-copy"), "-n", SYSTEM_NS]) {
+            Err(e) if e.contains("NotFound") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    wait_nodes(&w, "networkprobe", Some("shop"), PROBE, "Running");
+}

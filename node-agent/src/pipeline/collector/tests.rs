@@ -211,15 +211,17 @@ fn histograms_rebin_exactly_onto_plan_bounds() {
     );
     let (d, slots) = setup(vec![(a, vec!["u1"]), (b, vec!["u1"])], vec![pod("u1", "a", "a")]);
     let k = d.kernel();
-    assert_eq!(
-        k.bounds_at(BOUNDS_CONNECT),
-        [1_000_000, 10_000_000, 1_000_000_000, 2_000_000_000]
-    );
+    // The kernel counts on the whole grid, whatever either plan asks.
+    let grid = netprobe_api::probes::histogram::bound_grid_ns();
+    assert_eq!(k.bounds_at(BOUNDS_CONNECT), grid.as_slice());
+    let at = |ns: u64| grid.iter().position(|g| *g == ns).unwrap() as u16;
     let mut snap = Snapshot::default();
-    // 3 fast (≤1ms), 2 at ~1s (index 2), 1 beyond 2s (index 4 = +Inf).
-    snap.counters.insert(ck(0, metric::CONNECT_BUCKET, 0), 3);
-    snap.counters.insert(ck(0, metric::CONNECT_BUCKET, 2), 2);
-    snap.counters.insert(ck(0, metric::CONNECT_BUCKET, 4), 1);
+    // 3 fast (in the bucket ending at 1 ms), 2 at ~1 s, 1 beyond the grid (+Inf).
+    snap.counters.insert(ck(0, metric::CONNECT_BUCKET, at(1_000_000)), 3);
+    snap.counters
+        .insert(ck(0, metric::CONNECT_BUCKET, at(1_000_000_000)), 2);
+    snap.counters
+        .insert(ck(0, metric::CONNECT_BUCKET, grid.len() as u16), 1);
     snap.counters.insert(ck(0, metric::CONNECT_SUM, 0), 5_000_000_000);
     assert_eq!(k, d.kernel());
     let fams = render_once(&d, &slots, &snap, &ReasonNames::new());
