@@ -65,6 +65,9 @@ fn kustomize_default_has_what_production_needs() {
     for want in [
         ("CustomResourceDefinition", "networkprobes.netprobe.dev"),
         ("CustomResourceDefinition", "clusternetworkprobes.netprobe.dev"),
+        ("CustomResourceDefinition", "networkprobenodereports.netprobe.dev"),
+        ("NetworkPolicy", "netprobe-agent"),
+        ("NetworkPolicy", "netprobe-operator"),
         ("Namespace", "netprobe-system"),
         ("Deployment", "netprobe-operator"),
         ("DaemonSet", "netprobe-agent"),
@@ -120,12 +123,36 @@ fn kustomize_default_has_what_production_needs() {
     for m in c["volumeMounts"].as_sequence().unwrap() {
         assert_eq!(m["readOnly"], Value::Bool(true), "host mounts are read-only: {m:?}");
     }
-    // The agent never reads the CRDs; it only patches status.
+    // The metrics ports admit only Prometheus: each policy selects its
+    // component's pods and names the port the container serves metrics on.
+    for (workload, name) in [("DaemonSet", "netprobe-agent"), ("Deployment", "netprobe-operator")] {
+        let np = &objs[&("NetworkPolicy".into(), name.into())];
+        let tpl = &objs[&(workload.into(), name.into())]["spec"]["template"];
+        for (k, v) in np["spec"]["podSelector"]["matchLabels"].as_mapping().unwrap() {
+            assert_eq!(&tpl["metadata"]["labels"][k.as_str().unwrap()], v, "{name}: selector");
+        }
+        assert_eq!(np["spec"]["policyTypes"][0], "Ingress");
+        let rule = &np["spec"]["ingress"][0];
+        assert_eq!(rule["ports"][0]["port"], "metrics");
+        assert!(
+            tpl["spec"]["containers"][0]["ports"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "metrics"),
+            "{name}: the container's port is named metrics"
+        );
+        assert_eq!(
+            rule["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"], "prometheus",
+            "{name}: {rule:?}"
+        );
+    }
+    // The agent never reads the CRDs; it only writes its node's report.
     let agent_rules = &objs[&("ClusterRole".into(), "netprobe-agent".into())]["rules"];
     for r in agent_rules.as_sequence().unwrap() {
         for res in r["resources"].as_sequence().unwrap() {
             let res = res.as_str().unwrap();
-            assert!(!res.ends_with("probes"), "agent may only touch probe status, not {res}");
+            assert!(!res.ends_with("probes"), "agent may not touch probes: {res}");
         }
     }
 }
