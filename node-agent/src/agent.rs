@@ -90,6 +90,12 @@ impl Agent {
         })
     }
 
+    /// Bound the series this agent exports to `limit`, shared equally
+    /// between tenants (`collector::Budget::with_node_limit`).
+    pub fn set_series_limit(&self, limit: usize) {
+        self.lock().budget = Budget::with_node_limit(limit);
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         match self.inner.lock() {
             Ok(g) => g,
@@ -247,6 +253,24 @@ impl Agent {
             exhausted.mut_metric().push(gauge(&[("probe", p)], 1.0));
         }
         fams.push(exhausted);
+        let mut series = family(
+            "netprobe_agent_series",
+            "Series admitted, by tenant (a namespace, or the cluster's probes), under the node's limit.",
+            MetricType::GAUGE,
+        );
+        for (tenant, n) in inner.budget.admitted_by_tenant() {
+            series.mut_metric().push(gauge(&[("tenant", &tenant)], n as f64));
+        }
+        fams.push(series);
+        if let Some(limit) = inner.budget.node_limit() {
+            let mut f = family(
+                "netprobe_agent_series_limit",
+                "Most series this agent exports (--max-series), shared equally between tenants.",
+                MetricType::GAUGE,
+            );
+            f.mut_metric().push(gauge(&[], limit as f64));
+            fams.push(f);
+        }
         let stats = inner.manager.program_stats();
         let mut run_time = family(
             "netprobe_agent_program_run_seconds_total",

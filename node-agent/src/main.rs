@@ -55,6 +55,11 @@ struct Cli {
     /// exhausted budget reaches status), whether or not anything scrapes.
     #[arg(long, default_value = "5", value_parser = parse_secs)]
     admit_interval: Duration,
+    /// Most series this agent exports, shared equally between tenants (each
+    /// namespace's NetworkProbes; all ClusterNetworkProbes together): no
+    /// namespace can starve another or grow the agent without bound.
+    #[arg(long, env = "NETPROBE_MAX_SERIES", default_value_t = 20_000)]
+    max_series: usize,
     /// How often established connections' RTT is sampled (TcpRtt).
     #[arg(long, default_value = "15", value_parser = parse_secs)]
     rtt_interval: Duration,
@@ -98,6 +103,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     });
+    agent.set_series_limit(cli.max_series);
     tokio::spawn(agent::sample_rtt_forever(agent.clone(), cli.rtt_interval));
     tokio::spawn(agent::admit_forever(agent.clone(), cli.admit_interval));
     if !standalone_mode {

@@ -76,7 +76,8 @@ pub fn entry_for(
             NodePhase::Running,
             "SeriesBudgetExhausted",
             format!(
-                "more than {} series: the rest are counted in the overflow series",
+                "more series than metrics.maxSeriesPerNode ({}) or than this tenant's share of the node's \
+                 --max-series: the rest are counted in the overflow series",
                 plan.metrics.max_series_per_node
             ),
         )

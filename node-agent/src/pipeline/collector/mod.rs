@@ -18,14 +18,46 @@ use crate::pipeline::desired::{Desired, KernelState, Owner, Target};
 pub const OVERFLOW: &str = "_overflow";
 
 /// Series admitted under each plan's budget, remembered across scrapes so a
-/// series never flips between its own name and the overflow.
+/// series never flips between its own name and the overflow; and the
+/// node's limit, shared equally between tenants.
 #[derive(Default, Debug)]
 pub struct Budget {
     admitted: BTreeMap<String, BTreeSet<Vec<String>>>,
     exhausted: BTreeSet<String>,
+    /// Most series the node exports (None: no node limit).
+    node_limit: Option<usize>,
+    /// Each admitted plan's tenant.
+    tenant_of: BTreeMap<String, String>,
 }
 
 impl Budget {
+    /// A budget under a node-wide limit of `limit` series. Each tenant (a
+    /// namespace's NetworkProbes; all ClusterNetworkProbes together) may
+    /// hold an equal share of it, whatever its probes' own budgets, so no
+    /// namespace can starve another or grow the agent without bound.
+    pub fn with_node_limit(limit: usize) -> Self {
+        Budget {
+            node_limit: Some(limit),
+            ..Budget::default()
+        }
+    }
+
+    /// The node's limit, if any.
+    pub fn node_limit(&self) -> Option<usize> {
+        self.node_limit
+    }
+
+    /// Series admitted per tenant.
+    pub fn admitted_by_tenant(&self) -> BTreeMap<String, usize> {
+        let mut out: BTreeMap<String, usize> = BTreeMap::new();
+        for (key, set) in &self.admitted {
+            if let Some(t) = self.tenant_of.get(key) {
+                *out.entry(t.clone()).or_default() += set.len();
+            }
+        }
+        out
+    }
+
     /// Plans that had more series than their budget at the last render.
     pub fn exhausted(&self) -> &BTreeSet<String> {
         &self.exhausted
@@ -75,6 +107,8 @@ struct Fam {
 /// One plan's series from one kernel snapshot, before admission.
 pub struct PlanSeries {
     plan_key: String,
+    /// Who shares the node's limit: the plan's namespace, or the cluster.
+    tenant: String,
     probe_label: String,
     granularity: Granularity,
     max_series: usize,
@@ -111,6 +145,10 @@ pub fn series(
         }
         out.push(PlanSeries {
             plan_key: plan_key.clone(),
+            tenant: match &plan.source.id.namespace {
+                Some(ns) => format!("namespace/{ns}"),
+                None => "cluster".to_string(),
+            },
             probe_label: plan.source.key(),
             granularity: g,
             max_series: plan.metrics.max_series_per_node as usize,
@@ -120,24 +158,49 @@ pub fn series(
     out
 }
 
-/// Admit series under each plan's budget, first come first served; past
-/// it, a family's further series are summed into its overflow series.
-/// Decided here, before rendering, so the agent can run it on its own
-/// schedule and hand the exhausted plans to status; plans no longer desired
-/// are forgotten.
+/// Admit series under each plan's budget and its tenant's equal share of
+/// the node's limit, first come first served; past either, a family's
+/// further series are summed into its overflow series. Decided here, before
+/// rendering, so the agent can run it on its own schedule and hand the
+/// exhausted plans to status; plans no longer desired are forgotten, with
+/// everything remembered about them.
 pub fn admit(series: &mut [PlanSeries], budget: &mut Budget, standalone: bool) {
     budget.exhausted.clear();
     let live: BTreeSet<&String> = series.iter().map(|p| &p.plan_key).collect();
     budget.admitted.retain(|k, _| live.contains(k));
-    for ps in series.iter_mut() {
-        let admitted = budget.admitted.entry(ps.plan_key.clone()).or_default();
-        // Forget series that no longer exist, then admit new ones in order.
+    budget.tenant_of = series.iter().map(|p| (p.plan_key.clone(), p.tenant.clone())).collect();
+    // Forget series that no longer exist.
+    for ps in series.iter() {
         let present: BTreeSet<Vec<String>> = ps
             .fams
             .iter()
             .flat_map(|f| f.series.keys().map(|k| series_id(f.spec.name, k)))
             .collect();
-        admitted.retain(|s| present.contains(s));
+        budget
+            .admitted
+            .entry(ps.plan_key.clone())
+            .or_default()
+            .retain(|s| present.contains(s));
+    }
+    // The node's limit in equal shares; a tenant over its share (another
+    // tenant arrived) gives series back, its last ones first.
+    let tenants: BTreeSet<&str> = series.iter().map(|p| p.tenant.as_str()).collect();
+    let share = budget.node_limit.map(|n| n / tenants.len().max(1));
+    let mut used: BTreeMap<String, usize> = BTreeMap::new();
+    for ps in series.iter().rev() {
+        let admitted = budget.admitted.entry(ps.plan_key.clone()).or_default();
+        let u = used.entry(ps.tenant.clone()).or_default();
+        *u += admitted.len();
+        if let Some(share) = share {
+            while *u > share && admitted.pop_last().is_some() {
+                *u -= 1;
+                budget.exhausted.insert(ps.plan_key.clone());
+            }
+        }
+    }
+    for ps in series.iter_mut() {
+        let admitted = budget.admitted.entry(ps.plan_key.clone()).or_default();
+        let u = used.entry(ps.tenant.clone()).or_default();
         let mut over = false;
         for f in &mut ps.fams {
             let mut overflow = Acc::default();
@@ -148,8 +211,9 @@ pub fn admit(series: &mut [PlanSeries], budget: &mut Budget, standalone: bool) {
                 if admitted.contains(&id) {
                     continue;
                 }
-                if admitted.len() < ps.max_series {
+                if admitted.len() < ps.max_series && share.is_none_or(|s| *u < s) {
                     admitted.insert(id);
+                    *u += 1;
                     continue;
                 }
                 over = true;

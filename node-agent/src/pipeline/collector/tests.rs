@@ -290,3 +290,57 @@ fn peers_render_with_mapped_addresses_and_remainder() {
     assert_eq!(find("10.0.0.3"), Some(3.0));
     assert_eq!(find("other"), Some(1.0));
 }
+
+/// The node's limit is shared equally between tenants: a namespace with
+/// many series cannot starve another, and gets the room back when the other
+/// leaves; plans that lose series to the share are reported exhausted.
+#[test]
+fn the_node_limit_is_shared_equally_between_namespaces() {
+    let retrans = || vec![PlannedProbe::TcpRetransmits(TcpRetransmitsPlan { peer_labels: false })];
+    let mut greedy = plan("greedy", retrans(), Granularity::Pod, 1000);
+    let mut small = plan("small", retrans(), Granularity::Pod, 1000);
+    for (p, ns) in [(&mut greedy, "big"), (&mut small, "tiny")] {
+        let p = Arc::get_mut(p).expect("unshared");
+        p.source.id.namespace = Some(ns.into());
+        p.scope = netprobe_api::PlanScope::Namespace { namespace: ns.into() };
+    }
+    let big: Vec<String> = (0..30).map(|i| format!("b{i}")).collect();
+    let pods: Vec<Target> = big
+        .iter()
+        .map(|k| pod(k, k, k))
+        .chain((0..3).map(|i| pod(&format!("t{i}"), &format!("t{i}"), "t")))
+        .collect();
+    let mut snap = Snapshot::default();
+    for i in 0..33u32 {
+        snap.counters.insert(ck(i, metric::RETRANS_SEGS, 0), 1);
+    }
+    let both = vec![
+        (greedy.clone(), big.iter().map(String::as_str).collect::<Vec<_>>()),
+        (small.clone(), vec!["t0", "t1", "t2"]),
+    ];
+    let (d, slots) = setup(both, pods.clone());
+    let mut budget = Budget::with_node_limit(10);
+    let count = |fams: &[MetricFamily], probe: &str| {
+        values(fams, "netprobe_tcp_retransmits_total")
+            .iter()
+            .filter(|(l, _)| l.contains(&("probe".into(), probe.into())) && !l.iter().any(|(_, v)| v == OVERFLOW))
+            .count()
+    };
+    let fams = render(&d, &d.kernel(), &slots, &snap, &ReasonNames::new(), false, &mut budget);
+    assert_eq!(count(&fams, "NetworkProbe/big/greedy"), 5, "half of 10");
+    assert_eq!(count(&fams, "NetworkProbe/tiny/small"), 3, "not starved");
+    assert!(budget.exhausted().contains("NetworkProbe/big/greedy"));
+    assert!(!budget.exhausted().contains("NetworkProbe/tiny/small"));
+    // Everything still adds up: the rest of greedy's pods is in its overflow.
+    let total: f64 = values(&fams, "netprobe_tcp_retransmits_total")
+        .iter()
+        .filter(|(l, _)| l.contains(&("probe".into(), "NetworkProbe/big/greedy".into())))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(total, 30.0);
+    // The other tenant leaves: the whole limit is greedy's, and what it no
+    // longer has is forgotten.
+    let (d, slots) = setup(vec![(greedy, big.iter().map(String::as_str).collect())], pods);
+    let fams = render(&d, &d.kernel(), &slots, &snap, &ReasonNames::new(), false, &mut budget);
+    assert_eq!(count(&fams, "NetworkProbe/big/greedy"), 10);
+}
