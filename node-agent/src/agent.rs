@@ -17,7 +17,7 @@ use prometheus::{Encoder, TextEncoder};
 
 use crate::kernel::iter::MapIterLink;
 use crate::kernel::manager::{ApplyReport, KernelFacts, ManagerError, ProbeManager};
-use crate::pipeline::collector::{self, Budget, ReasonNames};
+use crate::pipeline::collector::{self, Baseline, Baselines, Budget, ReasonNames};
 use crate::pipeline::desired::{Desired, KernelState};
 
 struct Inner {
@@ -26,7 +26,18 @@ struct Inner {
     /// `desired.kernel()`, kept from the last apply instead of rebuilt per scrape.
     kernel: KernelState,
     budget: Budget,
+    /// Where each (plan, target) pair started counting.
+    baselines: Baselines,
     last_collect: Duration,
+}
+
+/// Every (plan key, target key) pair `desired` counts.
+fn pairs(desired: &Desired) -> BTreeSet<(String, String)> {
+    desired
+        .plans
+        .iter()
+        .flat_map(|(p, pt)| pt.targets.iter().map(move |t| (p.clone(), t.clone())))
+        .collect()
 }
 
 /// Per plan, the `packetDrops.reasons` this kernel's `enum skb_drop_reason`
@@ -82,6 +93,7 @@ impl Agent {
                 desired: Desired::default(),
                 kernel: KernelState::default(),
                 budget: Budget::default(),
+                baselines: Baselines::new(),
                 last_collect: Duration::ZERO,
             })),
             reasons,
@@ -107,6 +119,28 @@ impl Agent {
     pub fn set_desired(&self, desired: Desired) -> Result<ApplyReport, ManagerError> {
         let mut g = self.lock();
         let kernel = desired.kernel();
+        // A plan that starts counting a pod already counted (by another
+        // plan) starts from that pod's counters now, not from their past. A
+        // pod newly registered gets a zeroed slot: no baseline needed.
+        let (old, new) = (pairs(&g.desired), pairs(&desired));
+        let fresh: Vec<&(String, String)> = new.difference(&old).collect();
+        let mut starts: Vec<((String, String), Option<u32>)> = fresh
+            .iter()
+            .map(|pair| ((*pair).clone(), g.manager.slots().get(&pair.1).copied()))
+            .collect();
+        if starts.iter().any(|(_, slot)| slot.is_some()) {
+            match g.manager.snapshot() {
+                Ok(snap) => {
+                    for (pair, slot) in starts.drain(..) {
+                        if let Some(slot) = slot {
+                            g.baselines.insert(pair, Baseline::of_slot(&snap, slot));
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "reading counters for new probes' baselines failed"),
+            }
+        }
+        g.baselines.retain(|pair, _| new.contains(pair));
         let mut report = g.manager.apply(&kernel)?.clone();
         report.unknown_drop_reasons = unknown_drop_reasons(&desired, &self.reasons);
         for (plan, names) in &report.unknown_drop_reasons {
@@ -163,6 +197,7 @@ impl Agent {
             inner.manager.slots(),
             snap,
             &self.reasons,
+            &inner.baselines,
         );
         collector::admit(&mut s, &mut inner.budget, self.standalone);
         self.publish_budget(&inner.budget);

@@ -682,3 +682,64 @@ fn drop_reasons_the_kernel_does_not_have_are_reported() {
     );
     agent.set_desired(Desired::default()).expect("apply");
 }
+
+/// A probe's counters for a pod start when that probe starts counting it:
+/// a second probe on a pod the first has counted for a while reports only
+/// what happened since.
+#[test]
+fn a_new_probe_on_a_counted_pod_starts_at_zero() {
+    use netprobe_agent::pipeline::desired::PlanTargets;
+    if !kernel_available("per-probe baselines") {
+        return;
+    }
+    let _s = serial();
+    let agent = Agent::new(false).expect("agent loads");
+    let pod = Pod::new(Driver::Systemd);
+    let target = pod.target("shop", "r");
+    let first = plan("first", vec![Probe::new(ProbeType::TcpResets)]);
+    let second = plan("second", vec![Probe::new(ProbeType::TcpResets)]);
+    let with = |plans: &[&ProbePlan]| {
+        let mut d = Desired::default();
+        d.targets.insert(target.key.clone(), target.clone());
+        for p in plans {
+            d.plans.insert(
+                p.source.key(),
+                PlanTargets {
+                    plan: std::sync::Arc::new((*p).clone()),
+                    targets: [target.key.clone()].into_iter().collect(),
+                },
+            );
+        }
+        d
+    };
+    let refused = |n: usize| {
+        pod.run(&format!(
+            "import socket\nfor _ in range({n}):\n    s = socket.socket(); s.settimeout(5)\n    try:\n        s.connect(('{}', 5999))\n    except OSError:\n        pass\n    s.close()\nprint('ok')\n",
+            pod.peer_ip4
+        ));
+    };
+    let resets = |probe: &str| {
+        counter(
+            &agent.render(),
+            "netprobe_tcp_resets_total",
+            &[("pod", "r"), ("probe", &format!("NetworkProbe/shop/{probe}"))],
+        )
+        .unwrap_or(0.0)
+    };
+    agent.set_desired(with(&[&first])).expect("apply");
+    refused(5);
+    let before = resets("first");
+    assert!(before >= 5.0, "{before}");
+    agent.set_desired(with(&[&first, &second])).expect("apply");
+    assert_eq!(resets("second"), 0.0, "starts at zero");
+    refused(2);
+    let (a, b) = (resets("first"), resets("second"));
+    println!("baselines: first {before} → {a}, second {b}");
+    assert!(b > 0.0);
+    assert_eq!(
+        b,
+        a - before,
+        "the second counts exactly what happened since it started"
+    );
+    agent.set_desired(Desired::default()).expect("apply");
+}

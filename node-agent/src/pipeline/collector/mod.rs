@@ -115,6 +115,38 @@ pub struct PlanSeries {
     fams: Vec<Fam>,
 }
 
+/// What a target's counters held when a plan started counting it, so the
+/// plan's series start at zero (another plan, or a pod's earlier life under
+/// another plan, may have counted into the same slot before).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Baseline {
+    pub counters: BTreeMap<(u16, u16), u64>,
+    pub peers: BTreeMap<PeerKey, u64>,
+}
+
+/// Baselines by (plan key, target key). A pair without one starts at zero.
+pub type Baselines = BTreeMap<(String, String), Baseline>;
+
+impl Baseline {
+    /// The counters of `slot` in `snap`.
+    pub fn of_slot(snap: &Snapshot, slot: u32) -> Baseline {
+        Baseline {
+            counters: snap
+                .counters
+                .iter()
+                .filter(|(k, _)| k.slot == slot)
+                .map(|(k, v)| ((k.metric, k.sub), *v))
+                .collect(),
+            peers: snap
+                .peers
+                .iter()
+                .filter(|(k, _)| k.slot == slot)
+                .map(|(k, v)| (*k, *v))
+                .collect(),
+        }
+    }
+}
+
 /// Every plan's series from one kernel snapshot.
 pub fn series(
     desired: &Desired,
@@ -122,6 +154,7 @@ pub fn series(
     slots: &BTreeMap<String, u32>,
     snap: &Snapshot,
     reasons: &ReasonNames,
+    baselines: &Baselines,
 ) -> Vec<PlanSeries> {
     // Counters by slot, once.
     let mut by_slot: BTreeMap<u32, Vec<(&CounterKey, u64)>> = BTreeMap::new();
@@ -141,7 +174,31 @@ pub fn series(
             let (Some(t), Some(slot)) = (desired.targets.get(target_key), slots.get(target_key)) else {
                 continue;
             };
-            add_target(&mut fams, t, g, by_slot.get(slot), peers_by_slot.get(slot), reasons);
+            match baselines.get(&(plan_key.clone(), target_key.clone())) {
+                None => add_target(&mut fams, t, g, by_slot.get(slot), peers_by_slot.get(slot), reasons),
+                Some(base) => {
+                    let counters: Vec<(&CounterKey, u64)> = by_slot
+                        .get(slot)
+                        .into_iter()
+                        .flatten()
+                        .map(|(k, v)| {
+                            (
+                                *k,
+                                v.saturating_sub(base.counters.get(&(k.metric, k.sub)).copied().unwrap_or(0)),
+                            )
+                        })
+                        .filter(|(_, v)| *v > 0)
+                        .collect();
+                    let peers: Vec<(&PeerKey, u64)> = peers_by_slot
+                        .get(slot)
+                        .into_iter()
+                        .flatten()
+                        .map(|(k, v)| (*k, v.saturating_sub(base.peers.get(*k).copied().unwrap_or(0))))
+                        .filter(|(_, v)| *v > 0)
+                        .collect();
+                    add_target(&mut fams, t, g, Some(&counters), Some(&peers), reasons);
+                }
+            }
         }
         out.push(PlanSeries {
             plan_key: plan_key.clone(),
@@ -273,16 +330,18 @@ pub fn families(series: Vec<PlanSeries>, standalone: bool) -> Vec<MetricFamily> 
 }
 
 /// Series, admission and families in one go, from one kernel snapshot.
+#[allow(clippy::too_many_arguments)]
 pub fn render(
     desired: &Desired,
     kernel: &KernelState,
     slots: &BTreeMap<String, u32>,
     snap: &Snapshot,
     reasons: &ReasonNames,
+    baselines: &Baselines,
     standalone: bool,
     budget: &mut Budget,
 ) -> Vec<MetricFamily> {
-    let mut s = series(desired, kernel, slots, snap, reasons);
+    let mut s = series(desired, kernel, slots, snap, reasons, baselines);
     admit(&mut s, budget, standalone);
     families(s, standalone)
 }
