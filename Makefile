@@ -41,5 +41,6 @@ release:
 # Benchmarks: print figures (see BENCHMARKS.md); root, iperf3 and python3 needed.
 bench:
 	$(CARGO) bench --locked -p netprobe-agent --bench agent_cost
+	$(CARGO) bench --locked -p netprobe-agent --bench series_flood
 	$(CARGO) bench --locked -p netprobe-operator --bench reconcile
 	$(CARGO) bench --locked -p netprobe-operator --bench status_scale

@@ -28,8 +28,24 @@ struct Inner {
     budget: Budget,
     /// Where each (plan, target) pair started counting.
     baselines: Baselines,
+    /// Series admitted at the last admission.
+    admitted: usize,
     last_collect: Duration,
 }
+
+/// Hand freed heap back to the kernel after many series went away (probes
+/// deleted): glibc's allocator keeps freed memory for reuse otherwise, and
+/// an agent that once held a flood would stay that large.
+fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free heap pages; no pointer is touched.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// How many fewer series make freeing memory worth a malloc_trim.
+const TRIM_AFTER_DROP: usize = 1024;
 
 /// Every (plan key, target key) pair `desired` counts.
 fn pairs(desired: &Desired) -> BTreeSet<(String, String)> {
@@ -94,6 +110,7 @@ impl Agent {
                 kernel: KernelState::default(),
                 budget: Budget::default(),
                 baselines: Baselines::new(),
+                admitted: 0,
                 last_collect: Duration::ZERO,
             })),
             reasons,
@@ -201,6 +218,11 @@ impl Agent {
         );
         collector::admit(&mut s, &mut inner.budget, self.standalone);
         self.publish_budget(&inner.budget);
+        let admitted = inner.budget.admitted_by_tenant().values().sum();
+        if inner.admitted >= admitted + TRIM_AFTER_DROP {
+            release_freed_memory();
+        }
+        inner.admitted = admitted;
         s
     }
 

@@ -743,3 +743,87 @@ fn a_new_probe_on_a_counted_pod_starts_at_zero() {
     );
     agent.set_desired(Desired::default()).expect("apply");
 }
+
+/// The series flood a tenant could aim at the node: 16 probes with peer
+/// labels over one pod that connects to 5,000 distinct peers. The agent
+/// exports at most its node limit (plus one overflow series per probe),
+/// every probe's total is still the kernel's, and deleting the probes
+/// forgets every series. (Memory and scrape time: `make bench`.)
+#[test]
+fn a_peer_series_flood_stays_within_the_node_limit_and_exact() {
+    use netprobe_agent::pipeline::desired::PlanTargets;
+    use netprobe_api::TcpRetransmitsOptions;
+    if !kernel_available("series flood") {
+        return;
+    }
+    let _s = serial();
+    let agent = Agent::new(false).expect("agent loads");
+    let limit = 20_000;
+    agent.set_series_limit(limit);
+    let pod = Pod::new(Driver::Systemd);
+    let target = pod.target("shop", "f");
+    let mut d = Desired::default();
+    d.targets.insert(target.key.clone(), target.clone());
+    for i in 0..16 {
+        let p = plan(
+            &format!("flood-{i}"),
+            vec![Probe {
+                tcp_retransmits: Some(TcpRetransmitsOptions {
+                    peer_labels: Some(true),
+                }),
+                ..Probe::new(ProbeType::TcpRetransmits)
+            }],
+        );
+        let mut p = p;
+        p.metrics.max_series_per_node = 100_000;
+        d.plans.insert(
+            p.source.key(),
+            PlanTargets {
+                plan: std::sync::Arc::new(p),
+                targets: [target.key.clone()].into_iter().collect(),
+            },
+        );
+    }
+    agent.set_desired(d).expect("apply");
+    let since = support::RetransOracle::start(|c| pod.nstat(c));
+    support::connect_to_distinct_dropped_peers(&pod, 5000);
+    std::thread::sleep(Duration::from_millis(500));
+    let fams = agent.render();
+    let series: Vec<_> = fams
+        .iter()
+        .filter(|f| f.name() == "netprobe_tcp_retransmits_total")
+        .flat_map(|f| f.get_metric().iter())
+        .collect();
+    println!(
+        "flood: {} retransmit series (limit {limit} + 16 overflow)",
+        series.len()
+    );
+    assert!(series.len() <= limit + 16, "{}", series.len());
+    assert!(
+        series.len() >= limit,
+        "the limit is used, not undershot: {}",
+        series.len()
+    );
+    for i in 0..16 {
+        let total = counter(
+            &fams,
+            "netprobe_tcp_retransmits_total",
+            &[("probe", &format!("NetworkProbe/shop/flood-{i}"))],
+        );
+        let missed = counter(
+            &fams,
+            "netprobe_agent_program_recursion_misses_total",
+            &[("type", "TcpRetransmits")],
+        )
+        .unwrap_or(0.0) as u64;
+        since
+            .check(|c| pod.nstat(c), total, missed)
+            .unwrap_or_else(|e| panic!("flood-{i}: {e}"));
+    }
+    agent.set_desired(Desired::default()).expect("apply");
+    let fams = agent.render();
+    assert!(
+        !fams.iter().any(|f| f.name() == "netprobe_tcp_retransmits_total"),
+        "deleted probes leave no series"
+    );
+}

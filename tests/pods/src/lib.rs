@@ -669,3 +669,39 @@ pub fn servers(ports: &[(u16, Serve)]) -> String {
     s.push_str("print('ready', flush=True)\nthreading.Event().wait()\n");
     s
 }
+
+/// The series flood of the tenant-isolation tests: `peers` distinct peer
+/// addresses (10.214.0.0/16, local to the pod's peer namespace, whose SYNs
+/// to port 5005 are dropped), one non-blocking connect from the pod to each,
+/// held 2.5 s (so each SYN is retransmitted) and closed. Every peer becomes a
+/// retransmit series under a probe with peer labels.
+pub fn connect_to_distinct_dropped_peers(pod: &Pod, peers: usize) {
+    sh(&format!(
+        "ip -n {} route add 10.214.0.0/16 via {} && ip -n {} route add local 10.214.0.0/16 dev lo",
+        pod.ns, pod.peer_ip4, pod.peer_ns
+    ));
+    Pod::nft(
+        &pod.peer_ns,
+        "table inet nptest {\n chain input {\n type filter hook input priority 0;\n tcp dport 5005 tcp flags syn counter drop\n }\n}",
+    );
+    let out = pod.run(&format!(
+        r#"
+import resource, socket, time
+resource.setrlimit(resource.RLIMIT_NOFILE, (16384, 16384))
+socks = []
+for i in range({peers}):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setblocking(False)
+    try:
+        s.connect(("10.214.%d.%d" % (i // 250, i % 250 + 1), 5005))
+    except BlockingIOError:
+        pass
+    socks.append(s)
+time.sleep(2.5)
+for s in socks:
+    s.close()
+print("closed", len(socks))
+"#
+    ));
+    assert!(out.contains(&format!("closed {peers}")), "{out}");
+}
