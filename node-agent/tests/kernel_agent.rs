@@ -827,3 +827,112 @@ fn a_peer_series_flood_stays_within_the_node_limit_and_exact() {
         "deleted probes leave no series"
     );
 }
+
+/// The real agent, standalone with every probe type, under a capability
+/// bounding set (`setpriv`, as a container's capabilities bound a root
+/// process): what each capability the DaemonSet requests is for, measured.
+/// Returns the agent's /metrics after it settled, or None if it exited.
+fn agent_with_caps(caps: &str, manifests: &std::path::Path) -> Option<String> {
+    use std::io::{Read, Write};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let mut child = std::process::Command::new("setpriv")
+        .args(["--bounding-set", caps, "--"])
+        .arg(env!("CARGO_BIN_EXE_netprobe-agent"))
+        .args(["--standalone", &manifests.display().to_string()])
+        .args(["--standalone-depth", "3", "--rescan-interval", "0.5"])
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("setpriv runs");
+    let mut body = None;
+    for _ in 0..60 {
+        std::thread::sleep(Duration::from_millis(250));
+        if let Ok(Some(_)) = child.try_wait() {
+            return None;
+        }
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            continue;
+        };
+        let _ = write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        if text.contains("netprobe_agent_map_entries{map=\"pod_by_netns\"}") {
+            body = Some(text);
+            // One more rescan, so namespaces are assigned.
+            std::thread::sleep(Duration::from_secs(1));
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                let _ = write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
+                let mut again = String::new();
+                let _ = s.read_to_string(&mut again);
+                body = Some(again);
+            }
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    body
+}
+
+fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// Least privilege, measured: BPF and PERFMON load every program of every
+/// probe type; SYS_PTRACE is what lets the agent read the network namespace
+/// of pod processes running as another user (socketless events are
+/// attributed by namespace); NET_ADMIN is needed by nothing.
+#[test]
+fn the_agent_needs_bpf_perfmon_and_sys_ptrace_and_nothing_else() {
+    if !kernel_available("capabilities") {
+        return;
+    }
+    let _s = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "apiVersion: netprobe.dev/v1alpha1\nkind: NetworkProbe\nmetadata: {name: all, namespace: x}\nspec:\n  probes:\n  - type: TcpRetransmits\n  - type: TcpResets\n  - type: TcpConnectLatency\n  - type: TcpRtt\n  - type: PacketDrops\n",
+    )
+    .expect("write manifest");
+    // A pod whose only process runs as nobody in the pod's namespace.
+    let pod = Pod::new(Driver::Systemd);
+    let mut nobody =
+        pod.spawn("import os, time\nos.setgid(65534)\nos.setuid(65534)\nprint('ok', flush=True)\ntime.sleep(120)\n");
+    support::read_ready(&mut nobody);
+
+    let granted = agent_with_caps("-all,+bpf,+perfmon,+sys_ptrace", dir.path()).expect("runs without NET_ADMIN");
+    let loaded = metric_value(&granted, "netprobe_agent_programs_loaded").unwrap_or(0.0);
+    assert!(
+        !granted.contains("netprobe_agent_probe_unsupported{"),
+        "every probe type loads without NET_ADMIN"
+    );
+    assert!(loaded >= 7.0, "programs loaded: {loaded}");
+    let with_ptrace = metric_value(&granted, "netprobe_agent_map_entries{map=\"pod_by_netns\"}").unwrap_or(0.0);
+    let no_ptrace = agent_with_caps("-all,+bpf,+perfmon", dir.path()).expect("runs without SYS_PTRACE");
+    let without_ptrace = metric_value(&no_ptrace, "netprobe_agent_map_entries{map=\"pod_by_netns\"}").unwrap_or(0.0);
+    println!(
+        "capabilities: BPF+PERFMON+SYS_PTRACE: {loaded} programs, {with_ptrace} namespaces; without SYS_PTRACE: {without_ptrace} namespaces"
+    );
+    assert!(
+        with_ptrace > without_ptrace,
+        "without SYS_PTRACE the namespace of a pod process of another user is unknown"
+    );
+    let no_bpf = agent_with_caps("-all,+perfmon,+sys_ptrace", dir.path());
+    assert!(
+        no_bpf.is_none_or(|m| metric_value(&m, "netprobe_agent_programs_loaded").unwrap_or(0.0) == 0.0),
+        "nothing loads without BPF"
+    );
+    let no_perfmon = agent_with_caps("-all,+bpf,+sys_ptrace", dir.path());
+    assert!(
+        no_perfmon.is_none_or(|m| metric_value(&m, "netprobe_agent_programs_loaded").unwrap_or(0.0) < loaded),
+        "tracing programs need PERFMON"
+    );
+    let _ = nobody.kill();
+    let _ = nobody.wait();
+}
