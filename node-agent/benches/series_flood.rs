@@ -10,8 +10,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use netprobe_agent::agent::Agent;
-use netprobe_agent::pipeline::desired::{Desired, PlanTargets};
-use netprobe_api::{Probe, ProbeType, TcpRetransmitsOptions};
+use netprobe_agent::pipeline::desired::Desired;
 use prometheus::{Encoder, TextEncoder};
 use support::{Driver, Pod, kernel_available};
 
@@ -42,28 +41,7 @@ fn main() {
     agent.set_series_limit(limit);
     let pod = Pod::new(Driver::Systemd);
     let target = pod.target("shop", "f");
-    let mut d = Desired::default();
-    d.targets.insert(target.key.clone(), target.clone());
-    for i in 0..16 {
-        let mut p = support::plan_in(
-            "shop",
-            &format!("flood-{i}"),
-            vec![Probe {
-                tcp_retransmits: Some(TcpRetransmitsOptions {
-                    peer_labels: Some(true),
-                }),
-                ..Probe::new(ProbeType::TcpRetransmits)
-            }],
-        );
-        p.metrics.max_series_per_node = 100_000;
-        d.plans.insert(
-            p.source.key(),
-            PlanTargets {
-                plan: std::sync::Arc::new(p),
-                targets: [target.key.clone()].into_iter().collect(),
-            },
-        );
-    }
+    let d = support::flood_desired(&target, 16);
     agent.set_desired(d).expect("apply");
     let _ = scrape(&agent);
     let idle = rss_mib();

@@ -561,7 +561,6 @@ for _ in range(6):
 /// on its own pod neither restarts nor rebins them.
 #[test]
 fn histograms_of_two_probes_on_one_pod_are_exact_and_other_tenants_cannot_touch_them() {
-    use netprobe_agent::pipeline::desired::PlanTargets;
     use netprobe_api::HistogramOptions;
     if !kernel_available("per-probe histograms") {
         return;
@@ -584,24 +583,8 @@ fn histograms_of_two_probes_on_one_pod_are_exact_and_other_tenants_cannot_touch_
         .collect();
     let other = support::plan_in("other", "tiny", vec![latency(tiny)]);
     let (ta, tb) = (a.target("shop", "a"), b.target("other", "b"));
-    let desired_with = |plans: Vec<(&ProbePlan, &Target)>| {
-        let mut d = Desired::default();
-        for t in [&ta, &tb] {
-            d.targets.insert(t.key.clone(), t.clone());
-        }
-        for (p, t) in plans {
-            d.plans.insert(
-                p.source.key(),
-                PlanTargets {
-                    plan: std::sync::Arc::new(p.clone()),
-                    targets: [t.key.clone()].into_iter().collect(),
-                },
-            );
-        }
-        d
-    };
     agent
-        .set_desired(desired_with(vec![(&fast, &ta), (&slow, &ta)]))
+        .set_desired(support::desired_with(&[(&fast, &ta), (&slow, &ta)]))
         .expect("apply");
     let opens0 = a.nstat("TcpActiveOpens");
     let connects = |n: usize| {
@@ -632,7 +615,7 @@ fn histograms_of_two_probes_on_one_pod_are_exact_and_other_tenants_cannot_touch_
 
     // Another namespace's probe with 32 tiny bounds, on its own pod.
     agent
-        .set_desired(desired_with(vec![(&fast, &ta), (&slow, &ta), (&other, &tb)]))
+        .set_desired(support::desired_with(&[(&fast, &ta), (&slow, &ta), (&other, &tb)]))
         .expect("apply");
     let fams = agent.render();
     assert_eq!(of(&fams, "fast"), Some(f.clone()), "not restarted, not rebinned");
@@ -688,7 +671,6 @@ fn drop_reasons_the_kernel_does_not_have_are_reported() {
 /// what happened since.
 #[test]
 fn a_new_probe_on_a_counted_pod_starts_at_zero() {
-    use netprobe_agent::pipeline::desired::PlanTargets;
     if !kernel_available("per-probe baselines") {
         return;
     }
@@ -698,20 +680,6 @@ fn a_new_probe_on_a_counted_pod_starts_at_zero() {
     let target = pod.target("shop", "r");
     let first = plan("first", vec![Probe::new(ProbeType::TcpResets)]);
     let second = plan("second", vec![Probe::new(ProbeType::TcpResets)]);
-    let with = |plans: &[&ProbePlan]| {
-        let mut d = Desired::default();
-        d.targets.insert(target.key.clone(), target.clone());
-        for p in plans {
-            d.plans.insert(
-                p.source.key(),
-                PlanTargets {
-                    plan: std::sync::Arc::new((*p).clone()),
-                    targets: [target.key.clone()].into_iter().collect(),
-                },
-            );
-        }
-        d
-    };
     let refused = |n: usize| {
         pod.run(&format!(
             "import socket\nfor _ in range({n}):\n    s = socket.socket(); s.settimeout(5)\n    try:\n        s.connect(('{}', 5999))\n    except OSError:\n        pass\n    s.close()\nprint('ok')\n",
@@ -726,11 +694,15 @@ fn a_new_probe_on_a_counted_pod_starts_at_zero() {
         )
         .unwrap_or(0.0)
     };
-    agent.set_desired(with(&[&first])).expect("apply");
+    agent
+        .set_desired(support::desired_with(&[(&first, &target)]))
+        .expect("apply");
     refused(5);
     let before = resets("first");
     assert!(before >= 5.0, "{before}");
-    agent.set_desired(with(&[&first, &second])).expect("apply");
+    agent
+        .set_desired(support::desired_with(&[(&first, &target), (&second, &target)]))
+        .expect("apply");
     assert_eq!(resets("second"), 0.0, "starts at zero");
     refused(2);
     let (a, b) = (resets("first"), resets("second"));
@@ -751,8 +723,6 @@ fn a_new_probe_on_a_counted_pod_starts_at_zero() {
 /// forgets every series. (Memory and scrape time: `make bench`.)
 #[test]
 fn a_peer_series_flood_stays_within_the_node_limit_and_exact() {
-    use netprobe_agent::pipeline::desired::PlanTargets;
-    use netprobe_api::TcpRetransmitsOptions;
     if !kernel_available("series flood") {
         return;
     }
@@ -762,28 +732,7 @@ fn a_peer_series_flood_stays_within_the_node_limit_and_exact() {
     agent.set_series_limit(limit);
     let pod = Pod::new(Driver::Systemd);
     let target = pod.target("shop", "f");
-    let mut d = Desired::default();
-    d.targets.insert(target.key.clone(), target.clone());
-    for i in 0..16 {
-        let p = plan(
-            &format!("flood-{i}"),
-            vec![Probe {
-                tcp_retransmits: Some(TcpRetransmitsOptions {
-                    peer_labels: Some(true),
-                }),
-                ..Probe::new(ProbeType::TcpRetransmits)
-            }],
-        );
-        let mut p = p;
-        p.metrics.max_series_per_node = 100_000;
-        d.plans.insert(
-            p.source.key(),
-            PlanTargets {
-                plan: std::sync::Arc::new(p),
-                targets: [target.key.clone()].into_iter().collect(),
-            },
-        );
-    }
+    let d = support::flood_desired(&target, 16);
     agent.set_desired(d).expect("apply");
     let since = support::RetransOracle::start(|c| pod.nstat(c));
     support::connect_to_distinct_dropped_peers(&pod, 5000);

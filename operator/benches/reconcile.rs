@@ -2,18 +2,18 @@
 //! (first pass writes plans and status, second pass is the no-op resync),
 //! printing wall time and peak RSS. Figures only; nothing is asserted.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::sync::Arc;
-use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Node;
 use kube::CustomResourceExt;
-use kube::api::DynamicObject;
 use kube::runtime::reflector;
 use kube::runtime::watcher::Event;
 use kube_standin::Standin;
 use netprobe_api::{ClusterNetworkProbe, NetworkProbe};
-use netprobe_operator::reconcile::{Context, reconcile};
-use netprobe_operator::source::SourceKind;
+use netprobe_operator::reconcile::Context;
 use netprobe_operator::telemetry::Metrics;
 use serde_json::json;
 
@@ -55,24 +55,9 @@ async fn main() {
         );
     }
     let rss_before = peak_rss_mib();
-    for pass in [
-        "first (writes plans, finalizers, status)",
-        "second (unchanged: reads only)",
-    ] {
-        let objs: Vec<DynamicObject> = api
-            .store()
-            .list_objs("netprobe.dev/v1alpha1", "networkprobes")
-            .into_iter()
-            .map(|v| serde_json::from_value(v).expect("object"))
-            .collect();
+    for pass in ["first (writes plans and status)", "second (unchanged: reads only)"] {
         let writes_before = api.store().writes().len();
-        let started = Instant::now();
-        for o in objs {
-            reconcile(Arc::new(o), ctx.clone(), SourceKind::Namespaced)
-                .await
-                .expect("reconcile");
-        }
-        let took = started.elapsed();
+        let took = support::reconcile_every_probe(&api, &ctx).await;
         let writes = api.store().writes().len() - writes_before;
         println!(
             "{N} NetworkProbes, {pass}: {:.2} s ({:.2} ms each), {writes} API writes",

@@ -5,19 +5,20 @@
 //! probe object and per report, API writes per minute at steady state, and
 //! the operator's time and memory. Figures only; nothing is asserted.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::sync::Arc;
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Node;
 use kube::CustomResourceExt;
-use kube::api::DynamicObject;
 use kube::runtime::reflector;
 use kube::runtime::watcher::Event;
 use kube_standin::Standin;
 use netprobe_api::report::{HEARTBEAT_INTERVAL_SECS, NOT_REPORTING_AFTER_SECS};
 use netprobe_api::{ClusterNetworkProbe, NetworkProbe, NetworkProbeNodeReport};
-use netprobe_operator::reconcile::{Context, reconcile};
-use netprobe_operator::source::SourceKind;
+use netprobe_operator::reconcile::Context;
 use netprobe_operator::telemetry::Metrics;
 use serde_json::{Value, json};
 
@@ -128,33 +129,9 @@ async fn main() {
 
     // Aggregate every probe through the real reconcile (plans and status
     // written to the in-memory API on this first pass).
-    let objs: Vec<DynamicObject> = api
-        .store()
-        .list_objs(GV, "networkprobes")
-        .into_iter()
-        .map(|v| serde_json::from_value(v).expect("object"))
-        .collect();
-    let started = Instant::now();
-    for o in objs {
-        reconcile(Arc::new(o), ctx.clone(), SourceKind::Namespaced)
-            .await
-            .expect("reconcile");
-    }
-    let all = started.elapsed();
-    let objs: Vec<DynamicObject> = api
-        .store()
-        .list_objs(GV, "networkprobes")
-        .into_iter()
-        .map(|v| serde_json::from_value(v).expect("object"))
-        .collect();
+    let all = support::reconcile_every_probe(&api, &ctx).await;
     let writes_before = api.store().writes().len();
-    let started = Instant::now();
-    for o in objs {
-        reconcile(Arc::new(o), ctx.clone(), SourceKind::Namespaced)
-            .await
-            .expect("reconcile");
-    }
-    let resync = started.elapsed();
+    let resync = support::reconcile_every_probe(&api, &ctx).await;
     let resync_writes = api.store().writes().len() - writes_before;
     let probe = api.get(GV, "networkprobes", Some("team-0"), "probe-0").expect("probe");
     let probe_bytes = serde_json::to_vec(&probe).map_or(0, |v| v.len());

@@ -595,6 +595,47 @@ pub fn desired_of(plan: ProbePlan, selected: &[Target], others: &[Target]) -> De
     }
 }
 
+/// Desired state: each plan of `plans` selects its target; every target
+/// exists.
+pub fn desired_with(plans: &[(&ProbePlan, &Target)]) -> Desired {
+    let mut d = Desired::default();
+    for (p, t) in plans {
+        d.targets.insert(t.key.clone(), (*t).clone());
+        d.plans
+            .entry(p.source.key())
+            .or_insert_with(|| PlanTargets {
+                plan: std::sync::Arc::new((*p).clone()),
+                targets: Default::default(),
+            })
+            .targets
+            .insert(t.key.clone());
+    }
+    d
+}
+
+/// The series flood of the tenant-isolation tests: `probes` NetworkProbes of
+/// namespace shop with peer labels (and room for 100,000 series each), all
+/// over `target`.
+pub fn flood_desired(target: &Target, probes: usize) -> Desired {
+    let plans: Vec<ProbePlan> = (0..probes)
+        .map(|i| {
+            let mut p = plan_in(
+                "shop",
+                &format!("flood-{i}"),
+                vec![netprobe_api::Probe {
+                    tcp_retransmits: Some(netprobe_api::TcpRetransmitsOptions {
+                        peer_labels: Some(true),
+                    }),
+                    ..netprobe_api::Probe::new(netprobe_api::ProbeType::TcpRetransmits)
+                }],
+            );
+            p.metrics.max_series_per_node = 100_000;
+            p
+        })
+        .collect();
+    desired_with(&plans.iter().map(|p| (p, target)).collect::<Vec<_>>())
+}
+
 /// A client script for the pod: 24 × 64 KiB to the peer's port 5001 over
 /// IPv4, IPv6 and v4-mapped IPv6, each connection drained to the end.
 pub fn bulk_client(pod: &Pod) -> String {

@@ -31,6 +31,20 @@ fn setup(plans: Vec<(Arc<ProbePlan>, Vec<&str>)>, targets: Vec<Target>) -> (Desi
     (crate::pipeline::desired::testing::desired(plans, targets), slots)
 }
 
+/// One render under `budget`, without drop reason names or baselines.
+fn render_with(d: &Desired, slots: &BTreeMap<String, u32>, snap: &Snapshot, budget: &mut Budget) -> Vec<MetricFamily> {
+    render(
+        d,
+        &d.kernel(),
+        slots,
+        snap,
+        &ReasonNames::new(),
+        &Baselines::new(),
+        false,
+        budget,
+    )
+}
+
 /// One render with a fresh budget, the usual case of these tests.
 fn render_once(d: &Desired, slots: &BTreeMap<String, u32>, snap: &Snapshot, names: &ReasonNames) -> Vec<MetricFamily> {
     render(
@@ -353,16 +367,7 @@ fn the_node_limit_is_shared_equally_between_namespaces() {
             .filter(|(l, _)| l.contains(&("probe".into(), probe.into())) && !l.iter().any(|(_, v)| v == OVERFLOW))
             .count()
     };
-    let fams = render(
-        &d,
-        &d.kernel(),
-        &slots,
-        &snap,
-        &ReasonNames::new(),
-        &Baselines::new(),
-        false,
-        &mut budget,
-    );
+    let fams = render_with(&d, &slots, &snap, &mut budget);
     assert_eq!(count(&fams, "NetworkProbe/big/greedy"), 5, "half of 10");
     assert_eq!(count(&fams, "NetworkProbe/tiny/small"), 3, "not starved");
     assert!(budget.exhausted().contains("NetworkProbe/big/greedy"));
@@ -377,15 +382,6 @@ fn the_node_limit_is_shared_equally_between_namespaces() {
     // The other tenant leaves: the whole limit is greedy's, and what it no
     // longer has is forgotten.
     let (d, slots) = setup(vec![(greedy, big.iter().map(String::as_str).collect())], pods);
-    let fams = render(
-        &d,
-        &d.kernel(),
-        &slots,
-        &snap,
-        &ReasonNames::new(),
-        &Baselines::new(),
-        false,
-        &mut budget,
-    );
+    let fams = render_with(&d, &slots, &snap, &mut budget);
     assert_eq!(count(&fams, "NetworkProbe/big/greedy"), 10);
 }
