@@ -24,8 +24,13 @@
 
 #define MAX_CGROUP_DEPTH 12
 
+/* The agent replaces entries of these while programs read them: without
+ * preallocation a replaced element is freed after an RCU grace period, so a
+ * program still holding it never reads another pod's entry in its place
+ * (preallocated elements go back to the free list at once). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, NP_MAX_PODS);
 	__type(key, __u64);
 	__type(value, struct np_pod_info);
@@ -33,6 +38,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, NP_MAX_PODS);
 	__type(key, __u32);
 	__type(value, struct np_pod_info);
@@ -175,8 +181,18 @@ static __always_inline struct np_pod_info *pod_of_cgroup(struct cgroup *cg, stru
 				break;
 			}
 		}
-		if (bpf_map_update_elem(&leaf_cache, &leaf, &fresh, BPF_ANY))
-			count_error(NP_E_LEAF_CACHE);
+		/* A stale entry is refreshed in place: replacing it would hand
+		 * the old element of this LRU map to the next insert at once,
+		 * while another CPU may still be reading it for this leaf. */
+		if (cached) {
+			cached->slot = fresh.slot;
+			cached->flags = fresh.flags;
+			cached->generation = gen;
+		} else {
+			long err = bpf_map_update_elem(&leaf_cache, &leaf, &fresh, BPF_NOEXIST);
+			if (err && err != -17 /* EEXIST: another CPU was first */)
+				count_error(NP_E_LEAF_CACHE);
+		}
 		if (!found)
 			return 0;
 		*out = *found;
