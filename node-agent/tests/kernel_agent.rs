@@ -797,28 +797,23 @@ fn agent_with_caps(caps: &str, manifests: &std::path::Path) -> Option<String> {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("setpriv runs");
+    let get = || -> Option<String> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        Some(text)
+    };
     let mut body = None;
     for _ in 0..60 {
         std::thread::sleep(Duration::from_millis(250));
         if let Ok(Some(_)) = child.try_wait() {
             return None;
         }
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-            continue;
-        };
-        let _ = write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
-        let mut text = String::new();
-        let _ = s.read_to_string(&mut text);
-        if text.contains("netprobe_agent_map_entries{map=\"pod_by_netns\"}") {
-            body = Some(text);
+        if get().is_some_and(|t| t.contains("netprobe_agent_map_entries{map=\"pod_by_netns\"}")) {
             // One more rescan, so namespaces are assigned.
             std::thread::sleep(Duration::from_secs(1));
-            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-                let _ = write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
-                let mut again = String::new();
-                let _ = s.read_to_string(&mut again);
-                body = Some(again);
-            }
+            body = get();
             break;
         }
     }

@@ -31,32 +31,20 @@ fn setup(plans: Vec<(Arc<ProbePlan>, Vec<&str>)>, targets: Vec<Target>) -> (Desi
     (crate::pipeline::desired::testing::desired(plans, targets), slots)
 }
 
-/// One render under `budget`, without drop reason names or baselines.
-fn render_with(d: &Desired, slots: &BTreeMap<String, u32>, snap: &Snapshot, budget: &mut Budget) -> Vec<MetricFamily> {
-    render(
-        d,
-        &d.kernel(),
-        slots,
-        snap,
-        &ReasonNames::new(),
-        &Baselines::new(),
-        false,
-        budget,
-    )
+/// One render under `budget`, without baselines.
+fn render_with(
+    d: &Desired,
+    slots: &BTreeMap<String, u32>,
+    snap: &Snapshot,
+    names: &ReasonNames,
+    budget: &mut Budget,
+) -> Vec<MetricFamily> {
+    render(d, &d.kernel(), slots, snap, names, &Baselines::new(), false, budget)
 }
 
 /// One render with a fresh budget, the usual case of these tests.
 fn render_once(d: &Desired, slots: &BTreeMap<String, u32>, snap: &Snapshot, names: &ReasonNames) -> Vec<MetricFamily> {
-    render(
-        d,
-        &d.kernel(),
-        slots,
-        snap,
-        names,
-        &Baselines::new(),
-        false,
-        &mut Budget::default(),
-    )
+    render_with(d, slots, snap, names, &mut Budget::default())
 }
 
 fn ck(slot: u32, m: u16, sub: u16) -> CounterKey {
@@ -147,28 +135,10 @@ fn budget_overflows_into_one_series_and_is_stable() {
     let mut snap = Snapshot::default();
     snap.counters.insert(ck(2, metric::DROPS, 12), 3);
     let mut budget = Budget::default();
-    render(
-        &d,
-        &d.kernel(),
-        &slots,
-        &snap,
-        &names,
-        &Baselines::new(),
-        false,
-        &mut budget,
-    );
+    render_with(&d, &slots, &snap, &names, &mut budget);
     snap.counters.insert(ck(0, metric::DROPS, 12), 1);
     snap.counters.insert(ck(1, metric::DROPS, 12), 2);
-    let fams = render(
-        &d,
-        &d.kernel(),
-        &slots,
-        &snap,
-        &names,
-        &Baselines::new(),
-        false,
-        &mut budget,
-    );
+    let fams = render_with(&d, &slots, &snap, &names, &mut budget);
     let v = values(&fams, "netprobe_packet_drops_total");
     assert_eq!(v.len(), 3, "{v:?}");
     // c came first and keeps its own series; a is admitted; b overflows.
@@ -367,7 +337,7 @@ fn the_node_limit_is_shared_equally_between_namespaces() {
             .filter(|(l, _)| l.contains(&("probe".into(), probe.into())) && !l.iter().any(|(_, v)| v == OVERFLOW))
             .count()
     };
-    let fams = render_with(&d, &slots, &snap, &mut budget);
+    let fams = render_with(&d, &slots, &snap, &ReasonNames::new(), &mut budget);
     assert_eq!(count(&fams, "NetworkProbe/big/greedy"), 5, "half of 10");
     assert_eq!(count(&fams, "NetworkProbe/tiny/small"), 3, "not starved");
     assert!(budget.exhausted().contains("NetworkProbe/big/greedy"));
@@ -382,6 +352,6 @@ fn the_node_limit_is_shared_equally_between_namespaces() {
     // The other tenant leaves: the whole limit is greedy's, and what it no
     // longer has is forgotten.
     let (d, slots) = setup(vec![(greedy, big.iter().map(String::as_str).collect())], pods);
-    let fams = render_with(&d, &slots, &snap, &mut budget);
+    let fams = render_with(&d, &slots, &snap, &ReasonNames::new(), &mut budget);
     assert_eq!(count(&fams, "NetworkProbe/big/greedy"), 10);
 }
