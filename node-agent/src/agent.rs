@@ -3,7 +3,6 @@
 //! drive it the same way: compute a `Desired`, call `set_desired`, serve
 //! `render`.
 
-use anyhow::Context as _;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -419,30 +418,6 @@ fn gauge(pairs: &[(&str, &str)], v: f64) -> Metric {
     g.set_value(v);
     m.set_gauge(g);
     m
-}
-
-/// Serve `/metrics` and `/healthz` until the process ends.
-pub async fn serve(addr: std::net::SocketAddr, agent: Agent) -> anyhow::Result<()> {
-    use axum::routing::get;
-    let app = axum::Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let agent = agent.clone();
-                async move {
-                    let body = tokio::task::spawn_blocking(move || agent.exposition())
-                        .await
-                        .unwrap_or_default();
-                    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
-                }
-            }),
-        )
-        .route("/healthz", get(|| async { "ok" }));
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on --metrics-addr {addr}"))?;
-    axum::serve(listener, app).await?;
-    Ok(())
 }
 
 /// Admit series under the budgets every `every`, so exhaustion reaches

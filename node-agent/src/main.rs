@@ -1,19 +1,15 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use netprobe_agent::agent::{self, Agent};
 use netprobe_agent::cluster::{self, ClusterConfig};
 use netprobe_agent::{cgroups, standalone};
+use netprobe_telemetry::{AuthMode, Endpoint, LogFormat, MetricsSecurity};
 use tracing::{error, info, warn};
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
 
 /// netprobe-agent: eBPF network probes on this node, per pod, as Prometheus metrics.
 #[derive(Parser)]
@@ -39,6 +35,8 @@ struct Cli {
     /// Address of /metrics and /healthz.
     #[arg(long, env = "NETPROBE_METRICS_ADDR", default_value = "0.0.0.0:9990")]
     metrics_addr: SocketAddr,
+    #[command(flatten)]
+    metrics_security: MetricsSecurity,
     /// cgroup2 mount (default: found in <proc-root>/self/mountinfo).
     #[arg(long, env = "NETPROBE_CGROUP_ROOT")]
     cgroup_root: Option<PathBuf>,
@@ -78,11 +76,7 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    match cli.log_format {
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
-        LogFormat::Json => tracing_subscriber::fmt().with_env_filter(filter).json().init(),
-    }
+    netprobe_telemetry::init_logging(cli.log_format);
     let cgroup_root = match &cli.cgroup_root {
         Some(p) => cgroups::cgroup2_under(p).context("--cgroup-root")?,
         None => cgroups::cgroup2_mount(&cli.proc_root.join("self/mountinfo"))?,
@@ -93,11 +87,33 @@ async fn main() -> anyhow::Result<()> {
     let standalone_mode = !cli.standalone.is_empty();
     let agent =
         Agent::new(standalone_mode).context("loading eBPF (needs root or CAP_BPF+CAP_PERFMON, and kernel BTF)")?;
+    let client = match standalone_mode {
+        true => None,
+        false => Some(
+            kube::Client::try_default()
+                .await
+                .context("no Kubernetes configuration found")?,
+        ),
+    };
+    let default_auth = match standalone_mode {
+        true => AuthMode::None,
+        false => AuthMode::Kubernetes,
+    };
+    let access = cli
+        .metrics_security
+        .access(client.clone(), default_auth)
+        .context("metrics endpoint")?;
+    let endpoint = Endpoint {
+        render: Arc::new({
+            let agent = agent.clone();
+            move || agent.exposition()
+        }),
+        ready: None,
+    };
     tokio::spawn({
-        let agent = agent.clone();
         let addr = cli.metrics_addr;
         async move {
-            if let Err(e) = agent::serve(addr, agent).await {
+            if let Err(e) = netprobe_telemetry::serve(addr, endpoint, access).await {
                 error!(error = format!("{e:#}"), "metrics server stopped");
                 std::process::exit(1);
             }
@@ -106,14 +122,11 @@ async fn main() -> anyhow::Result<()> {
     agent.set_series_limit(cli.max_series);
     tokio::spawn(agent::sample_rtt_forever(agent.clone(), cli.rtt_interval));
     tokio::spawn(agent::admit_forever(agent.clone(), cli.admit_interval));
-    if !standalone_mode {
+    if let Some(client) = client {
         let node = cli
             .node_name
             .clone()
             .context("cluster mode needs --node-name or NODE_NAME (or use --standalone)")?;
-        let client = kube::Client::try_default()
-            .await
-            .context("no Kubernetes configuration found")?;
         let cfg = ClusterConfig {
             node,
             namespace: cli.namespace.clone(),
@@ -124,7 +137,7 @@ async fn main() -> anyhow::Result<()> {
         };
         info!(metrics = %cli.metrics_addr, node = %cfg.node, "agent running");
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let run = cluster::run(client, cfg, std::sync::Arc::new(agent.clone()), stop_rx);
+        let run = cluster::run(client, cfg, Arc::new(agent.clone()), stop_rx);
         tokio::pin!(run);
         tokio::select! {
             () = &mut run => return Ok(()),

@@ -378,6 +378,8 @@ async fn agent_uses_exactly_its_rbac() {
         .expect("the agent stops within 5 s")
         .expect("no panic");
     assert_eq!(w.report("node-a").unwrap()["status"]["stopping"], true);
+    // No RBAC binds the scraper's ServiceAccount here: the scrape is refused.
+    assert!(!netprobe_testutil::review_a_scrape(&w.api).await);
     let used: BTreeSet<_> = w
         .api
         .store()

@@ -9,7 +9,8 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector;
 use netprobe_operator::leader::LeaderElector;
 use netprobe_operator::reconcile::Context;
-use netprobe_operator::telemetry::{self, LogFormat, Metrics};
+use netprobe_operator::telemetry::Metrics;
+use netprobe_telemetry::{AuthMode, Endpoint, LogFormat, MetricsSecurity};
 use netprobe_operator::{controller, crdgen};
 use tracing::{error, info, warn};
 
@@ -25,6 +26,8 @@ struct Cli {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "NETPROBE_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
+    #[command(flatten)]
+    metrics_security: MetricsSecurity,
     /// Run only while holding the Lease, so several replicas can run.
     #[arg(long, env = "NETPROBE_LEADER_ELECT", default_value_t = false)]
     leader_elect: bool,
@@ -58,7 +61,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(Command::Crdgen { out }) = &cli.command {
         return crdgen::write(out);
     }
-    telemetry::init_logging(cli.log_format);
+    netprobe_telemetry::init_logging(cli.log_format);
     let client = kube::Client::try_default()
         .await
         .context("no Kubernetes configuration found")?;
@@ -68,10 +71,21 @@ async fn main() -> anyhow::Result<()> {
     });
     let metrics = Metrics::new();
     let ready = Arc::new(AtomicBool::new(false));
+    let access = cli
+        .metrics_security
+        .access(Some(client.clone()), AuthMode::Kubernetes)
+        .context("metrics endpoint")?;
+    let endpoint = Endpoint {
+        render: Arc::new({
+            let m = metrics.clone();
+            move || m.render()
+        }),
+        ready: Some(ready.clone()),
+    };
     tokio::spawn({
-        let (m, r, addr) = (metrics.clone(), ready.clone(), cli.metrics_addr);
+        let addr = cli.metrics_addr;
         async move {
-            if let Err(e) = telemetry::serve(addr, m, r).await {
+            if let Err(e) = netprobe_telemetry::serve(addr, endpoint, access).await {
                 error!(error = format!("{e:#}"), "metrics server stopped");
             }
         }

@@ -220,6 +220,8 @@ async fn controllers_reconcile_and_use_exactly_their_rbac() {
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), run).await;
     leader.release().await.unwrap();
+    // No RBAC binds the scraper's ServiceAccount here: the scrape is refused.
+    assert!(!netprobe_testutil::review_a_scrape(&api).await);
 
     let used: BTreeSet<_> = api
         .store()

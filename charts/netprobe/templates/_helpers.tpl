@@ -21,3 +21,41 @@ monitoring.assumeOperatorApi (helm template, GitOps renderers).
 true
 {{- end -}}
 {{- end }}
+
+{{/*
+Whether /metrics is served over HTTPS: always with token review (tokens
+never travel in clear), or when a certificate Secret is given.
+*/}}
+{{- define "netprobe.https" -}}
+{{- if or (eq .Values.metrics.auth "kubernetes") .Values.metrics.tls.secretName -}}
+true
+{{- end -}}
+{{- end }}
+
+{{- define "netprobe.probeScheme" -}}
+{{- if include "netprobe.https" . }}HTTPS{{ else }}HTTP{{ end -}}
+{{- end }}
+
+{{/* Arguments, volume and mount of the metrics certificate Secret. */}}
+{{- define "netprobe.tlsArgs" -}}
+{{- if .Values.metrics.tls.secretName }}
+- --metrics-tls-cert=/etc/netprobe/metrics-tls/tls.crt
+- --metrics-tls-key=/etc/netprobe/metrics-tls/tls.key
+{{- end }}
+{{- end }}
+
+{{- define "netprobe.tlsMount" -}}
+{{- if .Values.metrics.tls.secretName }}
+- name: metrics-tls
+  mountPath: /etc/netprobe/metrics-tls
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "netprobe.tlsVolume" -}}
+{{- if .Values.metrics.tls.secretName }}
+- name: metrics-tls
+  secret:
+    secretName: {{ .Values.metrics.tls.secretName }}
+{{- end }}
+{{- end }}

@@ -45,7 +45,69 @@ fn all_on() -> serde_json::Value {
         "serviceMonitor": {"enabled": true, "labels": {"release": "kube-prometheus-stack"}},
         "prometheusRule": {"enabled": true, "labels": {"release": "kube-prometheus-stack"}},
         "dashboard": {"enabled": true},
+        "metrics": {"readers": [{"name": "prometheus-k8s", "namespace": "monitoring"}],
+                    "tls": {"secretName": "netprobe-metrics-tls"}},
     })
+}
+
+/// What Helm renders for `values`, as JSON.
+fn render_json(py: &std::path::Path, values: &serde_json::Value, namespace: &str) -> Vec<serde_json::Value> {
+    helm_render(py, values, namespace)
+        .into_iter()
+        .map(|d| serde_json::to_value(d).expect("YAML maps to JSON"))
+        .collect()
+}
+
+/// The rendered object `kind`/`name`.
+fn object<'a>(docs: &'a [serde_json::Value], kind: &str, name: &str) -> &'a serde_json::Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind}/{name} rendered"))
+}
+
+#[test]
+fn metrics_are_served_over_https_to_reviewed_tokens_only() {
+    let Some(py) = tools("helm render metrics auth") else { return };
+    let container = |docs: &[serde_json::Value], kind: &str, name: &str| {
+        object(docs, kind, name)["spec"]["template"]["spec"]["containers"][0].clone()
+    };
+    let workloads = [("DaemonSet", "netprobe-agent"), ("Deployment", "netprobe-operator")];
+    // Defaults: token review, HTTPS probes, the reader role, review rights.
+    let docs = render_json(&py, &json!({}), "netprobe-system");
+    for (kind, name) in workloads {
+        let c = container(&docs, kind, name);
+        assert!(c["args"].as_array().unwrap().contains(&json!("--metrics-auth=kubernetes")), "{c}");
+        assert_eq!(c["livenessProbe"]["httpGet"]["scheme"], "HTTPS", "{name}");
+        let rules = object(&docs, "ClusterRole", name)["rules"].to_string();
+        assert!(rules.contains("tokenreviews") && rules.contains("subjectaccessreviews"), "{name}: {rules}");
+    }
+    assert_eq!(
+        object(&docs, "ClusterRole", "netprobe-metrics-reader")["rules"],
+        json!([{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}])
+    );
+    // Every option: a certificate Secret mounted and verified, readers bound.
+    let docs = render_json(&py, &all_on(), "obs");
+    for (kind, name) in workloads {
+        let c = container(&docs, kind, name);
+        assert!(c["args"].as_array().unwrap().contains(&json!("--metrics-tls-cert=/etc/netprobe/metrics-tls/tls.crt")), "{c}");
+        let pod = &object(&docs, kind, name)["spec"]["template"]["spec"];
+        assert!(pod["volumes"].to_string().contains("netprobe-metrics-tls"), "{pod}");
+        let sm = &object(&docs, "ServiceMonitor", name)["spec"]["endpoints"][0];
+        assert_eq!(sm["scheme"], "https");
+        assert_eq!(sm["tlsConfig"]["serverName"], format!("{name}-metrics.obs.svc"));
+        assert_eq!(sm["tlsConfig"]["ca"]["secret"]["name"], "netprobe-metrics-tls");
+        assert!(sm["bearerTokenFile"].is_string(), "{sm}");
+    }
+    let binding = object(&docs, "ClusterRoleBinding", "netprobe-metrics-reader-monitoring-prometheus-k8s");
+    assert_eq!(binding["roleRef"]["name"], "netprobe-metrics-reader");
+    // Opting out: plain HTTP, no token in the ServiceMonitors.
+    let off = json!({"metrics": {"auth": "none"}, "monitoring": {"assumeOperatorApi": true}, "serviceMonitor": {"enabled": true}});
+    let docs = render_json(&py, &off, "obs");
+    for (kind, name) in workloads {
+        assert_eq!(container(&docs, kind, name)["livenessProbe"]["httpGet"]["scheme"], "HTTP", "{name}");
+        let sm = &object(&docs, "ServiceMonitor", name)["spec"]["endpoints"][0];
+        assert!(sm.get("scheme").is_none() && sm.get("bearerTokenFile").is_none(), "{sm}");
+    }
 }
 
 #[test]

@@ -192,6 +192,12 @@ impl Standin {
         st.changed.notify_waiters();
     }
 
+    /// A token for the ServiceAccount `namespace/name` (None when it does not
+    /// exist), as `kubectl create token` would get one.
+    pub fn issue_token(&self, namespace: &str, name: &str) -> Option<String> {
+        self.store().issue_token(namespace, name)
+    }
+
     /// The current object, if any.
     pub fn get(&self, api_version: &str, plural: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
         self.store().get_obj(api_version, plural, namespace, name)

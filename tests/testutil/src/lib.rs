@@ -164,3 +164,23 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
     panic!("timed out waiting for: {what}");
 }
+
+/// Review one scrape of `/metrics` as a binary's metrics endpoint does
+/// (TokenReview, then SubjectAccessReview) with a token of a ServiceAccount
+/// `netprobe-system/prometheus`, so the reviews appear among the calls a
+/// component makes; returns whether the scrape was allowed.
+pub async fn review_a_scrape(api: &kube_standin::Standin) -> bool {
+    api.put(
+        "v1",
+        "serviceaccounts",
+        serde_json::json!({"metadata": {"name": "prometheus", "namespace": "netprobe-system"}}),
+    );
+    let Some(token) = api.issue_token("netprobe-system", "prometheus") else {
+        panic!("the stand-in issues no token for a ServiceAccount it holds")
+    };
+    let auth = netprobe_telemetry::TokenAuthorizer::new(api.client(), netprobe_telemetry::CachePolicy::default());
+    match auth.review(&token, "/metrics").await {
+        Ok(v) => matches!(v, netprobe_telemetry::Verdict::Allowed { .. }),
+        Err(e) => panic!("the scrape could not be reviewed: {e}"),
+    }
+}

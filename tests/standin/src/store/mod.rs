@@ -7,6 +7,7 @@ use http::Uri;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::{Map, Value, json};
 
+mod auth;
 mod crd;
 mod discovery;
 pub mod schema;
@@ -89,6 +90,8 @@ pub struct Store {
     events: VecDeque<WatchEvent>,
     /// Woken on every change.
     pub(crate) changed: Arc<Notify>,
+    /// Tokens issued for ServiceAccounts.
+    tokens: std::collections::HashMap<String, auth::TokenUser>,
 }
 
 fn api_path(api_version: &str) -> String {
@@ -121,7 +124,7 @@ impl Store {
         let t = |kind: &str, namespaced: bool, short: &[&str]| ResType {
             kind: kind.into(),
             namespaced,
-            status_subresource: kind != "ConfigMap" && kind != "Lease" && kind != "Event",
+            status_subresource: matches!(kind, "Pod" | "Node" | "Namespace" | "CustomResourceDefinition"),
             list_maps: ListMaps::from([("metadata.ownerReferences".to_string(), vec!["uid".to_string()])]),
             short_names: short.iter().map(|s| s.to_string()).collect(),
             categories: Vec::new(),
@@ -135,6 +138,13 @@ impl Store {
             ("v1", "events", "Event", true, &["ev"]),
             ("events.k8s.io/v1", "events", "Event", true, &["ev"]),
             ("coordination.k8s.io/v1", "leases", "Lease", true, &[]),
+            ("v1", "serviceaccounts", "ServiceAccount", true, &["sa"]),
+            ("rbac.authorization.k8s.io/v1", "clusterroles", "ClusterRole", false, &[]),
+            ("rbac.authorization.k8s.io/v1", "clusterrolebindings", "ClusterRoleBinding", false, &[]),
+            ("rbac.authorization.k8s.io/v1", "roles", "Role", true, &[]),
+            ("rbac.authorization.k8s.io/v1", "rolebindings", "RoleBinding", true, &[]),
+            ("authentication.k8s.io/v1", "tokenreviews", "TokenReview", false, &[]),
+            ("authorization.k8s.io/v1", "subjectaccessreviews", "SubjectAccessReview", false, &[]),
             (
                 "apiextensions.k8s.io/v1",
                 "customresourcedefinitions",
@@ -288,6 +298,16 @@ impl Store {
                 Err(e) => return status_err(400, "BadRequest", format!("body is not JSON: {e}")),
             }
         };
+        if let Some(answer) = self.auth_route(
+            method,
+            &parsed.plural,
+            parsed.ns.as_deref(),
+            parsed.name.as_deref(),
+            parsed.sub.as_deref(),
+            &body,
+        ) {
+            return answer;
+        }
         let status_sub = parsed.sub.as_deref() == Some("status");
         let (prefix, plural, rt, ns) = (
             parsed.prefix.as_str(),
