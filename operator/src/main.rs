@@ -10,8 +10,8 @@ use kube::runtime::reflector;
 use netprobe_operator::leader::LeaderElector;
 use netprobe_operator::reconcile::Context;
 use netprobe_operator::telemetry::Metrics;
-use netprobe_telemetry::{AuthMode, Endpoint, LogFormat, MetricsSecurity};
 use netprobe_operator::{controller, crdgen};
+use netprobe_telemetry::{AuthMode, Endpoint, LogFormat, MetricsSecurity};
 use tracing::{error, info, warn};
 
 /// netprobe-operator: turns NetworkProbes into plans for the node agents.

@@ -17,9 +17,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
-use k8s_openapi::api::authorization::v1::{
-    NonResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
-};
+use k8s_openapi::api::authorization::v1::{NonResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
 use kube::api::{Api, PostParams};
 use sha2::{Digest, Sha256};
 
@@ -48,11 +46,18 @@ impl Default for CachePolicy {
 /// The API server's answer for one token and path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    Allowed { user: String },
+    Allowed {
+        user: String,
+    },
     /// The token is not a valid one (HTTP 401).
-    Unauthenticated { reason: String },
+    Unauthenticated {
+        reason: String,
+    },
     /// Valid token, no right to the path (HTTP 403).
-    Denied { user: String, reason: String },
+    Denied {
+        user: String,
+        reason: String,
+    },
 }
 
 /// The API server could not give a verdict.

@@ -216,10 +216,18 @@ async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
             Ok(Verdict::Unauthenticated { reason }) => return unauthorized(&reason),
             Ok(Verdict::Denied { user, reason }) => {
                 tracing::debug!(%user, %reason, "metrics read refused");
-                return (StatusCode::FORBIDDEN, format!("{user} may not get /metrics: {reason}\n")).into_response();
+                return (
+                    StatusCode::FORBIDDEN,
+                    format!("{user} may not get /metrics: {reason}\n"),
+                )
+                    .into_response();
             }
             Err(e) => {
-                return (StatusCode::SERVICE_UNAVAILABLE, format!("cannot verify the token: {e}\n")).into_response();
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("cannot verify the token: {e}\n"),
+                )
+                    .into_response();
             }
         }
     }

@@ -13,15 +13,27 @@ fn cluster() -> Standin {
     let s = Standin::new();
     s.put("v1", "namespaces", json!({"metadata": {"name": "monitoring"}}));
     for sa in ["prometheus", "nosy", "late"] {
-        s.put("v1", "serviceaccounts", json!({"metadata": {"name": sa, "namespace": "monitoring"}}));
+        s.put(
+            "v1",
+            "serviceaccounts",
+            json!({"metadata": {"name": sa, "namespace": "monitoring"}}),
+        );
     }
     let rbac = "rbac.authorization.k8s.io/v1";
-    s.put(rbac, "clusterroles", json!({"metadata": {"name": "netprobe-metrics-reader"},
-        "rules": [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]}));
-    s.put(rbac, "clusterrolebindings", json!({"metadata": {"name": "prometheus-netprobe-metrics"},
+    s.put(
+        rbac,
+        "clusterroles",
+        json!({"metadata": {"name": "netprobe-metrics-reader"},
+        "rules": [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]}),
+    );
+    s.put(
+        rbac,
+        "clusterrolebindings",
+        json!({"metadata": {"name": "prometheus-netprobe-metrics"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "netprobe-metrics-reader"},
         "subjects": [{"kind": "ServiceAccount", "name": "prometheus", "namespace": "monitoring"},
-                     {"kind": "ServiceAccount", "name": "late", "namespace": "monitoring"}]}));
+                     {"kind": "ServiceAccount", "name": "late", "namespace": "monitoring"}]}),
+    );
     s
 }
 
@@ -118,20 +130,28 @@ async fn verdicts_expire_and_the_cache_stays_bounded() {
     };
     let auth = TokenAuthorizer::new(api.client(), policy);
     let prom = api.issue_token("monitoring", "prometheus").expect("token");
-    assert!(matches!(auth.review(&prom, "/metrics").await, Ok(Verdict::Allowed { .. })));
+    assert!(matches!(
+        auth.review(&prom, "/metrics").await,
+        Ok(Verdict::Allowed { .. })
+    ));
     // Unbinding takes effect once the verdict expires.
-    api.store()
-        .handle(
-            "DELETE",
-            &"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/prometheus-netprobe-metrics"
-                .parse()
-                .expect("uri"),
-            None,
-            b"",
-        );
-    assert!(matches!(auth.review(&prom, "/metrics").await, Ok(Verdict::Allowed { .. })));
+    api.store().handle(
+        "DELETE",
+        &"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/prometheus-netprobe-metrics"
+            .parse()
+            .expect("uri"),
+        None,
+        b"",
+    );
+    assert!(matches!(
+        auth.review(&prom, "/metrics").await,
+        Ok(Verdict::Allowed { .. })
+    ));
     tokio::time::sleep(Duration::from_millis(250)).await;
-    assert!(matches!(auth.review(&prom, "/metrics").await, Ok(Verdict::Denied { .. })));
+    assert!(matches!(
+        auth.review(&prom, "/metrics").await,
+        Ok(Verdict::Denied { .. })
+    ));
     // Past stale_if_error, an outage refuses even a known reader.
     api.fail_with(Some(503));
     tokio::time::sleep(Duration::from_millis(450)).await;

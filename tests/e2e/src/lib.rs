@@ -49,6 +49,22 @@ pub fn http_get(addr: std::net::SocketAddr, path_and_query: &str) -> std::io::Re
     Ok((code, body.to_string()))
 }
 
+/// One HTTPS GET with `curl` (certificates not verified: the components
+/// make theirs at start), with a bearer token when given: the status code
+/// (0 when no HTTP answer came) and the body.
+pub fn https_get(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> std::io::Result<(u16, String)> {
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sk", "--max-time", "30", "-w", "\n%{http_code}"])
+        .arg(format!("https://{addr}{path}"));
+    if let Some(t) = token {
+        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    let out = cmd.output()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    Ok((code.trim().parse().unwrap_or(0), body.to_string()))
+}
+
 /// Percent-encode a query parameter value.
 pub fn urlencode(s: &str) -> String {
     s.bytes()

@@ -39,15 +39,19 @@ impl Proc {
         self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
-    /// Wait until it answers 200 on `path` at `addr`; panics with its log
-    /// if it exits first.
-    pub fn wait_serving(&mut self, addr: std::net::SocketAddr, path: &str, secs: u64) {
+    /// Wait until it answers 200 on `path` at `addr` (over HTTPS when
+    /// `https`); panics with its log if it exits first.
+    pub fn wait_serving(&mut self, addr: std::net::SocketAddr, path: &str, https: bool, secs: u64) {
         let name = self.name.clone();
         crate::wait_for(&format!("{name} to serve {path}"), secs, || {
             if !self.running() {
                 panic!("{name} exited:\n{}", self.tail(30));
             }
-            match crate::http_get(addr, path) {
+            let got = match https {
+                true => crate::https_get(addr, path, None),
+                false => crate::http_get(addr, path),
+            };
+            match got {
                 Ok((200, _)) => Ok(()),
                 other => Err(format!("{other:?}")),
             }

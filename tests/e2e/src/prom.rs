@@ -20,13 +20,17 @@ pub struct Prometheus {
 pub type Sample = (BTreeMap<String, String>, f64);
 
 impl Prometheus {
-    /// Start it with one scrape job per `(job, targets)`.
-    pub fn start(dir: &Path, jobs: &[(&str, Vec<SocketAddr>)]) -> Prometheus {
+    /// Start it with one scrape job per `(job, targets)`, scraping over
+    /// HTTPS with the token in `token_file`, as netprobe's ServiceMonitors
+    /// do (the components' certificates are self-signed).
+    pub fn start(dir: &Path, jobs: &[(&str, Vec<SocketAddr>)], token_file: &Path) -> Prometheus {
         let mut cfg = String::from("global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n");
         for (job, targets) in jobs {
             let t: Vec<String> = targets.iter().map(|a| format!("'{a}'")).collect();
             cfg.push_str(&format!(
-                "- job_name: {job}\n  static_configs:\n  - targets: [{}]\n",
+                "- job_name: {job}\n  scheme: https\n  tls_config: {{insecure_skip_verify: true}}\n  \
+                 authorization: {{credentials_file: '{}'}}\n  static_configs:\n  - targets: [{}]\n",
+                token_file.display(),
                 t.join(", ")
             ));
         }
@@ -41,7 +45,7 @@ impl Prometheus {
             .arg(format!("--web.listen-address={addr}"))
             .arg("--query.lookback-delta=5s");
         let mut proc = Proc::spawn("prometheus", cmd, dir);
-        proc.wait_serving(addr, "/-/ready", 60);
+        proc.wait_serving(addr, "/-/ready", false, 60);
         Prometheus { addr, proc }
     }
 

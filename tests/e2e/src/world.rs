@@ -15,7 +15,7 @@ use crate::cluster::{Cluster, PEERS_NS};
 use crate::procs::{Proc, binary, free_port};
 use crate::prom::Prometheus;
 use crate::testpod::{RemotePod, TestPod};
-use crate::{http_get, wait_for};
+use crate::{https_get, wait_for};
 
 /// The environment variable naming a real cluster's kubeconfig.
 pub const KUBECONFIG_ENV: &str = "NETPROBE_E2E_KUBECONFIG";
@@ -100,6 +100,9 @@ pub struct World {
     /// The operators' lease duration, in seconds.
     pub lease_secs: u64,
     pub dir: tempfile::TempDir,
+    /// A token of `monitoring/prometheus`, bound to the ClusterRole
+    /// `netprobe-metrics-reader`: what Prometheus scrapes with.
+    pub reader_token: String,
     _serial: MutexGuard<'static, ()>,
 }
 
@@ -118,7 +121,7 @@ impl World {
     /// With NETPROBE_E2E_KUBECONFIG set, the world is that cluster.
     pub fn start(test: &str, opts: WorldOptions) -> Option<World> {
         let mut missing = Vec::new();
-        for tool in ["kubectl", "prometheus"] {
+        for tool in ["kubectl", "prometheus", "curl"] {
             if !netprobe_testutil::have(tool) {
                 missing.push(tool);
             }
@@ -145,6 +148,13 @@ impl World {
         };
         world.kubectl_ok(&["apply", "-f", &repo_root().join("crds").display().to_string()]);
         if matches!(world.backend, Backend::StandIn { .. }) {
+            // netprobe's own RBAC, as installed (the metrics reader role included).
+            world.kubectl_ok(&["apply", "-k", &repo_root().join("config/rbac").display().to_string()]);
+        }
+        world.reader_token = world.metrics_reader("prometheus", true);
+        let token_file = world.dir.path().join("prometheus.token");
+        std::fs::write(&token_file, &world.reader_token).unwrap_or_else(|e| panic!("token file: {e}"));
+        if matches!(world.backend, Backend::StandIn { .. }) {
             for node in NODES {
                 world.start_agent(node);
             }
@@ -154,7 +164,7 @@ impl World {
         }
         let mut jobs = vec![("netprobe-agent", world.agents.iter().map(|a| a.addr).collect())];
         jobs.push(("netprobe-operator", world.operators.iter().map(|o| o.addr).collect()));
-        world.prom = Prometheus::start(world.dir.path(), &jobs);
+        world.prom = Prometheus::start(world.dir.path(), &jobs, &token_file);
         wait_for("every scrape target to be up", 60, || world.prom.all_up());
         Some(world)
     }
@@ -231,6 +241,7 @@ impl World {
             nodes: NODES.iter().map(|n| n.to_string()).collect(),
             lease_secs: opts.lease_secs,
             dir,
+            reader_token: String::new(),
             _serial: serial,
         }
     }
@@ -298,7 +309,43 @@ impl World {
             // The Deployment in config/ keeps the operator's default.
             lease_secs: 15,
             dir,
+            reader_token: String::new(),
             _serial: serial,
+        }
+    }
+
+    /// A token of the ServiceAccount `monitoring/<name>`, requested with
+    /// kubectl; bound to `netprobe-metrics-reader` when
+    /// `reader`, as a cluster admin binds their Prometheus.
+    pub fn metrics_reader(&self, name: &str, reader: bool) -> String {
+        let mut yaml = format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: monitoring}}\n---\n\
+             apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {name}, namespace: monitoring}}\n"
+        );
+        if reader {
+            yaml.push_str(&format!(
+                "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\n\
+                 metadata: {{name: netprobe-e2e-{name}}}\n\
+                 roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: netprobe-metrics-reader}}\n\
+                 subjects: [{{kind: ServiceAccount, name: {name}, namespace: monitoring}}]\n"
+            ));
+        }
+        self.apply(&yaml)
+            .unwrap_or_else(|e| panic!("metrics reader {name}: {e}"));
+        // What `kubectl create token` asks, in JSON (the stand-in speaks no
+        // protobuf, which that command insists on).
+        let request = self.dir.path().join(format!("token-request-{name}.json"));
+        std::fs::write(
+            &request,
+            r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{}}"#,
+        )
+        .unwrap_or_else(|e| panic!("token request: {e}"));
+        let path = format!("/api/v1/namespaces/monitoring/serviceaccounts/{name}/token");
+        let out = self.kubectl_ok(&["create", "--raw", &path, "-f", &request.display().to_string()]);
+        let answer: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("token answer {out}: {e}"));
+        match answer["status"]["token"].as_str() {
+            Some(t) => t.to_string(),
+            None => panic!("no token in {out}"),
         }
     }
 
@@ -464,7 +511,7 @@ impl World {
                 "1",
             ]);
         let mut proc = Proc::spawn(&format!("agent-{node}"), cmd, self.dir.path());
-        proc.wait_serving(addr, "/healthz", 30);
+        proc.wait_serving(addr, "/healthz", true, 30);
         self.agents.push(Agent {
             node: node.to_string(),
             addr,
@@ -487,7 +534,7 @@ impl World {
             cmd.arg("--leader-elect");
         }
         let mut proc = Proc::spawn(identity, cmd, self.dir.path());
-        proc.wait_serving(addr, "/healthz", 30);
+        proc.wait_serving(addr, "/healthz", true, 30);
         self.operators.push(Operator {
             identity: identity.to_string(),
             addr,
@@ -555,7 +602,7 @@ impl World {
 
     /// The agent's own exposition (what Prometheus scrapes).
     pub fn agent_metrics(&self, node: &str) -> String {
-        match http_get(self.agent(node).addr, "/metrics") {
+        match https_get(self.agent(node).addr, "/metrics", Some(&self.reader_token)) {
             Ok((200, body)) => body,
             other => panic!("agent {node} /metrics: {other:?}"),
         }

@@ -67,7 +67,9 @@ fn object<'a>(docs: &'a [serde_json::Value], kind: &str, name: &str) -> &'a serd
 
 #[test]
 fn metrics_are_served_over_https_to_reviewed_tokens_only() {
-    let Some(py) = tools("helm render metrics auth") else { return };
+    let Some(py) = tools("helm render metrics auth") else {
+        return;
+    };
     let container = |docs: &[serde_json::Value], kind: &str, name: &str| {
         object(docs, kind, name)["spec"]["template"]["spec"]["containers"][0].clone()
     };
@@ -76,10 +78,19 @@ fn metrics_are_served_over_https_to_reviewed_tokens_only() {
     let docs = render_json(&py, &json!({}), "netprobe-system");
     for (kind, name) in workloads {
         let c = container(&docs, kind, name);
-        assert!(c["args"].as_array().unwrap().contains(&json!("--metrics-auth=kubernetes")), "{c}");
+        assert!(
+            c["args"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("--metrics-auth=kubernetes")),
+            "{c}"
+        );
         assert_eq!(c["livenessProbe"]["httpGet"]["scheme"], "HTTPS", "{name}");
         let rules = object(&docs, "ClusterRole", name)["rules"].to_string();
-        assert!(rules.contains("tokenreviews") && rules.contains("subjectaccessreviews"), "{name}: {rules}");
+        assert!(
+            rules.contains("tokenreviews") && rules.contains("subjectaccessreviews"),
+            "{name}: {rules}"
+        );
     }
     assert_eq!(
         object(&docs, "ClusterRole", "netprobe-metrics-reader")["rules"],
@@ -89,7 +100,13 @@ fn metrics_are_served_over_https_to_reviewed_tokens_only() {
     let docs = render_json(&py, &all_on(), "obs");
     for (kind, name) in workloads {
         let c = container(&docs, kind, name);
-        assert!(c["args"].as_array().unwrap().contains(&json!("--metrics-tls-cert=/etc/netprobe/metrics-tls/tls.crt")), "{c}");
+        assert!(
+            c["args"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("--metrics-tls-cert=/etc/netprobe/metrics-tls/tls.crt")),
+            "{c}"
+        );
         let pod = &object(&docs, kind, name)["spec"]["template"]["spec"];
         assert!(pod["volumes"].to_string().contains("netprobe-metrics-tls"), "{pod}");
         let sm = &object(&docs, "ServiceMonitor", name)["spec"]["endpoints"][0];
@@ -98,15 +115,26 @@ fn metrics_are_served_over_https_to_reviewed_tokens_only() {
         assert_eq!(sm["tlsConfig"]["ca"]["secret"]["name"], "netprobe-metrics-tls");
         assert!(sm["bearerTokenFile"].is_string(), "{sm}");
     }
-    let binding = object(&docs, "ClusterRoleBinding", "netprobe-metrics-reader-monitoring-prometheus-k8s");
+    let binding = object(
+        &docs,
+        "ClusterRoleBinding",
+        "netprobe-metrics-reader-monitoring-prometheus-k8s",
+    );
     assert_eq!(binding["roleRef"]["name"], "netprobe-metrics-reader");
     // Opting out: plain HTTP, no token in the ServiceMonitors.
     let off = json!({"metrics": {"auth": "none"}, "monitoring": {"assumeOperatorApi": true}, "serviceMonitor": {"enabled": true}});
     let docs = render_json(&py, &off, "obs");
     for (kind, name) in workloads {
-        assert_eq!(container(&docs, kind, name)["livenessProbe"]["httpGet"]["scheme"], "HTTP", "{name}");
+        assert_eq!(
+            container(&docs, kind, name)["livenessProbe"]["httpGet"]["scheme"],
+            "HTTP",
+            "{name}"
+        );
         let sm = &object(&docs, "ServiceMonitor", name)["spec"]["endpoints"][0];
-        assert!(sm.get("scheme").is_none() && sm.get("bearerTokenFile").is_none(), "{sm}");
+        assert!(
+            sm.get("scheme").is_none() && sm.get("bearerTokenFile").is_none(),
+            "{sm}"
+        );
     }
 }
 

@@ -11,28 +11,60 @@ use serde_json::{Value, json};
 fn seed(s: &Standin) {
     s.put("v1", "namespaces", json!({"metadata": {"name": "monitoring"}}));
     for sa in ["prometheus", "nosy"] {
-        s.put("v1", "serviceaccounts", json!({"metadata": {"name": sa, "namespace": "monitoring"}}));
+        s.put(
+            "v1",
+            "serviceaccounts",
+            json!({"metadata": {"name": sa, "namespace": "monitoring"}}),
+        );
     }
     let rbac = "rbac.authorization.k8s.io/v1";
-    s.put(rbac, "clusterroles", json!({"metadata": {"name": "metrics-reader"},
-        "rules": [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]}));
-    s.put(rbac, "clusterroles", json!({"metadata": {"name": "debug-reader"},
-        "rules": [{"nonResourceURLs": ["/debug/*"], "verbs": ["*"]}]}));
-    s.put(rbac, "clusterroles", json!({"metadata": {"name": "pod-reader"},
-        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]}));
-    s.put(rbac, "clusterrolebindings", json!({"metadata": {"name": "prometheus-metrics"},
+    s.put(
+        rbac,
+        "clusterroles",
+        json!({"metadata": {"name": "metrics-reader"},
+        "rules": [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]}),
+    );
+    s.put(
+        rbac,
+        "clusterroles",
+        json!({"metadata": {"name": "debug-reader"},
+        "rules": [{"nonResourceURLs": ["/debug/*"], "verbs": ["*"]}]}),
+    );
+    s.put(
+        rbac,
+        "clusterroles",
+        json!({"metadata": {"name": "pod-reader"},
+        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]}),
+    );
+    s.put(
+        rbac,
+        "clusterrolebindings",
+        json!({"metadata": {"name": "prometheus-metrics"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "metrics-reader"},
-        "subjects": [{"kind": "ServiceAccount", "name": "prometheus", "namespace": "monitoring"}]}));
-    s.put(rbac, "clusterrolebindings", json!({"metadata": {"name": "ops-debug"},
+        "subjects": [{"kind": "ServiceAccount", "name": "prometheus", "namespace": "monitoring"}]}),
+    );
+    s.put(
+        rbac,
+        "clusterrolebindings",
+        json!({"metadata": {"name": "ops-debug"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "debug-reader"},
-        "subjects": [{"kind": "Group", "name": "ops"}]}));
+        "subjects": [{"kind": "Group", "name": "ops"}]}),
+    );
     // A RoleBinding cannot grant non-resource URLs, only namespaced resources.
-    s.put(rbac, "rolebindings", json!({"metadata": {"name": "nosy-metrics", "namespace": "monitoring"},
+    s.put(
+        rbac,
+        "rolebindings",
+        json!({"metadata": {"name": "nosy-metrics", "namespace": "monitoring"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "metrics-reader"},
-        "subjects": [{"kind": "ServiceAccount", "name": "nosy"}]}));
-    s.put(rbac, "rolebindings", json!({"metadata": {"name": "nosy-pods", "namespace": "monitoring"},
+        "subjects": [{"kind": "ServiceAccount", "name": "nosy"}]}),
+    );
+    s.put(
+        rbac,
+        "rolebindings",
+        json!({"metadata": {"name": "nosy-pods", "namespace": "monitoring"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "pod-reader"},
-        "subjects": [{"kind": "ServiceAccount", "name": "nosy"}]}));
+        "subjects": [{"kind": "ServiceAccount", "name": "nosy"}]}),
+    );
 }
 
 async fn token(client: &kube::Client, sa: &str) -> String {
@@ -57,7 +89,9 @@ async fn review(client: &kube::Client, token: &str) -> Value {
 
 async fn allowed(client: &kube::Client, subject: Value, attrs: Value) -> bool {
     let mut spec = subject;
-    spec.as_object_mut().expect("object").extend(attrs.as_object().expect("object").clone());
+    spec.as_object_mut()
+        .expect("object")
+        .extend(attrs.as_object().expect("object").clone());
     let sar: SubjectAccessReview = serde_json::from_value(json!({"spec": spec})).expect("sar");
     Api::<SubjectAccessReview>::all(client.clone())
         .create(&PostParams::default(), &sar)
@@ -76,22 +110,65 @@ async fn tokens_are_reviewed_and_rbac_decides_access() {
     let prom = token(&client, "prometheus").await;
     let status = review(&client, &prom).await;
     assert_eq!(status["authenticated"], json!(true), "{status}");
-    assert_eq!(status["user"]["username"], json!("system:serviceaccount:monitoring:prometheus"));
-    assert!(status["user"]["groups"].as_array().expect("groups").contains(&json!("system:serviceaccounts:monitoring")));
+    assert_eq!(
+        status["user"]["username"],
+        json!("system:serviceaccount:monitoring:prometheus")
+    );
+    assert!(
+        status["user"]["groups"]
+            .as_array()
+            .expect("groups")
+            .contains(&json!("system:serviceaccounts:monitoring"))
+    );
     assert_eq!(review(&client, "forged").await["authenticated"], json!(false));
 
     let metrics = json!({"nonResourceAttributes": {"path": "/metrics", "verb": "get"}});
     let sa = |name: &str| json!({"user": format!("system:serviceaccount:monitoring:{name}")});
     assert!(allowed(&client, sa("prometheus"), metrics.clone()).await);
-    assert!(!allowed(&client, sa("prometheus"), json!({"nonResourceAttributes": {"path": "/metrics", "verb": "post"}})).await);
-    assert!(!allowed(&client, sa("prometheus"), json!({"nonResourceAttributes": {"path": "/metricsz", "verb": "get"}})).await);
+    assert!(
+        !allowed(
+            &client,
+            sa("prometheus"),
+            json!({"nonResourceAttributes": {"path": "/metrics", "verb": "post"}})
+        )
+        .await
+    );
+    assert!(
+        !allowed(
+            &client,
+            sa("prometheus"),
+            json!({"nonResourceAttributes": {"path": "/metricsz", "verb": "get"}})
+        )
+        .await
+    );
     // A RoleBinding of a ClusterRole with nonResourceURLs grants nothing.
     assert!(!allowed(&client, sa("nosy"), metrics.clone()).await);
-    assert!(allowed(&client, sa("nosy"), json!({"resourceAttributes": {"namespace": "monitoring", "verb": "list", "resource": "pods"}})).await);
-    assert!(!allowed(&client, sa("nosy"), json!({"resourceAttributes": {"namespace": "default", "verb": "list", "resource": "pods"}})).await);
+    assert!(
+        allowed(
+            &client,
+            sa("nosy"),
+            json!({"resourceAttributes": {"namespace": "monitoring", "verb": "list", "resource": "pods"}})
+        )
+        .await
+    );
+    assert!(
+        !allowed(
+            &client,
+            sa("nosy"),
+            json!({"resourceAttributes": {"namespace": "default", "verb": "list", "resource": "pods"}})
+        )
+        .await
+    );
     // Groups, wildcard verbs and path prefixes.
     let ops = json!({"user": "alice", "groups": ["ops", "system:authenticated"]});
-    assert!(allowed(&client, ops.clone(), json!({"nonResourceAttributes": {"path": "/debug/pprof", "verb": "get"}})).await);
+    assert!(
+        allowed(
+            &client,
+            ops.clone(),
+            json!({"nonResourceAttributes": {"path": "/debug/pprof", "verb": "get"}})
+        )
+        .await
+    );
     assert!(!allowed(&client, ops, metrics.clone()).await);
 
     // A token dies with its ServiceAccount.

@@ -53,7 +53,11 @@ impl Store {
         let uid = obj["metadata"]["uid"].as_str().unwrap_or_default().to_string();
         self.uid += 1;
         let digest = Sha256::new()
-            .chain_update(format!("{namespace}/{sa}/{uid}/{}/{:?}", self.uid, std::time::SystemTime::now()))
+            .chain_update(format!(
+                "{namespace}/{sa}/{uid}/{}/{:?}",
+                self.uid,
+                std::time::SystemTime::now()
+            ))
             .finalize();
         let token: String = digest.iter().map(|b| format!("{b:02x}")).collect();
         self.tokens.insert(
@@ -96,7 +100,9 @@ impl Store {
                     .is_some_and(|o| o["metadata"]["uid"] == json!(u.uid)))
         });
         let status = match user {
-            Some(u) => json!({"authenticated": true, "user": {"username": u.username, "uid": u.uid, "groups": u.groups}}),
+            Some(u) => {
+                json!({"authenticated": true, "user": {"username": u.username, "uid": u.uid, "groups": u.groups}})
+            }
             None => json!({"authenticated": false, "error": "invalid bearer token"}),
         };
         let mut out = body.clone();
@@ -109,9 +115,18 @@ impl Store {
     fn access_review(&self, body: &Value) -> (u16, Value) {
         let spec = &body["spec"];
         let user = spec["user"].as_str().unwrap_or_default();
-        let groups: Vec<&str> = spec["groups"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let groups: Vec<&str> = spec["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
         if user.is_empty() && groups.is_empty() {
-            return status_err(422, "Invalid", "spec.user: Invalid value: \"\": at least one of user or group must be specified");
+            return status_err(
+                422,
+                "Invalid",
+                "spec.user: Invalid value: \"\": at least one of user or group must be specified",
+            );
         }
         let (allowed, reason) = match (spec.get("nonResourceAttributes"), spec.get("resourceAttributes")) {
             (Some(nr), None) => {
@@ -164,17 +179,33 @@ impl Store {
         };
         let names = |b: &Value| subject_matches(&b["subjects"], user, groups, b["metadata"]["namespace"].as_str());
         for b in self.list_objs(rbac, "clusterrolebindings") {
-            if names(&b) && role_allows(b["roleRef"]["kind"].as_str().unwrap_or(""), b["roleRef"]["name"].as_str().unwrap_or(""), None) {
-                return Some(format!("ClusterRoleBinding \"{}\"", b["metadata"]["name"].as_str().unwrap_or("")));
+            if names(&b)
+                && role_allows(
+                    b["roleRef"]["kind"].as_str().unwrap_or(""),
+                    b["roleRef"]["name"].as_str().unwrap_or(""),
+                    None,
+                )
+            {
+                return Some(format!(
+                    "ClusterRoleBinding \"{}\"",
+                    b["metadata"]["name"].as_str().unwrap_or("")
+                ));
             }
         }
         let ns = ns?;
         for b in self.list_objs(rbac, "rolebindings") {
             if b["metadata"]["namespace"].as_str() == Some(ns)
                 && names(&b)
-                && role_allows(b["roleRef"]["kind"].as_str().unwrap_or(""), b["roleRef"]["name"].as_str().unwrap_or(""), Some(ns))
+                && role_allows(
+                    b["roleRef"]["kind"].as_str().unwrap_or(""),
+                    b["roleRef"]["name"].as_str().unwrap_or(""),
+                    Some(ns),
+                )
             {
-                return Some(format!("RoleBinding \"{ns}/{}\"", b["metadata"]["name"].as_str().unwrap_or("")));
+                return Some(format!(
+                    "RoleBinding \"{ns}/{}\"",
+                    b["metadata"]["name"].as_str().unwrap_or("")
+                ));
             }
         }
         None
