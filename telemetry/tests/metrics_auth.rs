@@ -11,28 +11,19 @@ use serde_json::json;
 
 fn cluster() -> Standin {
     let s = Standin::new();
-    s.put("v1", "namespaces", json!({"metadata": {"name": "monitoring"}}));
     for sa in ["prometheus", "nosy", "late"] {
-        s.put(
-            "v1",
-            "serviceaccounts",
-            json!({"metadata": {"name": sa, "namespace": "monitoring"}}),
-        );
+        s.service_account("monitoring", sa);
     }
-    let rbac = "rbac.authorization.k8s.io/v1";
-    s.put(
-        rbac,
-        "clusterroles",
-        json!({"metadata": {"name": "netprobe-metrics-reader"},
-        "rules": [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]}),
+    s.cluster_role(
+        "netprobe-metrics-reader",
+        json!([{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]),
     );
-    s.put(
-        rbac,
-        "clusterrolebindings",
-        json!({"metadata": {"name": "prometheus-netprobe-metrics"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "netprobe-metrics-reader"},
-        "subjects": [{"kind": "ServiceAccount", "name": "prometheus", "namespace": "monitoring"},
-                     {"kind": "ServiceAccount", "name": "late", "namespace": "monitoring"}]}),
+    let sa = |name: &str| json!({"kind": "ServiceAccount", "name": name, "namespace": "monitoring"});
+    s.bind_cluster_role(
+        None,
+        "prometheus-netprobe-metrics",
+        "netprobe-metrics-reader",
+        json!([sa("prometheus"), sa("late")]),
     );
     s
 }

@@ -73,18 +73,13 @@ fn metrics_are_served_over_https_to_reviewed_tokens_only() {
     let container = |docs: &[serde_json::Value], kind: &str, name: &str| {
         object(docs, kind, name)["spec"]["template"]["spec"]["containers"][0].clone()
     };
+    let has_arg = |c: &serde_json::Value, arg: &str| c["args"].as_array().is_some_and(|a| a.contains(&json!(arg)));
     let workloads = [("DaemonSet", "netprobe-agent"), ("Deployment", "netprobe-operator")];
     // Defaults: token review, HTTPS probes, the reader role, review rights.
     let docs = render_json(&py, &json!({}), "netprobe-system");
     for (kind, name) in workloads {
         let c = container(&docs, kind, name);
-        assert!(
-            c["args"]
-                .as_array()
-                .unwrap()
-                .contains(&json!("--metrics-auth=kubernetes")),
-            "{c}"
-        );
+        assert!(has_arg(&c, "--metrics-auth=kubernetes"), "{c}");
         assert_eq!(c["livenessProbe"]["httpGet"]["scheme"], "HTTPS", "{name}");
         let rules = object(&docs, "ClusterRole", name)["rules"].to_string();
         assert!(
@@ -101,10 +96,7 @@ fn metrics_are_served_over_https_to_reviewed_tokens_only() {
     for (kind, name) in workloads {
         let c = container(&docs, kind, name);
         assert!(
-            c["args"]
-                .as_array()
-                .unwrap()
-                .contains(&json!("--metrics-tls-cert=/etc/netprobe/metrics-tls/tls.crt")),
+            has_arg(&c, "--metrics-tls-cert=/etc/netprobe/metrics-tls/tls.crt"),
             "{c}"
         );
         let pod = &object(&docs, kind, name)["spec"]["template"]["spec"];

@@ -29,6 +29,8 @@ pub use store::{Record, Store, WatchQuery};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+const RBAC: &str = "rbac.authorization.k8s.io/v1";
+
 /// A cheaply clonable handle on one in-memory API.
 #[derive(Clone, Default)]
 pub struct Standin {
@@ -190,6 +192,42 @@ impl Standin {
         let mut st = self.store();
         st.fail_with = code;
         st.changed.notify_waiters();
+    }
+
+    /// Seed a ServiceAccount (and its namespace when missing).
+    pub fn service_account(&self, namespace: &str, name: &str) {
+        if self.get("v1", "namespaces", None, namespace).is_none() {
+            self.put("v1", "namespaces", serde_json::json!({"metadata": {"name": namespace}}));
+        }
+        self.put(
+            "v1",
+            "serviceaccounts",
+            serde_json::json!({"metadata": {"name": name, "namespace": namespace}}),
+        );
+    }
+
+    /// Seed a ClusterRole with `rules`.
+    pub fn cluster_role(&self, name: &str, rules: Value) {
+        self.put(
+            RBAC,
+            "clusterroles",
+            serde_json::json!({"metadata": {"name": name}, "rules": rules}),
+        );
+    }
+
+    /// Seed a binding of the ClusterRole `role` to `subjects`: a
+    /// ClusterRoleBinding, or a RoleBinding in `namespace`.
+    pub fn bind_cluster_role(&self, namespace: Option<&str>, name: &str, role: &str, subjects: Value) {
+        let (plural, meta) = match namespace {
+            Some(ns) => ("rolebindings", serde_json::json!({"name": name, "namespace": ns})),
+            None => ("clusterrolebindings", serde_json::json!({"name": name})),
+        };
+        self.put(
+            RBAC,
+            plural,
+            serde_json::json!({"metadata": meta, "subjects": subjects,
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role}}),
+        );
     }
 
     /// A token for the ServiceAccount `namespace/name` (None when it does not

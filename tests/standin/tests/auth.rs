@@ -9,62 +9,33 @@ use kube_standin::Standin;
 use serde_json::{Value, json};
 
 fn seed(s: &Standin) {
-    s.put("v1", "namespaces", json!({"metadata": {"name": "monitoring"}}));
     for sa in ["prometheus", "nosy"] {
-        s.put(
-            "v1",
-            "serviceaccounts",
-            json!({"metadata": {"name": sa, "namespace": "monitoring"}}),
-        );
+        s.service_account("monitoring", sa);
     }
-    let rbac = "rbac.authorization.k8s.io/v1";
-    s.put(
-        rbac,
-        "clusterroles",
-        json!({"metadata": {"name": "metrics-reader"},
-        "rules": [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]}),
+    s.cluster_role(
+        "metrics-reader",
+        json!([{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]),
     );
-    s.put(
-        rbac,
-        "clusterroles",
-        json!({"metadata": {"name": "debug-reader"},
-        "rules": [{"nonResourceURLs": ["/debug/*"], "verbs": ["*"]}]}),
+    s.cluster_role(
+        "debug-reader",
+        json!([{"nonResourceURLs": ["/debug/*"], "verbs": ["*"]}]),
     );
-    s.put(
-        rbac,
-        "clusterroles",
-        json!({"metadata": {"name": "pod-reader"},
-        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]}),
+    s.cluster_role(
+        "pod-reader",
+        json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]),
     );
-    s.put(
-        rbac,
-        "clusterrolebindings",
-        json!({"metadata": {"name": "prometheus-metrics"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "metrics-reader"},
-        "subjects": [{"kind": "ServiceAccount", "name": "prometheus", "namespace": "monitoring"}]}),
-    );
-    s.put(
-        rbac,
-        "clusterrolebindings",
-        json!({"metadata": {"name": "ops-debug"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "debug-reader"},
-        "subjects": [{"kind": "Group", "name": "ops"}]}),
+    let sa = |name: &str| json!([{"kind": "ServiceAccount", "name": name, "namespace": "monitoring"}]);
+    s.bind_cluster_role(None, "prometheus-metrics", "metrics-reader", sa("prometheus"));
+    s.bind_cluster_role(
+        None,
+        "ops-debug",
+        "debug-reader",
+        json!([{"kind": "Group", "name": "ops"}]),
     );
     // A RoleBinding cannot grant non-resource URLs, only namespaced resources.
-    s.put(
-        rbac,
-        "rolebindings",
-        json!({"metadata": {"name": "nosy-metrics", "namespace": "monitoring"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "metrics-reader"},
-        "subjects": [{"kind": "ServiceAccount", "name": "nosy"}]}),
-    );
-    s.put(
-        rbac,
-        "rolebindings",
-        json!({"metadata": {"name": "nosy-pods", "namespace": "monitoring"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "pod-reader"},
-        "subjects": [{"kind": "ServiceAccount", "name": "nosy"}]}),
-    );
+    let nosy = json!([{"kind": "ServiceAccount", "name": "nosy"}]);
+    s.bind_cluster_role(Some("monitoring"), "nosy-metrics", "metrics-reader", nosy.clone());
+    s.bind_cluster_role(Some("monitoring"), "nosy-pods", "pod-reader", nosy);
 }
 
 async fn token(client: &kube::Client, sa: &str) -> String {

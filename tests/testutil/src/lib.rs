@@ -170,11 +170,7 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 /// `netprobe-system/prometheus`, so the reviews appear among the calls a
 /// component makes; returns whether the scrape was allowed.
 pub async fn review_a_scrape(api: &kube_standin::Standin) -> bool {
-    api.put(
-        "v1",
-        "serviceaccounts",
-        serde_json::json!({"metadata": {"name": "prometheus", "namespace": "netprobe-system"}}),
-    );
+    api.service_account("netprobe-system", "prometheus");
     let Some(token) = api.issue_token("netprobe-system", "prometheus") else {
         panic!("the stand-in issues no token for a ServiceAccount it holds")
     };
