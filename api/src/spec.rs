@@ -144,16 +144,20 @@ pub enum ProbeType {
     TcpRtt,
     /// Packets dropped by the kernel, by drop reason.
     PacketDrops,
+    /// IP bytes and packets the pod's sockets send and receive, by protocol
+    /// (`netprobe_traffic_bytes_total`, `netprobe_traffic_packets_total`).
+    Traffic,
 }
 
 impl ProbeType {
     /// Every type, in a stable order (the order of the plan and of metrics).
-    pub const ALL: [ProbeType; 5] = [
+    pub const ALL: [ProbeType; 6] = [
         ProbeType::TcpRetransmits,
         ProbeType::TcpResets,
         ProbeType::TcpConnectLatency,
         ProbeType::TcpRtt,
         ProbeType::PacketDrops,
+        ProbeType::Traffic,
     ];
 
     /// The name used in the spec, in status and in logs.
@@ -164,6 +168,7 @@ impl ProbeType {
             ProbeType::TcpConnectLatency => "TcpConnectLatency",
             ProbeType::TcpRtt => "TcpRtt",
             ProbeType::PacketDrops => "PacketDrops",
+            ProbeType::Traffic => "Traffic",
         }
     }
 
@@ -175,6 +180,7 @@ impl ProbeType {
             ProbeType::TcpConnectLatency => "tcpConnectLatency",
             ProbeType::TcpRtt => "tcpRtt",
             ProbeType::PacketDrops => "packetDrops",
+            ProbeType::Traffic => "traffic",
         }
     }
 }
@@ -195,8 +201,8 @@ impl std::fmt::Display for ProbeType {
 #[x_kube(validation = Rule::new("!has(self.tcpRtt) || self.type == 'TcpRtt'").message("tcpRtt options are only allowed when type is TcpRtt").field_path(".tcpRtt"))]
 #[x_kube(validation = Rule::new("!has(self.packetDrops) || self.type == 'PacketDrops'").message("packetDrops options are only allowed when type is PacketDrops").field_path(".packetDrops"))]
 pub struct Probe {
-    /// The probe type: TcpRetransmits, TcpResets, TcpConnectLatency, TcpRtt
-    /// or PacketDrops.
+    /// The probe type: TcpRetransmits, TcpResets, TcpConnectLatency, TcpRtt,
+    /// PacketDrops or Traffic.
     #[serde(rename = "type")]
     pub type_: ProbeType,
 

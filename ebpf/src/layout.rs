@@ -37,7 +37,16 @@ pub mod metric {
     pub const RTT_BUCKET: u16 = 7;
     pub const RTT_SUM: u16 = 8;
     pub const DROPS: u16 = 9;
+    /// `sub` = direction × 3 + protocol (see [`super::TRAFFIC_DIRECTIONS`]).
+    pub const TRAFFIC_BYTES: u16 = 10;
+    pub const TRAFFIC_PACKETS: u16 = 11;
 }
+
+/// `np_traffic_dir`, in index order.
+pub const TRAFFIC_DIRECTIONS: [&str; 2] = ["tx", "rx"];
+/// `np_traffic_proto`, in index order.
+pub const TRAFFIC_PROTOCOLS: [&str; 3] = ["tcp", "udp", "other"];
+const TRAFFIC_SLOTS: usize = TRAFFIC_DIRECTIONS.len() * TRAFFIC_PROTOCOLS.len();
 
 /// `np_counter_key.sub` of CONNECT_FAIL, in order, as metric label values.
 pub const CONNECT_FAIL_REASONS: [&str; 5] = ["refused", "timeout", "unreachable", "aborted", "other"];
@@ -98,6 +107,14 @@ pub struct PodCounters {
     pub rst_sent: u64,
     pub rst_recv: u64,
     pub connect_fail: [u64; CONNECT_FAIL_REASONS.len()],
+}
+
+/// `struct np_traffic`: bytes and packets by direction × 3 + protocol.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub bytes: [u64; TRAFFIC_SLOTS],
+    pub packets: [u64; TRAFFIC_SLOTS],
 }
 
 #[repr(C)]
@@ -167,6 +184,7 @@ unsafe impl aya::Pod for Config {}
 unsafe impl aya::Pod for Bounds {}
 unsafe impl aya::Pod for CounterKey {}
 unsafe impl aya::Pod for PodCounters {}
+unsafe impl aya::Pod for Traffic {}
 unsafe impl aya::Pod for HistKey {}
 unsafe impl aya::Pod for Hist {}
 unsafe impl aya::Pod for PeerKey {}
@@ -206,6 +224,14 @@ pub fn mirrored() -> Vec<Mirrored> {
             "np_bounds",
             size_of::<Bounds>(),
             vec![("n", offset_of!(Bounds, n)), ("le_ns", offset_of!(Bounds, le_ns))],
+        ),
+        (
+            "np_traffic",
+            size_of::<Traffic>(),
+            vec![
+                ("bytes", offset_of!(Traffic, bytes)),
+                ("packets", offset_of!(Traffic, packets)),
+            ],
         ),
         (
             "np_pod_counters",

@@ -35,6 +35,9 @@ pub mod programs {
     pub const RTT_ITER: &str = "np_rtt_iter";
     pub const KFREE_SKB: &str = "np_kfree_skb";
     pub const KFREE_SKB_V1: &str = "np_kfree_skb_v1";
+    /// Traffic: every packet a socket sends or receives, on the cgroup root.
+    pub const TRAFFIC_EGRESS: &str = "np_traffic_egress";
+    pub const TRAFFIC_INGRESS: &str = "np_traffic_ingress";
 }
 
 /// Map names in the object.
@@ -54,6 +57,8 @@ pub mod maps {
     pub const ERRORS: &str = "errors";
     pub const SOCK_STATE: &str = "sock_state";
     pub const CONNECTING: &str = "connecting";
+    /// Per-CPU array of `Traffic`, indexed by slot.
+    pub const TRAFFIC: &str = "traffic";
 }
 
 #[cfg(test)]
@@ -90,6 +95,9 @@ mod tests {
             programs::RTT_ITER,
             programs::KFREE_SKB,
             programs::KFREE_SKB_V1,
+            programs::TRAFFIC_EGRESS,
+            programs::TRAFFIC_INGRESS,
+            maps::TRAFFIC,
             maps::POD_BY_CGROUP,
             maps::POD_BY_NETNS,
             maps::LEAF_CACHE,
@@ -173,6 +181,12 @@ mod tests {
             ("NP_M_RTT_BUCKET", u64::from(layout::metric::RTT_BUCKET)),
             ("NP_M_RTT_SUM", u64::from(layout::metric::RTT_SUM)),
             ("NP_M_DROPS", u64::from(layout::metric::DROPS)),
+            ("NP_M_TRAFFIC_BYTES", u64::from(layout::metric::TRAFFIC_BYTES)),
+            ("NP_M_TRAFFIC_PACKETS", u64::from(layout::metric::TRAFFIC_PACKETS)),
+            ("NP_TX", 0),
+            ("NP_RX", 1),
+            ("NP_PROTO_OTHER", layout::TRAFFIC_PROTOCOLS.len() as u64 - 1),
+            ("NP_TRAFFIC_DIR", layout::TRAFFIC_PROTOCOLS.len() as u64),
             ("NP_FAIL_REFUSED", 0),
             ("NP_FAIL_OTHER", layout::CONNECT_FAIL_REASONS.len() as u64 - 1),
             ("NP_FAIL_MAX", layout::CONNECT_FAIL_REASONS.len() as u64),

@@ -118,6 +118,11 @@ impl Agent {
         })
     }
 
+    /// The host's cgroup2 root, where cgroup_skb programs (Traffic) attach.
+    pub fn set_cgroup_root(&self, root: std::path::PathBuf) {
+        self.lock().manager.set_cgroup_root(root);
+    }
+
     /// Bound the series this agent exports to `limit`, shared equally
     /// between tenants (`collector::Budget::with_node_limit`).
     pub fn set_series_limit(&self, limit: usize) {

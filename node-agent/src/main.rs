@@ -120,6 +120,7 @@ async fn main() -> anyhow::Result<()> {
         }
     });
     agent.set_series_limit(cli.max_series);
+    agent.set_cgroup_root(cgroup_root.clone());
     tokio::spawn(agent::sample_rtt_forever(agent.clone(), cli.rtt_interval));
     tokio::spawn(agent::admit_forever(agent.clone(), cli.admit_interval));
     if let Some(client) = client {

@@ -828,12 +828,13 @@ fn metric_value(text: &str, series: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
-/// Least privilege, measured: BPF and PERFMON load every program of every
-/// probe type; SYS_PTRACE is what lets the agent read the network namespace
-/// of pod processes running as another user (socketless events are
-/// attributed by namespace); NET_ADMIN is needed by nothing.
+/// Least privilege, measured: BPF and PERFMON load every tracing program;
+/// NET_ADMIN is what the kernel asks to load the cgroup_skb programs of
+/// Traffic; SYS_PTRACE is what lets the agent read the network namespace of
+/// pod processes running as another user (socketless events are attributed
+/// by namespace).
 #[test]
-fn the_agent_needs_bpf_perfmon_and_sys_ptrace_and_nothing_else() {
+fn the_agent_needs_bpf_perfmon_net_admin_and_sys_ptrace_and_nothing_else() {
     if !kernel_available("capabilities") {
         return;
     }
@@ -841,7 +842,7 @@ fn the_agent_needs_bpf_perfmon_and_sys_ptrace_and_nothing_else() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(
         dir.path().join("p.yaml"),
-        "apiVersion: netprobe.dev/v1alpha1\nkind: NetworkProbe\nmetadata: {name: all, namespace: x}\nspec:\n  probes:\n  - type: TcpRetransmits\n  - type: TcpResets\n  - type: TcpConnectLatency\n  - type: TcpRtt\n  - type: PacketDrops\n",
+        "apiVersion: netprobe.dev/v1alpha1\nkind: NetworkProbe\nmetadata: {name: all, namespace: x}\nspec:\n  probes:\n  - type: TcpRetransmits\n  - type: TcpResets\n  - type: TcpConnectLatency\n  - type: TcpRtt\n  - type: PacketDrops\n  - type: Traffic\n",
     )
     .expect("write manifest");
     // A pod whose only process runs as nobody in the pod's namespace.
@@ -850,29 +851,40 @@ fn the_agent_needs_bpf_perfmon_and_sys_ptrace_and_nothing_else() {
         pod.spawn("import os, time\nos.setgid(65534)\nos.setuid(65534)\nprint('ok', flush=True)\ntime.sleep(120)\n");
     support::read_ready(&mut nobody);
 
-    let granted = agent_with_caps("-all,+bpf,+perfmon,+sys_ptrace", dir.path()).expect("runs without NET_ADMIN");
+    let granted = agent_with_caps("-all,+bpf,+perfmon,+net_admin,+sys_ptrace", dir.path()).expect("runs");
     let loaded = metric_value(&granted, "netprobe_agent_programs_loaded").unwrap_or(0.0);
     assert!(
         !granted.contains("netprobe_agent_probe_unsupported{"),
-        "every probe type loads without NET_ADMIN"
+        "every probe type loads with these four"
     );
-    assert!(loaded >= 7.0, "programs loaded: {loaded}");
+    assert!(loaded >= 9.0, "programs loaded: {loaded}");
+    let no_net_admin = agent_with_caps("-all,+bpf,+perfmon,+sys_ptrace", dir.path()).expect("runs without NET_ADMIN");
+    let unsupported: Vec<&str> = no_net_admin
+        .lines()
+        .filter(|l| l.starts_with("netprobe_agent_probe_unsupported{"))
+        .collect();
+    println!("capabilities: without NET_ADMIN: {unsupported:?}");
+    assert_eq!(
+        unsupported,
+        vec!["netprobe_agent_probe_unsupported{type=\"Traffic\"} 1"],
+        "without NET_ADMIN only Traffic's cgroup_skb programs are refused"
+    );
     let with_ptrace = metric_value(&granted, "netprobe_agent_map_entries{map=\"pod_by_netns\"}").unwrap_or(0.0);
-    let no_ptrace = agent_with_caps("-all,+bpf,+perfmon", dir.path()).expect("runs without SYS_PTRACE");
+    let no_ptrace = agent_with_caps("-all,+bpf,+perfmon,+net_admin", dir.path()).expect("runs without SYS_PTRACE");
     let without_ptrace = metric_value(&no_ptrace, "netprobe_agent_map_entries{map=\"pod_by_netns\"}").unwrap_or(0.0);
     println!(
-        "capabilities: BPF+PERFMON+SYS_PTRACE: {loaded} programs, {with_ptrace} namespaces; without SYS_PTRACE: {without_ptrace} namespaces"
+        "capabilities: BPF+PERFMON+NET_ADMIN+SYS_PTRACE: {loaded} programs, {with_ptrace} namespaces; without SYS_PTRACE: {without_ptrace} namespaces"
     );
     assert!(
         with_ptrace > without_ptrace,
         "without SYS_PTRACE the namespace of a pod process of another user is unknown"
     );
-    let no_bpf = agent_with_caps("-all,+perfmon,+sys_ptrace", dir.path());
+    let no_bpf = agent_with_caps("-all,+perfmon,+net_admin,+sys_ptrace", dir.path());
     assert!(
         no_bpf.is_none_or(|m| metric_value(&m, "netprobe_agent_programs_loaded").unwrap_or(0.0) == 0.0),
         "nothing loads without BPF"
     );
-    let no_perfmon = agent_with_caps("-all,+bpf,+sys_ptrace", dir.path());
+    let no_perfmon = agent_with_caps("-all,+bpf,+net_admin,+sys_ptrace", dir.path());
     assert!(
         no_perfmon.is_none_or(|m| metric_value(&m, "netprobe_agent_programs_loaded").unwrap_or(0.0) < loaded),
         "tracing programs need PERFMON"

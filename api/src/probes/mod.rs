@@ -9,6 +9,7 @@ pub mod tcp_connect_latency;
 pub mod tcp_resets;
 pub mod tcp_retransmits;
 pub mod tcp_rtt;
+pub mod traffic;
 
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +20,7 @@ pub use histogram::HistogramPlan;
 pub use packet_drops::PacketDropsPlan;
 pub use tcp_resets::TcpResetsPlan;
 pub use tcp_retransmits::TcpRetransmitsPlan;
+pub use traffic::TrafficPlan;
 
 /// One probe type with every option defaulted, as the plan document holds
 /// it (`{"type": "<Type>", <its planned options>}`). Registration: one
@@ -31,6 +33,7 @@ pub enum PlannedProbe {
     TcpConnectLatency(HistogramPlan),
     TcpRtt(HistogramPlan),
     PacketDrops(PacketDropsPlan),
+    Traffic(TrafficPlan),
 }
 
 impl PlannedProbe {
@@ -41,6 +44,7 @@ impl PlannedProbe {
             PlannedProbe::TcpConnectLatency(_) => ProbeType::TcpConnectLatency,
             PlannedProbe::TcpRtt(_) => ProbeType::TcpRtt,
             PlannedProbe::PacketDrops(_) => ProbeType::PacketDrops,
+            PlannedProbe::Traffic(_) => ProbeType::Traffic,
         }
     }
 
@@ -79,6 +83,7 @@ pub(crate) fn plan(p: &Probe, field: &str) -> Result<PlannedProbe, Vec<FieldErro
         }
         ProbeType::TcpRtt => tcp_rtt::plan(p.tcp_rtt.as_ref(), &options).map(PlannedProbe::TcpRtt),
         ProbeType::PacketDrops => packet_drops::plan(p.packet_drops.as_ref(), &options).map(PlannedProbe::PacketDrops),
+        ProbeType::Traffic => traffic::plan(&options).map(PlannedProbe::Traffic),
     };
     match planned {
         Ok(pp) if errors.is_empty() => Ok(pp),

@@ -99,6 +99,13 @@ struct {
 } hist_zero SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NP_MAX_PODS);
+	__type(key, __u32);
+	__type(value, struct np_traffic);
+} traffic SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, NP_PEERS);
 	__type(key, struct np_peer_key);
@@ -152,6 +159,46 @@ static __always_inline __u32 config_gen(void)
 	return config_now().generation;
 }
 
+/* Remember the pod (or none) a leaf cgroup walked to under `gen`. A stale
+ * entry is refreshed in place: replacing it would hand the old element of
+ * this LRU map to the next insert at once, while another CPU may still be
+ * reading it for this leaf. */
+static __always_inline struct np_pod_info *leaf_remember(struct np_leaf *cached, __u64 leaf, __u32 gen,
+							 struct np_pod_info *found, struct np_pod_info *out)
+{
+	struct np_leaf fresh = { .slot = NP_SLOT_NONE, .generation = gen, .flags = 0 };
+	if (found) {
+		fresh.slot = found->slot;
+		fresh.flags = found->flags;
+	}
+	if (cached) {
+		cached->slot = fresh.slot;
+		cached->flags = fresh.flags;
+		cached->generation = gen;
+	} else {
+		long err = bpf_map_update_elem(&leaf_cache, &leaf, &fresh, BPF_NOEXIST);
+		if (err && err != -17 /* EEXIST: another CPU was first */)
+			count_error(NP_E_LEAF_CACHE);
+	}
+	if (!found)
+		return 0;
+	*out = *found;
+	return out;
+}
+
+/* A leaf's cached pod under `gen`: 1 with *out set, 0 cached as no pod,
+ * -1 when the walk must be done (absent or stale). */
+static __always_inline int leaf_cached(struct np_leaf *cached, __u32 gen, struct np_pod_info *out)
+{
+	if (!cached || cached->generation != gen)
+		return -1;
+	if (cached->slot == NP_SLOT_NONE)
+		return 0;
+	out->slot = cached->slot;
+	out->flags = cached->flags;
+	return 1;
+}
+
 /* The pod of a cgroup: the nearest ancestor (or itself) registered by the
  * agent, cached per leaf. */
 static __always_inline struct np_pod_info *pod_of_cgroup(struct cgroup *cg, struct np_pod_info *out)
@@ -161,48 +208,51 @@ static __always_inline struct np_pod_info *pod_of_cgroup(struct cgroup *cg, stru
 	__u64 leaf = cg->kn->id;
 	__u32 gen = config_gen();
 	struct np_leaf *cached = bpf_map_lookup_elem(&leaf_cache, &leaf);
+	int hit = leaf_cached(cached, gen, out);
+	if (hit >= 0)
+		return hit ? out : 0;
 	struct np_pod_info *found = 0;
-	if (!cached || cached->generation != gen) {
-		int level = BPF_CORE_READ(cg, level);
-		struct np_leaf fresh = { .slot = NP_SLOT_NONE, .generation = gen, .flags = 0 };
-		for (int i = 0; i < MAX_CGROUP_DEPTH; i++) {
-			int l = level - i;
-			if (l < 0)
-				break;
-			struct cgroup *anc = 0;
-			bpf_probe_read_kernel(&anc, sizeof(anc), &cg->ancestors[l]);
-			if (!anc)
-				break;
-			__u64 id = BPF_CORE_READ(anc, kn, id);
-			found = bpf_map_lookup_elem(&pod_by_cgroup, &id);
-			if (found) {
-				fresh.slot = found->slot;
-				fresh.flags = found->flags;
-				break;
-			}
-		}
-		/* A stale entry is refreshed in place: replacing it would hand
-		 * the old element of this LRU map to the next insert at once,
-		 * while another CPU may still be reading it for this leaf. */
-		if (cached) {
-			cached->slot = fresh.slot;
-			cached->flags = fresh.flags;
-			cached->generation = gen;
-		} else {
-			long err = bpf_map_update_elem(&leaf_cache, &leaf, &fresh, BPF_NOEXIST);
-			if (err && err != -17 /* EEXIST: another CPU was first */)
-				count_error(NP_E_LEAF_CACHE);
-		}
-		if (!found)
-			return 0;
-		*out = *found;
-		return out;
+	int level = BPF_CORE_READ(cg, level);
+	for (int i = 0; i < MAX_CGROUP_DEPTH; i++) {
+		int l = level - i;
+		if (l < 0)
+			break;
+		struct cgroup *anc = 0;
+		bpf_probe_read_kernel(&anc, sizeof(anc), &cg->ancestors[l]);
+		if (!anc)
+			break;
+		__u64 id = BPF_CORE_READ(anc, kn, id);
+		found = bpf_map_lookup_elem(&pod_by_cgroup, &id);
+		if (found)
+			break;
 	}
-	if (cached->slot == NP_SLOT_NONE)
+	return leaf_remember(cached, leaf, gen, found, out);
+}
+
+/* The pod of a packet's socket in a cgroup_skb program (no BTF pointers
+ * there): the socket's cgroup by id, walked down from the root by the
+ * helpers (pods do not nest, so the first registered cgroup is the pod's),
+ * cached per leaf like pod_of_cgroup. */
+static __always_inline struct np_pod_info *pod_of_skb_cgroup(struct __sk_buff *skb, struct np_pod_info *out)
+{
+	__u64 leaf = bpf_skb_cgroup_id(skb);
+	if (!leaf)
 		return 0;
-	out->slot = cached->slot;
-	out->flags = cached->flags;
-	return out;
+	__u32 gen = config_gen();
+	struct np_leaf *cached = bpf_map_lookup_elem(&leaf_cache, &leaf);
+	int hit = leaf_cached(cached, gen, out);
+	if (hit >= 0)
+		return hit ? out : 0;
+	struct np_pod_info *found = 0;
+	for (int l = 1; l <= MAX_CGROUP_DEPTH; l++) {
+		__u64 id = bpf_skb_ancestor_cgroup_id(skb, l);
+		if (!id)
+			break;
+		found = bpf_map_lookup_elem(&pod_by_cgroup, &id);
+		if (found || id == leaf)
+			break;
+	}
+	return leaf_remember(cached, leaf, gen, found, out);
 }
 
 static __always_inline struct np_pod_info *pod_of_netns(struct net *net, struct np_pod_info *out)

@@ -53,6 +53,22 @@ enum np_metric {
 	NP_M_RTT_BUCKET = 7,
 	NP_M_RTT_SUM = 8,
 	NP_M_DROPS = 9,
+	NP_M_TRAFFIC_BYTES = 10,
+	NP_M_TRAFFIC_PACKETS = 11,
+};
+
+/* Traffic counters of a pod, by direction and protocol: index
+ * NP_TRAFFIC_DIR * direction + protocol (np_counter_key.sub in userspace). */
+enum np_traffic_dir {
+	NP_TX = 0,
+	NP_RX = 1,
+};
+
+enum np_traffic_proto {
+	NP_PROTO_TCP = 0,
+	NP_PROTO_UDP = 1,
+	NP_PROTO_OTHER = 2,
+	NP_TRAFFIC_DIR = 3,
 };
 
 enum np_connect_fail {
@@ -109,6 +125,14 @@ struct np_pod_counters {
 	__u64 rst_sent;
 	__u64 rst_recv;
 	__u64 connect_fail[NP_FAIL_MAX];
+};
+
+/* The traffic of one pod slot, a per-CPU array element apart from
+ * np_pod_counters so the other types' per-event access stays one cache line
+ * and the array exists once for the one type that writes it per packet. */
+struct np_traffic {
+	__u64 bytes[2 * NP_TRAFFIC_DIR];
+	__u64 packets[2 * NP_TRAFFIC_DIR];
 };
 
 struct np_hist_key {

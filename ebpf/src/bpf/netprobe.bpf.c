@@ -14,3 +14,4 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #include "probes/tcp_resets.bpf.c"
 #include "probes/sock_state.bpf.c"
 #include "probes/packet_drops.bpf.c"
+#include "probes/traffic.bpf.c"

@@ -71,3 +71,17 @@ int BPF_PROG(np_test_reenter)
 	bpf_printk("netprobe: recursion test");
 	return 0;
 }
+
+/* Empty cgroup_skb programs: the floor of Traffic's per-packet cost (the
+ * same packets, the same hook, attached beside it on the cgroup root). */
+SEC("cgroup_skb/egress")
+int np_calib_skb_egress(struct __sk_buff *skb)
+{
+	return 1;
+}
+
+SEC("cgroup_skb/ingress")
+int np_calib_skb_ingress(struct __sk_buff *skb)
+{
+	return 1;
+}

@@ -13,6 +13,7 @@ pub mod tcp_connect_latency;
 pub mod tcp_resets;
 pub mod tcp_retransmits;
 pub mod tcp_rtt;
+pub mod traffic;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -35,6 +36,7 @@ pub fn of(t: ProbeType) -> &'static dyn ProbeKind {
         ProbeType::TcpConnectLatency => &tcp_connect_latency::TcpConnectLatency,
         ProbeType::TcpRtt => &tcp_rtt::TcpRtt,
         ProbeType::PacketDrops => &packet_drops::PacketDrops,
+        ProbeType::Traffic => &traffic::Traffic,
     }
 }
 
@@ -45,6 +47,10 @@ pub enum Hook {
     Tracepoint(&'static str),
     /// An iterator over a socket-storage map, run by the agent.
     SkStorageIter,
+    /// A `cgroup_skb` program on the cgroup root, beside other programs
+    /// there (multi-attach): every packet a socket sends (`egress`) or
+    /// receives.
+    CgroupSkb { egress: bool },
 }
 
 /// What the agent needs to know of the kernel's BTF, extracted once so the

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use aya::Ebpf;
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
-use netprobe_ebpf::layout::{self, CounterKey, Hist, HistKey, PeerKey, PodCounters, metric};
+use netprobe_ebpf::layout::{self, CounterKey, Hist, HistKey, PeerKey, PodCounters, Traffic, metric};
 use netprobe_ebpf::maps;
 
 use crate::kernel::error::{ManagerError, map, map_err, map_mut};
@@ -35,6 +35,13 @@ impl Snapshot {
         self.add(slot, metric::RST_RECV, 0, c.rst_recv);
         for (i, v) in c.connect_fail.iter().enumerate() {
             self.add(slot, metric::CONNECT_FAIL, i as u16, *v);
+        }
+    }
+
+    fn add_traffic(&mut self, slot: u32, t: &Traffic) {
+        for (i, (b, p)) in t.bytes.iter().zip(t.packets).enumerate() {
+            self.add(slot, metric::TRAFFIC_BYTES, i as u16, *b);
+            self.add(slot, metric::TRAFFIC_PACKETS, i as u16, p);
         }
     }
 
@@ -75,6 +82,19 @@ fn sum_pod(values: &PerCpuValues<PodCounters>) -> PodCounters {
     out
 }
 
+fn sum_traffic(values: &PerCpuValues<Traffic>) -> Traffic {
+    let mut out = Traffic::default();
+    for v in values.iter() {
+        for (o, x) in out.bytes.iter_mut().zip(v.bytes) {
+            *o = o.wrapping_add(x);
+        }
+        for (o, x) in out.packets.iter_mut().zip(v.packets) {
+            *o = o.wrapping_add(x);
+        }
+    }
+    out
+}
+
 fn sum_hist(values: &PerCpuValues<Hist>) -> Hist {
     let mut out = Hist::default();
     for v in values.iter() {
@@ -91,9 +111,14 @@ pub fn snapshot(ebpf: &Ebpf, slots: impl IntoIterator<Item = u32>) -> Result<Sna
     let mut snap = Snapshot::default();
     let pods: PerCpuArray<&MapData, PodCounters> =
         PerCpuArray::try_from(map(ebpf, maps::POD_COUNTERS)?).map_err(map_err(maps::POD_COUNTERS))?;
+    let traffic: PerCpuArray<&MapData, Traffic> =
+        PerCpuArray::try_from(map(ebpf, maps::TRAFFIC)?).map_err(map_err(maps::TRAFFIC))?;
     for slot in slots {
         if let Ok(v) = pods.get(&slot, 0) {
             snap.add_pod(slot, &sum_pod(&v));
+        }
+        if let Ok(v) = traffic.get(&slot, 0) {
+            snap.add_traffic(slot, &sum_traffic(&v));
         }
     }
     let hists: PerCpuHashMap<&MapData, HistKey, Hist> =
@@ -137,31 +162,38 @@ fn remove_where<K: aya::Pod, V: aya::Pod>(
     Ok(())
 }
 
-/// Rewrite the per-slot counters of `slots` (every CPU) with `f` applied.
+/// Rewrite the elements `slots` of per-CPU array `name` (every CPU) with
+/// `f` applied.
+fn update_slots<V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    slots: impl IntoIterator<Item = u32>,
+    f: impl Fn(&mut V),
+) -> Result<(), ManagerError> {
+    let mut array: PerCpuArray<_, V> = PerCpuArray::try_from(map_mut(ebpf, name)?).map_err(map_err(name))?;
+    for slot in slots {
+        let Ok(values) = array.get(&slot, 0) else { continue };
+        let mut v: Vec<V> = values.iter().copied().collect();
+        v.iter_mut().for_each(&f);
+        let values = PerCpuValues::try_from(v).map_err(|source| ManagerError::Values { name, source })?;
+        array.set(slot, values, 0).map_err(map_err(name))?;
+    }
+    Ok(())
+}
+
 fn update_pods(
     ebpf: &mut Ebpf,
     slots: impl IntoIterator<Item = u32>,
     f: impl Fn(&mut PodCounters),
 ) -> Result<(), ManagerError> {
-    let mut pods: PerCpuArray<_, PodCounters> =
-        PerCpuArray::try_from(map_mut(ebpf, maps::POD_COUNTERS)?).map_err(map_err(maps::POD_COUNTERS))?;
-    for slot in slots {
-        let Ok(values) = pods.get(&slot, 0) else { continue };
-        let mut v: Vec<PodCounters> = values.iter().copied().collect();
-        v.iter_mut().for_each(&f);
-        let values = PerCpuValues::try_from(v).map_err(|source| ManagerError::Values {
-            name: maps::POD_COUNTERS,
-            source,
-        })?;
-        pods.set(slot, values, 0).map_err(map_err(maps::POD_COUNTERS))?;
-    }
-    Ok(())
+    update_slots(ebpf, maps::POD_COUNTERS, slots, f)
 }
 
 /// Every counter of `slot` goes: its fixed counters are zeroed, its hash
 /// entries deleted (a pod that left, or a slot handed to another pod).
 pub fn clear_slot(ebpf: &mut Ebpf, slot: u32) -> Result<(), ManagerError> {
     update_pods(ebpf, [slot], |c| *c = PodCounters::default())?;
+    update_slots(ebpf, maps::TRAFFIC, [slot], |t: &mut Traffic| *t = Traffic::default())?;
     remove_where::<CounterKey, u64>(ebpf, maps::COUNTERS, |k| k.slot == slot)?;
     remove_where::<PeerKey, u64>(ebpf, maps::RETRANS_PEERS, |k| k.slot == slot)?;
     remove_where::<HistKey, Hist>(ebpf, maps::HISTS, |k| k.slot == slot)
@@ -185,6 +217,11 @@ pub fn forget_metrics(ebpf: &mut Ebpf, slots: &[u32], metrics: &[u16]) -> Result
             if has(metric::CONNECT_FAIL) {
                 c.connect_fail = Default::default();
             }
+        })?;
+    }
+    if has(metric::TRAFFIC_BYTES) || has(metric::TRAFFIC_PACKETS) {
+        update_slots(ebpf, maps::TRAFFIC, slots.iter().copied(), |t: &mut Traffic| {
+            *t = Traffic::default()
         })?;
     }
     if has(metric::RETRANS_SEGS) {

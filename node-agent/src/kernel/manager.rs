@@ -74,6 +74,9 @@ pub struct ProbeManager {
     /// `np_config.types` as last written.
     types_mask: u32,
     rtt_iter: Option<Arc<MapIterLink>>,
+    /// The cgroup2 hierarchy cgroup_skb programs attach to (its root: every
+    /// pod below it); None until set, then the mount this process sees.
+    cgroup_root: Option<std::path::PathBuf>,
     report: ApplyReport,
 }
 
@@ -92,8 +95,15 @@ impl ProbeManager {
             attached: BTreeMap::new(),
             types_mask: 0,
             rtt_iter: None,
+            cgroup_root: None,
             report: ApplyReport::default(),
         })
+    }
+
+    /// Where cgroup_skb programs attach: the host's cgroup2 root (the
+    /// agent's `--cgroup-root`), not the container's own cgroup view.
+    pub fn set_cgroup_root(&mut self, root: std::path::PathBuf) {
+        self.cgroup_root = Some(root);
     }
 
     fn map_mut(&mut self, name: &'static str) -> Result<&mut Map, ManagerError> {
@@ -185,13 +195,45 @@ impl ProbeManager {
                     link: None,
                 })
             }
+            (Hook::CgroupSkb { egress }, Program::CgroupSkb(p)) => {
+                use aya::programs::{CgroupAttachMode, CgroupSkbAttachType};
+                let root = match &self.cgroup_root {
+                    Some(r) => r.clone(),
+                    None => crate::cgroups::cgroup2_mount(std::path::Path::new("/proc/self/mountinfo"))
+                        .map_err(|e| format!("no cgroup2 root to attach {name} to: {e}"))?,
+                };
+                let dir = std::fs::File::open(&root)
+                    .map_err(|e| format!("opening the cgroup root {} for {name}: {e}", root.display()))?;
+                p.load().map_err(|e| verifier_reason(name, &e))?;
+                let (kind, side) = match egress {
+                    true => (CgroupSkbAttachType::Egress, "egress"),
+                    false => (CgroupSkbAttachType::Ingress, "ingress"),
+                };
+                // A BPF link (Linux 5.7+) to a cgroup always runs beside
+                // the other programs there (multi-attach), never replacing
+                // them, and takes no attach flags: the kernel refuses
+                // BPF_F_ALLOW_MULTI on links with EINVAL.
+                p.attach(&dir, kind, CgroupAttachMode::Single).map_err(|e| {
+                    let cause = std::error::Error::source(&e)
+                        .map(|c| format!(": {c}"))
+                        .unwrap_or_default();
+                    format!(
+                        "attaching {name} to cgroup_skb/{side} of {}: {e}{cause}",
+                        root.display()
+                    )
+                })?;
+                Ok(Attached {
+                    program: name,
+                    link: None,
+                })
+            }
             _ => Err(format!("program {name} has an unexpected type")),
         }
     }
 
     fn detach_one(&mut self, a: Attached) {
         // The socket-storage iterator has no link: the agent runs it.
-        if a.link.is_none() {
+        if a.program == netprobe_ebpf::programs::RTT_ITER {
             self.rtt_iter = None;
         }
         match self.ebpf.program_mut(a.program) {
@@ -206,6 +248,12 @@ impl ProbeManager {
                 }
             }
             Some(Program::Iter(p)) => {
+                if let Err(e) = p.unload() {
+                    warn!(program = a.program, error = %e, "unload failed");
+                }
+            }
+            // Unloading closes its cgroup link: it detaches.
+            Some(Program::CgroupSkb(p)) => {
                 if let Err(e) = p.unload() {
                     warn!(program = a.program, error = %e, "unload failed");
                 }
@@ -429,6 +477,7 @@ impl ProbeManager {
             let (info, fd) = match self.ebpf.program(name) {
                 Some(Program::BtfTracePoint(p)) => (p.info().ok(), p.fd().ok().map(|f| f.as_fd())),
                 Some(Program::Iter(p)) => (p.info().ok(), p.fd().ok().map(|f| f.as_fd())),
+                Some(Program::CgroupSkb(p)) => (p.info().ok(), p.fd().ok().map(|f| f.as_fd())),
                 _ => (None, None),
             };
             let recursion_misses = fd

@@ -201,7 +201,7 @@ fn kustomize_default_has_what_production_needs() {
         .collect();
     assert_eq!(
         caps,
-        ["BPF", "PERFMON", "SYS_PTRACE"],
+        ["BPF", "PERFMON", "NET_ADMIN", "SYS_PTRACE"],
         "what the kernel test measured, no more"
     );
     assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
@@ -462,6 +462,7 @@ fn alerts_pass_promtool_and_dashboard_uses_real_metrics() {
         "netprobe_tcp_connect_failures_total",
         "netprobe_tcp_rtt_seconds_bucket",
         "netprobe_packet_drops_total",
+        "netprobe_traffic_bytes_total",
         "netprobe_agent_program_run_seconds_total",
         "netprobe_agent_program_runs_total",
         "netprobe_agent_program_recursion_misses_total",

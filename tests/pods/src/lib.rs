@@ -5,6 +5,8 @@
 //! the oracle. Everything is removed on drop, also when a test fails.
 //! Used by the agent's kernel tests and by the system tests.
 
+pub mod traffic;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -1,0 +1,69 @@
+//! Traffic: IP bytes and packets each pod's sockets send and receive, by
+//! protocol. Kernel side: `cgroup_skb/egress` and `cgroup_skb/ingress` on
+//! the cgroup root (multi-attach) in `ebpf/src/bpf/probes/traffic.bpf.c`.
+
+use std::collections::BTreeMap;
+
+use netprobe_api::ProbeType;
+use netprobe_api::plan::PlannedProbe;
+use netprobe_ebpf::layout::{TRAFFIC_DIRECTIONS, TRAFFIC_PROTOCOLS, metric};
+use netprobe_ebpf::programs;
+
+use super::{FamilySpec, Fill, Hook, KernelFacts, ProbeKind};
+
+pub struct Traffic;
+
+pub const BYTES: &str = "netprobe_traffic_bytes_total";
+pub const PACKETS: &str = "netprobe_traffic_packets_total";
+
+impl ProbeKind for Traffic {
+    fn tracepoints(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn programs(&self, _facts: &KernelFacts) -> Result<Vec<(&'static str, Hook)>, String> {
+        Ok(vec![
+            (programs::TRAFFIC_EGRESS, Hook::CgroupSkb { egress: true }),
+            (programs::TRAFFIC_INGRESS, Hook::CgroupSkb { egress: false }),
+        ])
+    }
+
+    fn metrics(&self) -> &'static [u16] {
+        &[metric::TRAFFIC_BYTES, metric::TRAFFIC_PACKETS]
+    }
+
+    fn families(&self, _p: &PlannedProbe, _bounds: &BTreeMap<u32, Vec<u64>>) -> Vec<FamilySpec> {
+        vec![
+            FamilySpec::counter(
+                ProbeType::Traffic,
+                BYTES,
+                "IP bytes the pod's sockets sent (tx) and received (rx), by protocol.",
+                &["direction", "protocol"],
+            ),
+            FamilySpec::counter(
+                ProbeType::Traffic,
+                PACKETS,
+                "IP packets the pod's sockets sent (tx) and received (rx), by protocol; a GSO or GRO \
+                 aggregate counts once, as netfilter counts it.",
+                &["direction", "protocol"],
+            ),
+        ]
+    }
+
+    fn fill(&self, f: &FamilySpec, out: &mut Fill<'_>) {
+        let m = match f.name {
+            BYTES => metric::TRAFFIC_BYTES,
+            _ => metric::TRAFFIC_PACKETS,
+        };
+        let values: Vec<(u16, u64)> = out.counters.of(m).collect();
+        for (sub, v) in values {
+            let (dir, proto) = (
+                usize::from(sub) / TRAFFIC_PROTOCOLS.len(),
+                usize::from(sub) % TRAFFIC_PROTOCOLS.len(),
+            );
+            if let Some(dir) = TRAFFIC_DIRECTIONS.get(dir) {
+                out.add(&[dir, TRAFFIC_PROTOCOLS[proto]], v);
+            }
+        }
+    }
+}
