@@ -95,3 +95,34 @@ fn traffic_equals_netfilter_counters_per_direction_and_protocol() {
     }
     panic!("netprobe does not match netfilter: {last}");
 }
+
+/// Where targets nest (standalone mode makes every cgroup down to a depth
+/// a target), a packet belongs to the deepest target above its socket's
+/// cgroup, as every other type attributes it: here a pod cgroup and its
+/// container's cgroup are both targets, and the container's gets the
+/// traffic.
+#[test]
+fn nested_targets_get_traffic_at_the_deepest() {
+    if !kernel_available("traffic, nested targets") {
+        return;
+    }
+    let _s = serial();
+    let agent = Agent::new(false).expect("agent loads");
+    let mut pod = Pod::new(Driver::Cgroupfs);
+    pod.peer_spawn(&traffic_peer());
+    let outer = pod.target("shop", "outer");
+    let mut inner = pod.target("shop", "inner");
+    inner.key = format!("{}-container", inner.key);
+    inner.cgroup_id = netprobe_agent::cgroups::cgroup_id(&pod.container).expect("container cgroup id");
+    let plan = support::plan_in("shop", "traffic", vec![Probe::new(ProbeType::Traffic)]);
+    agent
+        .set_desired(support::desired_of(plan, &[outer, inner], &[]))
+        .expect("apply");
+    pod.run(&traffic_client(&pod, 5));
+    std::thread::sleep(Duration::from_millis(300));
+    let pods: BTreeSet<String> = series_pods(&agent.render(), "netprobe_traffic_bytes_total")
+        .into_iter()
+        .collect();
+    assert_eq!(pods, BTreeSet::from(["inner".to_string()]));
+    agent.set_desired(Desired::default()).expect("apply");
+}

@@ -231,8 +231,9 @@ static __always_inline struct np_pod_info *pod_of_cgroup(struct cgroup *cg, stru
 
 /* The pod of a packet's socket in a cgroup_skb program (no BTF pointers
  * there): the socket's cgroup by id, walked down from the root by the
- * helpers (pods do not nest, so the first registered cgroup is the pod's),
- * cached per leaf like pod_of_cgroup. */
+ * helpers to the leaf, keeping the deepest registered cgroup, so it agrees
+ * with pod_of_cgroup where targets nest (standalone cgroups), and cached
+ * per leaf in the same cache. */
 static __always_inline struct np_pod_info *pod_of_skb_cgroup(struct __sk_buff *skb, struct np_pod_info *out)
 {
 	__u64 leaf = bpf_skb_cgroup_id(skb);
@@ -244,12 +245,14 @@ static __always_inline struct np_pod_info *pod_of_skb_cgroup(struct __sk_buff *s
 	if (hit >= 0)
 		return hit ? out : 0;
 	struct np_pod_info *found = 0;
-	for (int l = 1; l <= MAX_CGROUP_DEPTH; l++) {
+	for (int l = 1; l <= MAX_CGROUP_DEPTH + 4; l++) {
 		__u64 id = bpf_skb_ancestor_cgroup_id(skb, l);
 		if (!id)
 			break;
-		found = bpf_map_lookup_elem(&pod_by_cgroup, &id);
-		if (found || id == leaf)
+		struct np_pod_info *p = bpf_map_lookup_elem(&pod_by_cgroup, &id);
+		if (p)
+			found = p;
+		if (id == leaf)
 			break;
 	}
 	return leaf_remember(cached, leaf, gen, found, out);
