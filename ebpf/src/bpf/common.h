@@ -186,16 +186,20 @@ static __always_inline struct np_pod_info *leaf_remember(struct np_leaf *cached,
 	return out;
 }
 
-/* A leaf's cached pod under `gen`: 1 with *out set, 0 cached as no pod,
- * -1 when the walk must be done (absent or stale). */
-static __always_inline int leaf_cached(struct np_leaf *cached, __u32 gen, struct np_pod_info *out)
+/* A leaf's cached pod under the current generation: 1 with *out set, 0
+ * cached as no pod, -1 when the walk must be done (absent or stale; *cached
+ * and *gen are what leaf_remember refreshes). */
+static __always_inline int leaf_cached(__u64 leaf, struct np_leaf **cached, __u32 *gen, struct np_pod_info *out)
 {
-	if (!cached || cached->generation != gen)
+	*gen = config_gen();
+	struct np_leaf *c = bpf_map_lookup_elem(&leaf_cache, &leaf);
+	*cached = c;
+	if (!c || c->generation != *gen)
 		return -1;
-	if (cached->slot == NP_SLOT_NONE)
+	if (c->slot == NP_SLOT_NONE)
 		return 0;
-	out->slot = cached->slot;
-	out->flags = cached->flags;
+	out->slot = c->slot;
+	out->flags = c->flags;
 	return 1;
 }
 
@@ -205,10 +209,10 @@ static __always_inline struct np_pod_info *pod_of_cgroup(struct cgroup *cg, stru
 {
 	if (!cg)
 		return 0;
+	struct np_leaf *cached;
+	__u32 gen;
 	__u64 leaf = cg->kn->id;
-	__u32 gen = config_gen();
-	struct np_leaf *cached = bpf_map_lookup_elem(&leaf_cache, &leaf);
-	int hit = leaf_cached(cached, gen, out);
+	int hit = leaf_cached(leaf, &cached, &gen, out);
 	if (hit >= 0)
 		return hit ? out : 0;
 	struct np_pod_info *found = 0;
@@ -239,9 +243,9 @@ static __always_inline struct np_pod_info *pod_of_skb_cgroup(struct __sk_buff *s
 	__u64 leaf = bpf_skb_cgroup_id(skb);
 	if (!leaf)
 		return 0;
-	__u32 gen = config_gen();
-	struct np_leaf *cached = bpf_map_lookup_elem(&leaf_cache, &leaf);
-	int hit = leaf_cached(cached, gen, out);
+	struct np_leaf *cached;
+	__u32 gen;
+	int hit = leaf_cached(leaf, &cached, &gen, out);
 	if (hit >= 0)
 		return hit ? out : 0;
 	struct np_pod_info *found = 0;
