@@ -147,17 +147,21 @@ pub enum ProbeType {
     /// IP bytes and packets the pod's sockets send and receive, by protocol
     /// (`netprobe_traffic_bytes_total`, `netprobe_traffic_packets_total`).
     Traffic,
+    /// DNS queries the pod sends: response time (histogram), responses by
+    /// response code, timeouts (`netprobe_dns_*`).
+    Dns,
 }
 
 impl ProbeType {
     /// Every type, in a stable order (the order of the plan and of metrics).
-    pub const ALL: [ProbeType; 6] = [
+    pub const ALL: [ProbeType; 7] = [
         ProbeType::TcpRetransmits,
         ProbeType::TcpResets,
         ProbeType::TcpConnectLatency,
         ProbeType::TcpRtt,
         ProbeType::PacketDrops,
         ProbeType::Traffic,
+        ProbeType::Dns,
     ];
 
     /// The name used in the spec, in status and in logs.
@@ -169,6 +173,7 @@ impl ProbeType {
             ProbeType::TcpRtt => "TcpRtt",
             ProbeType::PacketDrops => "PacketDrops",
             ProbeType::Traffic => "Traffic",
+            ProbeType::Dns => "Dns",
         }
     }
 
@@ -181,6 +186,7 @@ impl ProbeType {
             ProbeType::TcpRtt => "tcpRtt",
             ProbeType::PacketDrops => "packetDrops",
             ProbeType::Traffic => "traffic",
+            ProbeType::Dns => "dns",
         }
     }
 }
@@ -200,9 +206,10 @@ impl std::fmt::Display for ProbeType {
 #[x_kube(validation = Rule::new("!has(self.tcpConnectLatency) || self.type == 'TcpConnectLatency'").message("tcpConnectLatency options are only allowed when type is TcpConnectLatency").field_path(".tcpConnectLatency"))]
 #[x_kube(validation = Rule::new("!has(self.tcpRtt) || self.type == 'TcpRtt'").message("tcpRtt options are only allowed when type is TcpRtt").field_path(".tcpRtt"))]
 #[x_kube(validation = Rule::new("!has(self.packetDrops) || self.type == 'PacketDrops'").message("packetDrops options are only allowed when type is PacketDrops").field_path(".packetDrops"))]
+#[x_kube(validation = Rule::new("!has(self.dns) || self.type == 'Dns'").message("dns options are only allowed when type is Dns").field_path(".dns"))]
 pub struct Probe {
     /// The probe type: TcpRetransmits, TcpResets, TcpConnectLatency, TcpRtt,
-    /// PacketDrops or Traffic.
+    /// PacketDrops, Traffic or Dns.
     #[serde(rename = "type")]
     pub type_: ProbeType,
 
@@ -221,6 +228,12 @@ pub struct Probe {
     /// Options of a PacketDrops probe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub packet_drops: Option<PacketDropsOptions>,
+
+    /// Options of a Dns probe: the response-time buckets. The server ports
+    /// and the timeout are the agent's (`--dns-ports`, `--dns-timeout`),
+    /// the same for every tenant on a node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<HistogramOptions>,
 }
 
 impl Probe {
@@ -232,6 +245,7 @@ impl Probe {
             tcp_connect_latency: None,
             tcp_rtt: None,
             packet_drops: None,
+            dns: None,
         }
     }
 }

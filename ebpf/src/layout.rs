@@ -8,7 +8,7 @@ pub const SLOT_NONE: u32 = u32::MAX;
 pub const MAX_PODS: u32 = 4096;
 pub const LEAF_CACHE: u32 = 16384;
 pub const COUNTERS: u32 = 65536;
-pub const HISTS: u32 = 2 * MAX_PODS;
+pub const HISTS: u32 = 3 * MAX_PODS;
 pub const CONNECTING: u32 = 16384;
 pub const PEERS: u32 = 16384;
 pub const MAX_BOUNDS: usize = 64;
@@ -23,6 +23,13 @@ pub const POD_PEER_LABELS: u32 = 1;
 /// `np_config.types`: which socket-state probe types the shared program runs.
 pub const TYPE_CONNECT: u32 = 1;
 pub const TYPE_RTT: u32 = 2;
+pub const TYPE_TRAFFIC: u32 = 4;
+pub const TYPE_DNS: u32 = 8;
+
+/// DNS queries awaiting a response, node-wide.
+pub const DNS_PENDING: u32 = 16384;
+/// DNS server ports an agent watches, at most.
+pub const DNS_PORTS: u32 = 8;
 
 /// `np_counter_key.metric` values. In the kernel only DROPS keys the
 /// `counters` map; the others name the fields of [`PodCounters`] and
@@ -40,7 +47,19 @@ pub mod metric {
     /// `sub` = direction × 3 + protocol (see [`super::TRAFFIC_DIRECTIONS`]).
     pub const TRAFFIC_BYTES: u16 = 10;
     pub const TRAFFIC_PACKETS: u16 = 11;
+    pub const DNS_BUCKET: u16 = 12;
+    pub const DNS_SUM: u16 = 13;
+    /// `sub` = the response code (0–15).
+    pub const DNS_RCODE: u16 = 14;
+    pub const DNS_QUERIES: u16 = 15;
+    /// Answered after the agent's timeout (the program counts these).
+    pub const DNS_LATE: u16 = 16;
+    /// Never answered (the agent's sweep counts these).
+    pub const DNS_UNANSWERED: u16 = 17;
 }
+
+/// The `rcode` label by response code (RFC 1035); every other code is `other`.
+pub const DNS_RCODES: [&str; 6] = ["NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "other", "REFUSED"];
 
 /// `np_traffic_dir`, in index order.
 pub const TRAFFIC_DIRECTIONS: [&str; 2] = ["tx", "rx"];
@@ -52,11 +71,19 @@ const TRAFFIC_SLOTS: usize = TRAFFIC_DIRECTIONS.len() * TRAFFIC_PROTOCOLS.len();
 pub const CONNECT_FAIL_REASONS: [&str; 5] = ["refused", "timeout", "unreachable", "aborted", "other"];
 
 /// Indices of the `errors` per-CPU array, as metric label values.
-pub const ERROR_NAMES: [&str; 5] = ["counters", "retrans_peers", "sock_state", "leaf_cache", "hists"];
+pub const ERROR_NAMES: [&str; 6] = [
+    "counters",
+    "retrans_peers",
+    "sock_state",
+    "leaf_cache",
+    "hists",
+    "dns_pending",
+];
 
 /// Indices of the `bounds` array.
 pub const BOUNDS_CONNECT: u32 = 0;
 pub const BOUNDS_RTT: u32 = 1;
+pub const BOUNDS_DNS: u32 = 2;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -115,6 +142,31 @@ pub struct PodCounters {
 pub struct Traffic {
     pub bytes: [u64; TRAFFIC_SLOTS],
     pub packets: [u64; TRAFFIC_SLOTS],
+}
+
+/// `struct np_dns_key`: a query in flight.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DnsKey {
+    pub cookie: u64,
+    pub id: u16,
+    pub _pad: [u16; 3],
+}
+
+/// `struct np_dns_query`: when it was sent (CLOCK_MONOTONIC ns), by whom.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DnsQuery {
+    pub sent_ns: u64,
+    pub slot: u32,
+    pub _pad: u32,
+}
+
+/// `struct np_dns_config`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DnsConfig {
+    pub timeout_ns: u64,
 }
 
 #[repr(C)]
@@ -185,6 +237,9 @@ unsafe impl aya::Pod for Bounds {}
 unsafe impl aya::Pod for CounterKey {}
 unsafe impl aya::Pod for PodCounters {}
 unsafe impl aya::Pod for Traffic {}
+unsafe impl aya::Pod for DnsKey {}
+unsafe impl aya::Pod for DnsQuery {}
+unsafe impl aya::Pod for DnsConfig {}
 unsafe impl aya::Pod for HistKey {}
 unsafe impl aya::Pod for Hist {}
 unsafe impl aya::Pod for PeerKey {}
@@ -224,6 +279,24 @@ pub fn mirrored() -> Vec<Mirrored> {
             "np_bounds",
             size_of::<Bounds>(),
             vec![("n", offset_of!(Bounds, n)), ("le_ns", offset_of!(Bounds, le_ns))],
+        ),
+        (
+            "np_dns_key",
+            size_of::<DnsKey>(),
+            vec![("cookie", offset_of!(DnsKey, cookie)), ("id", offset_of!(DnsKey, id))],
+        ),
+        (
+            "np_dns_query",
+            size_of::<DnsQuery>(),
+            vec![
+                ("sent_ns", offset_of!(DnsQuery, sent_ns)),
+                ("slot", offset_of!(DnsQuery, slot)),
+            ],
+        ),
+        (
+            "np_dns_config",
+            size_of::<DnsConfig>(),
+            vec![("timeout_ns", offset_of!(DnsConfig, timeout_ns))],
         ),
         (
             "np_traffic",

@@ -35,9 +35,10 @@ pub mod programs {
     pub const RTT_ITER: &str = "np_rtt_iter";
     pub const KFREE_SKB: &str = "np_kfree_skb";
     pub const KFREE_SKB_V1: &str = "np_kfree_skb_v1";
-    /// Traffic: every packet a socket sends or receives, on the cgroup root.
-    pub const TRAFFIC_EGRESS: &str = "np_traffic_egress";
-    pub const TRAFFIC_INGRESS: &str = "np_traffic_ingress";
+    /// Traffic and Dns (`np_config.types` selects): every packet a socket
+    /// sends or receives, on the cgroup root.
+    pub const SKB_EGRESS: &str = "np_skb_egress";
+    pub const SKB_INGRESS: &str = "np_skb_ingress";
 }
 
 /// Map names in the object.
@@ -59,6 +60,10 @@ pub mod maps {
     pub const CONNECTING: &str = "connecting";
     /// Per-CPU array of `Traffic`, indexed by slot.
     pub const TRAFFIC: &str = "traffic";
+    /// DNS queries awaiting a response, by (socket cookie, ID).
+    pub const DNS_PENDING: &str = "dns_pending";
+    pub const DNS_PORTS: &str = "dns_ports";
+    pub const DNS_CONFIG: &str = "dns_config";
 }
 
 #[cfg(test)]
@@ -95,9 +100,12 @@ mod tests {
             programs::RTT_ITER,
             programs::KFREE_SKB,
             programs::KFREE_SKB_V1,
-            programs::TRAFFIC_EGRESS,
-            programs::TRAFFIC_INGRESS,
+            programs::SKB_EGRESS,
+            programs::SKB_INGRESS,
             maps::TRAFFIC,
+            maps::DNS_PENDING,
+            maps::DNS_PORTS,
+            maps::DNS_CONFIG,
             maps::POD_BY_CGROUP,
             maps::POD_BY_NETNS,
             maps::LEAF_CACHE,
@@ -183,6 +191,17 @@ mod tests {
             ("NP_M_DROPS", u64::from(layout::metric::DROPS)),
             ("NP_M_TRAFFIC_BYTES", u64::from(layout::metric::TRAFFIC_BYTES)),
             ("NP_M_TRAFFIC_PACKETS", u64::from(layout::metric::TRAFFIC_PACKETS)),
+            ("NP_TYPE_TRAFFIC", u64::from(layout::TYPE_TRAFFIC)),
+            ("NP_TYPE_DNS", u64::from(layout::TYPE_DNS)),
+            ("NP_DNS_PENDING", u64::from(layout::DNS_PENDING)),
+            ("NP_DNS_PORTS", u64::from(layout::DNS_PORTS)),
+            ("NP_M_DNS_BUCKET", u64::from(layout::metric::DNS_BUCKET)),
+            ("NP_M_DNS_SUM", u64::from(layout::metric::DNS_SUM)),
+            ("NP_M_DNS_RCODE", u64::from(layout::metric::DNS_RCODE)),
+            ("NP_M_DNS_QUERIES", u64::from(layout::metric::DNS_QUERIES)),
+            ("NP_M_DNS_LATE", u64::from(layout::metric::DNS_LATE)),
+            ("NP_M_DNS_UNANSWERED", u64::from(layout::metric::DNS_UNANSWERED)),
+            ("NP_B_DNS", u64::from(layout::BOUNDS_DNS)),
             ("NP_TX", 0),
             ("NP_RX", 1),
             ("NP_PROTO_OTHER", layout::TRAFFIC_PROTOCOLS.len() as u64 - 1),

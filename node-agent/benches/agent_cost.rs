@@ -159,8 +159,8 @@ fn tracepoint_of(program: &str) -> Option<&'static str> {
         p if p == RECEIVE_RESET => "tcp_receive_reset",
         p if p == SOCK_STATE => "inet_sock_set_state",
         p if p == KFREE_SKB || p == KFREE_SKB_V1 => "kfree_skb",
-        p if p == TRAFFIC_EGRESS => "cgroup_skb/egress",
-        p if p == TRAFFIC_INGRESS => "cgroup_skb/ingress",
+        p if p == SKB_EGRESS => "cgroup_skb/egress",
+        p if p == SKB_INGRESS => "cgroup_skb/ingress",
         _ => return None,
     })
 }
@@ -236,6 +236,19 @@ fn conn_rate(pod: &Pod) -> f64 {
     let out = pod.run(&format!(
         // SO_LINGER 0: no TIME_WAIT pile-up between runs (and a reset each).
         "import socket, struct, time\nn = 0\nend = time.monotonic() + 3\nwhile time.monotonic() < end:\n    s = socket.socket(); s.connect(('{}', 5002))\n    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0)); s.close(); n += 1\nprint(n / 3)\n",
+        pod.peer_ip4
+    ));
+    out.trim().parse().unwrap_or(0.0)
+}
+
+/// DNS queries per second, each awaited, to the scripted server's
+/// immediate answers on the peer (one UDP socket, as a resolver library).
+fn dns_rate(pod: &Pod) -> f64 {
+    let out = pod.run(&format!(
+        "import socket, struct, time\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)\n\
+         name = b'\\x02ok\\x02q0\\x04test\\x00' + struct.pack('!HH', 1, 1)\nn = 0\nend = time.monotonic() + 3\n\
+         while time.monotonic() < end:\n    s.sendto(struct.pack('!HHHHHH', n & 0xffff, 0x0100, 1, 0, 0, 0) + name, ('{}', 53))\n    \
+         s.recv(4096); n += 1\nprint(n / 3)\n",
         pod.peer_ip4
     ));
     out.trim().parse().unwrap_or(0.0)
@@ -414,6 +427,12 @@ fn main() {
     );
     let _ = server.kill();
     let _ = server.wait();
+
+    println!("\n== 2b. DNS queries per second over UDP, Dns vs none, ABBA order, 7 runs each ==");
+    pod.peer_spawn(&support::dns::dns_server(53));
+    ab("DNS queries/s, Dns only", &agent, &target, &[ProbeType::Dns], || {
+        dns_rate(&pod)
+    });
 
     println!(
         "\n== 3. short-lived connections per second, TcpConnectLatency+TcpResets+TcpRtt vs none, ABBA order, 7 runs each =="

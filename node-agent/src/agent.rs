@@ -123,6 +123,18 @@ impl Agent {
         self.lock().manager.set_cgroup_root(root);
     }
 
+    /// The DNS server ports Dns watches and its timeout (the agent's
+    /// `--dns-ports` and `--dns-timeout`, the same for every tenant).
+    pub fn set_dns(&self, ports: &[u16], timeout: Duration) -> Result<(), ManagerError> {
+        self.lock().manager.set_dns(ports, timeout)
+    }
+
+    /// Count the DNS queries that timed out without a response (see
+    /// `ProbeManager::sweep_dns`); the number swept.
+    pub fn sweep_dns(&self) -> Result<usize, ManagerError> {
+        self.lock().manager.sweep_dns()
+    }
+
     /// Bound the series this agent exports to `limit`, shared equally
     /// between tenants (`collector::Budget::with_node_limit`).
     pub fn set_series_limit(&self, limit: usize) {
@@ -434,6 +446,20 @@ pub async fn admit_forever(agent: Agent, every: Duration) {
         let a = agent.clone();
         if let Err(e) = tokio::task::spawn_blocking(move || a.admit()).await {
             tracing::warn!(error = %e, "series admission task failed");
+        }
+    }
+}
+
+/// Sweep timed-out DNS queries every `every` while Dns is attached.
+pub async fn sweep_dns_forever(agent: Agent, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let a = agent.clone();
+        match tokio::task::spawn_blocking(move || a.sweep_dns()).await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "DNS sweep failed"),
+            Err(e) => tracing::warn!(error = %e, "DNS sweep task failed"),
+            Ok(Ok(_)) => {}
         }
     }
 }

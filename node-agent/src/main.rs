@@ -58,6 +58,14 @@ struct Cli {
     /// namespace can starve another or grow the agent without bound.
     #[arg(long, env = "NETPROBE_MAX_SERIES", default_value_t = 20_000)]
     max_series: usize,
+    /// DNS server ports whose queries and responses Dns follows
+    /// (comma-separated, at most 8; the same for every probe on the node).
+    #[arg(long, env = "NETPROBE_DNS_PORTS", value_delimiter = ',', default_value = "53")]
+    dns_ports: Vec<u16>,
+    /// How long a DNS query may wait for its response before Dns counts it
+    /// as a timeout.
+    #[arg(long, default_value = "5", value_parser = parse_secs)]
+    dns_timeout: Duration,
     /// How often established connections' RTT is sampled (TcpRtt).
     #[arg(long, default_value = "15", value_parser = parse_secs)]
     rtt_interval: Duration,
@@ -121,6 +129,11 @@ async fn main() -> anyhow::Result<()> {
     });
     agent.set_series_limit(cli.max_series);
     agent.set_cgroup_root(cgroup_root.clone());
+    if cli.dns_ports.is_empty() || cli.dns_ports.len() > 8 {
+        anyhow::bail!("--dns-ports takes 1 to 8 ports");
+    }
+    agent.set_dns(&cli.dns_ports, cli.dns_timeout).context("--dns-ports")?;
+    tokio::spawn(agent::sweep_dns_forever(agent.clone(), Duration::from_millis(500)));
     tokio::spawn(agent::sample_rtt_forever(agent.clone(), cli.rtt_interval));
     tokio::spawn(agent::admit_forever(agent.clone(), cli.admit_interval));
     if let Some(client) = client {

@@ -830,7 +830,7 @@ fn metric_value(text: &str, series: &str) -> Option<f64> {
 
 /// Least privilege, measured: BPF and PERFMON load every tracing program;
 /// NET_ADMIN is what the kernel asks to load the cgroup_skb programs of
-/// Traffic; SYS_PTRACE is what lets the agent read the network namespace of
+/// Traffic and Dns; SYS_PTRACE is what lets the agent read the network namespace of
 /// pod processes running as another user (socketless events are attributed
 /// by namespace).
 #[test]
@@ -842,7 +842,7 @@ fn the_agent_needs_bpf_perfmon_net_admin_and_sys_ptrace_and_nothing_else() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(
         dir.path().join("p.yaml"),
-        "apiVersion: netprobe.dev/v1alpha1\nkind: NetworkProbe\nmetadata: {name: all, namespace: x}\nspec:\n  probes:\n  - type: TcpRetransmits\n  - type: TcpResets\n  - type: TcpConnectLatency\n  - type: TcpRtt\n  - type: PacketDrops\n  - type: Traffic\n",
+        "apiVersion: netprobe.dev/v1alpha1\nkind: NetworkProbe\nmetadata: {name: all, namespace: x}\nspec:\n  probes:\n  - type: TcpRetransmits\n  - type: TcpResets\n  - type: TcpConnectLatency\n  - type: TcpRtt\n  - type: PacketDrops\n  - type: Traffic\n  - type: Dns\n",
     )
     .expect("write manifest");
     // A pod whose only process runs as nobody in the pod's namespace.
@@ -866,8 +866,11 @@ fn the_agent_needs_bpf_perfmon_net_admin_and_sys_ptrace_and_nothing_else() {
     println!("capabilities: without NET_ADMIN: {unsupported:?}");
     assert_eq!(
         unsupported,
-        vec!["netprobe_agent_probe_unsupported{type=\"Traffic\"} 1"],
-        "without NET_ADMIN only Traffic's cgroup_skb programs are refused"
+        vec![
+            "netprobe_agent_probe_unsupported{type=\"Traffic\"} 1",
+            "netprobe_agent_probe_unsupported{type=\"Dns\"} 1"
+        ],
+        "without NET_ADMIN only the cgroup_skb programs (Traffic, Dns) are refused"
     );
     let with_ptrace = metric_value(&granted, "netprobe_agent_map_entries{map=\"pod_by_netns\"}").unwrap_or(0.0);
     let no_ptrace = agent_with_caps("-all,+bpf,+perfmon,+net_admin", dir.path()).expect("runs without SYS_PTRACE");

@@ -3,6 +3,7 @@
 //! side of the catalog (programs, maps, metric families) is
 //! `node-agent/src/kernel/catalog`; the recipe for a new type is in DESIGN.md.
 
+pub mod dns;
 pub mod histogram;
 pub mod packet_drops;
 pub mod tcp_connect_latency;
@@ -34,6 +35,7 @@ pub enum PlannedProbe {
     TcpRtt(HistogramPlan),
     PacketDrops(PacketDropsPlan),
     Traffic(TrafficPlan),
+    Dns(HistogramPlan),
 }
 
 impl PlannedProbe {
@@ -45,13 +47,14 @@ impl PlannedProbe {
             PlannedProbe::TcpRtt(_) => ProbeType::TcpRtt,
             PlannedProbe::PacketDrops(_) => ProbeType::PacketDrops,
             PlannedProbe::Traffic(_) => ProbeType::Traffic,
+            PlannedProbe::Dns(_) => ProbeType::Dns,
         }
     }
 
     /// The histogram of a latency type.
     pub fn histogram(&self) -> Option<&HistogramPlan> {
         match self {
-            PlannedProbe::TcpConnectLatency(h) | PlannedProbe::TcpRtt(h) => Some(h),
+            PlannedProbe::TcpConnectLatency(h) | PlannedProbe::TcpRtt(h) | PlannedProbe::Dns(h) => Some(h),
             _ => None,
         }
     }
@@ -84,6 +87,7 @@ pub(crate) fn plan(p: &Probe, field: &str) -> Result<PlannedProbe, Vec<FieldErro
         ProbeType::TcpRtt => tcp_rtt::plan(p.tcp_rtt.as_ref(), &options).map(PlannedProbe::TcpRtt),
         ProbeType::PacketDrops => packet_drops::plan(p.packet_drops.as_ref(), &options).map(PlannedProbe::PacketDrops),
         ProbeType::Traffic => traffic::plan(&options).map(PlannedProbe::Traffic),
+        ProbeType::Dns => dns::plan(p.dns.as_ref(), &options).map(PlannedProbe::Dns),
     };
     match planned {
         Ok(pp) if errors.is_empty() => Ok(pp),
@@ -96,11 +100,12 @@ pub(crate) fn plan(p: &Probe, field: &str) -> Result<PlannedProbe, Vec<FieldErro
 }
 
 /// Which types' options an entry sets.
-fn options_present(p: &Probe) -> [(ProbeType, bool); 4] {
+fn options_present(p: &Probe) -> [(ProbeType, bool); 5] {
     [
         (ProbeType::TcpRetransmits, p.tcp_retransmits.is_some()),
         (ProbeType::TcpConnectLatency, p.tcp_connect_latency.is_some()),
         (ProbeType::TcpRtt, p.tcp_rtt.is_some()),
         (ProbeType::PacketDrops, p.packet_drops.is_some()),
+        (ProbeType::Dns, p.dns.is_some()),
     ]
 }

@@ -59,8 +59,30 @@ struct {
 } config SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, NP_DNS_PENDING);
+	__type(key, struct np_dns_key);
+	__type(value, struct np_dns_query);
+} dns_pending SEC(".maps");
+
+/* Watched DNS server ports (host order) → 1. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, NP_DNS_PORTS);
+	__type(key, __u16);
+	__type(value, __u8);
+} dns_ports SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 2);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct np_dns_config);
+} dns_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 3);
 	__type(key, __u32);
 	__type(value, struct np_bounds);
 } bounds SEC(".maps");
@@ -325,13 +347,21 @@ static __always_inline void *lookup_or_init(void *map, const void *key, const vo
 	return bpf_map_lookup_elem(map, key);
 }
 
-static __always_inline void count_drop(__u32 slot, __u16 reason)
+/* One event of kernel metric `metric` (`sub`) for a slot, in the
+ * (slot, metric, sub) hash: for counters keyed by a value (drop reasons,
+ * DNS response codes). */
+static __always_inline void count_keyed(__u32 slot, __u16 metric, __u16 sub)
 {
-	struct np_counter_key key = { .slot = slot, .metric = NP_M_DROPS, .sub = reason };
+	struct np_counter_key key = { .slot = slot, .metric = metric, .sub = sub };
 	__u64 zero = 0;
 	__u64 *v = lookup_or_init(&counters, &key, &zero, NP_E_COUNTERS_FULL);
 	if (v)
 		*v += 1;
+}
+
+static __always_inline void count_drop(__u32 slot, __u16 reason)
+{
+	count_keyed(slot, NP_M_DROPS, reason);
 }
 
 /* Index of the first bound >= v (Prometheus `le`), or n for +Inf. */

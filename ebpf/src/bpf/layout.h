@@ -17,7 +17,7 @@
 /* (pod, drop reason) counters. */
 #define NP_COUNTERS 65536
 /* (pod, histogram) entries: two latency types per pod. */
-#define NP_HISTS (2 * NP_MAX_PODS)
+#define NP_HISTS (3 * NP_MAX_PODS)
 /* (pod, peer) retransmit counters when peer labels are on. */
 #define NP_PEERS 16384
 /* Histogram bounds per latency type. */
@@ -39,6 +39,16 @@
 /* np_config.types: socket-state probe types in use (one program serves both). */
 #define NP_TYPE_CONNECT 1u
 #define NP_TYPE_RTT 2u
+/* np_config.types: the cgroup_skb probe types in use (one program per
+ * direction serves both). */
+#define NP_TYPE_TRAFFIC 4u
+#define NP_TYPE_DNS 8u
+
+/* DNS queries awaiting their response, node-wide (preallocated; a query
+ * that finds it full is counted in errors, not tracked). */
+#define NP_DNS_PENDING 16384
+/* DNS server ports the agent watches (its --dns-ports). */
+#define NP_DNS_PORTS 8
 
 /* np_counter_key.metric: only drops are keyed by (slot, metric, sub); the
  * fixed counters live in np_pod_counters and histograms in np_hist. The
@@ -55,6 +65,15 @@ enum np_metric {
 	NP_M_DROPS = 9,
 	NP_M_TRAFFIC_BYTES = 10,
 	NP_M_TRAFFIC_PACKETS = 11,
+	NP_M_DNS_BUCKET = 12,
+	NP_M_DNS_SUM = 13,
+	/* sub: the response code (0-15) */
+	NP_M_DNS_RCODE = 14,
+	NP_M_DNS_QUERIES = 15,
+	/* answered after the timeout (counted by the program); queries never
+	 * answered are counted by the agent's sweep of dns_pending */
+	NP_M_DNS_LATE = 16,
+	NP_M_DNS_UNANSWERED = 17,
 };
 
 /* Traffic counters of a pod, by direction and protocol: index
@@ -86,12 +105,14 @@ enum np_error {
 	NP_E_SOCK_STORAGE = 2,
 	NP_E_LEAF_CACHE = 3,
 	NP_E_HISTS_FULL = 4,
-	NP_E_MAX = 5,
+	NP_E_DNS_PENDING = 5,
+	NP_E_MAX = 6,
 };
 
 enum np_bounds_index {
 	NP_B_CONNECT = 0,
 	NP_B_RTT = 1,
+	NP_B_DNS = 2,
 };
 
 struct np_pod_info {
@@ -133,6 +154,25 @@ struct np_pod_counters {
 struct np_traffic {
 	__u64 bytes[2 * NP_TRAFFIC_DIR];
 	__u64 packets[2 * NP_TRAFFIC_DIR];
+};
+
+/* A DNS query in flight: the socket that sent it and its transaction ID. */
+struct np_dns_key {
+	__u64 cookie;
+	__u16 id;
+	__u16 _pad[3];
+};
+
+/* When it was sent (bpf_ktime_get_ns), and by which pod slot. */
+struct np_dns_query {
+	__u64 sent_ns;
+	__u32 slot;
+	__u32 _pad;
+};
+
+/* The agent's DNS settings (element 0 of dns_config). */
+struct np_dns_config {
+	__u64 timeout_ns;
 };
 
 struct np_hist_key {

@@ -15,3 +15,5 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #include "probes/sock_state.bpf.c"
 #include "probes/packet_drops.bpf.c"
 #include "probes/traffic.bpf.c"
+#include "probes/dns.bpf.c"
+#include "probes/skb.bpf.c"

@@ -7,6 +7,7 @@
 //! no type by name. The API side (options, planning) is `netprobe_api::probes`;
 //! the recipe for a new type is in DESIGN.md.
 
+pub mod dns;
 mod histogram;
 pub mod packet_drops;
 pub mod tcp_connect_latency;
@@ -37,6 +38,7 @@ pub fn of(t: ProbeType) -> &'static dyn ProbeKind {
         ProbeType::TcpRtt => &tcp_rtt::TcpRtt,
         ProbeType::PacketDrops => &packet_drops::PacketDrops,
         ProbeType::Traffic => &traffic::Traffic,
+        ProbeType::Dns => &dns::Dns,
     }
 }
 

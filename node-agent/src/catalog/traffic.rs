@@ -1,12 +1,13 @@
 //! Traffic: IP bytes and packets each pod's sockets send and receive, by
-//! protocol. Kernel side: `cgroup_skb/egress` and `cgroup_skb/ingress` on
-//! the cgroup root (multi-attach) in `ebpf/src/bpf/probes/traffic.bpf.c`.
+//! protocol. Kernel side: `ebpf/src/bpf/probes/traffic.bpf.c`, run by the
+//! `cgroup_skb` programs it shares with Dns (`probes/skb.bpf.c`, on the
+//! cgroup root, selected by its bit in `np_config.types`).
 
 use std::collections::BTreeMap;
 
 use netprobe_api::ProbeType;
 use netprobe_api::plan::PlannedProbe;
-use netprobe_ebpf::layout::{TRAFFIC_DIRECTIONS, TRAFFIC_PROTOCOLS, metric};
+use netprobe_ebpf::layout::{TRAFFIC_DIRECTIONS, TRAFFIC_PROTOCOLS, TYPE_TRAFFIC, metric};
 use netprobe_ebpf::programs;
 
 use super::{FamilySpec, Fill, Hook, KernelFacts, ProbeKind};
@@ -23,13 +24,17 @@ impl ProbeKind for Traffic {
 
     fn programs(&self, _facts: &KernelFacts) -> Result<Vec<(&'static str, Hook)>, String> {
         Ok(vec![
-            (programs::TRAFFIC_EGRESS, Hook::CgroupSkb { egress: true }),
-            (programs::TRAFFIC_INGRESS, Hook::CgroupSkb { egress: false }),
+            (programs::SKB_EGRESS, Hook::CgroupSkb { egress: true }),
+            (programs::SKB_INGRESS, Hook::CgroupSkb { egress: false }),
         ])
     }
 
     fn metrics(&self) -> &'static [u16] {
         &[metric::TRAFFIC_BYTES, metric::TRAFFIC_PACKETS]
+    }
+
+    fn config_bit(&self) -> u32 {
+        TYPE_TRAFFIC
     }
 
     fn families(&self, _p: &PlannedProbe, _bounds: &BTreeMap<u32, Vec<u64>>) -> Vec<FamilySpec> {

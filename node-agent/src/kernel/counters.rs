@@ -23,7 +23,9 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    fn add(&mut self, slot: u32, metric: u16, sub: u16, v: u64) {
+    /// Add a counter the agent keeps itself (the DNS sweep's unanswered
+    /// queries), zero left out like the kernel's.
+    pub fn add(&mut self, slot: u32, metric: u16, sub: u16, v: u64) {
         if v > 0 {
             *self.counters.entry(CounterKey { slot, metric, sub }).or_default() += v;
         }
@@ -46,10 +48,10 @@ impl Snapshot {
     }
 
     fn add_hist(&mut self, k: &HistKey, h: &Hist) {
-        let (bucket, sum) = if k.which == layout::BOUNDS_RTT {
-            (metric::RTT_BUCKET, metric::RTT_SUM)
-        } else {
-            (metric::CONNECT_BUCKET, metric::CONNECT_SUM)
+        let (bucket, sum) = match k.which {
+            layout::BOUNDS_RTT => (metric::RTT_BUCKET, metric::RTT_SUM),
+            layout::BOUNDS_DNS => (metric::DNS_BUCKET, metric::DNS_SUM),
+            _ => (metric::CONNECT_BUCKET, metric::CONNECT_SUM),
         };
         if h.buckets.iter().all(|b| *b == 0) {
             return;
@@ -227,14 +229,16 @@ pub fn forget_metrics(ebpf: &mut Ebpf, slots: &[u32], metrics: &[u16]) -> Result
     if has(metric::RETRANS_SEGS) {
         remove_where::<PeerKey, u64>(ebpf, maps::RETRANS_PEERS, |_| true)?;
     }
-    if has(metric::DROPS) {
-        remove_where::<CounterKey, u64>(ebpf, maps::COUNTERS, |k| k.metric == metric::DROPS)?;
-    }
+    // Counters keyed by value (drop reasons, DNS response codes, …).
+    remove_where::<CounterKey, u64>(ebpf, maps::COUNTERS, |k| has(k.metric))?;
     let connect = has(metric::CONNECT_BUCKET) || has(metric::CONNECT_SUM);
     let rtt = has(metric::RTT_BUCKET) || has(metric::RTT_SUM);
-    if connect || rtt {
+    let dns = has(metric::DNS_BUCKET) || has(metric::DNS_SUM);
+    if connect || rtt || dns {
         remove_where::<HistKey, Hist>(ebpf, maps::HISTS, |k| {
-            (connect && k.which == layout::BOUNDS_CONNECT) || (rtt && k.which == layout::BOUNDS_RTT)
+            (connect && k.which == layout::BOUNDS_CONNECT)
+                || (rtt && k.which == layout::BOUNDS_RTT)
+                || (dns && k.which == layout::BOUNDS_DNS)
         })?;
     }
     Ok(())

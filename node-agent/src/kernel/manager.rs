@@ -77,6 +77,10 @@ pub struct ProbeManager {
     /// The cgroup2 hierarchy cgroup_skb programs attach to (its root: every
     /// pod below it); None until set, then the mount this process sees.
     cgroup_root: Option<std::path::PathBuf>,
+    /// DNS queries never answered, by slot, as the sweep found them.
+    dns_unanswered: BTreeMap<u32, u64>,
+    /// How long a DNS query may wait for its response (`--dns-timeout`).
+    dns_timeout: std::time::Duration,
     report: ApplyReport,
 }
 
@@ -85,7 +89,7 @@ impl ProbeManager {
     pub fn new(facts: KernelFacts) -> Result<Self, ManagerError> {
         let aya_btf = aya::Btf::from_sys_fs().map_err(|e| ManagerError::Btf(e.to_string()))?;
         let ebpf = EbpfLoader::new().btf(Some(&aya_btf)).load(netprobe_ebpf::OBJECT)?;
-        Ok(ProbeManager {
+        let mut m = ProbeManager {
             ebpf,
             facts,
             current: KernelState::default(),
@@ -96,8 +100,80 @@ impl ProbeManager {
             types_mask: 0,
             rtt_iter: None,
             cgroup_root: None,
+            dns_unanswered: BTreeMap::new(),
+            dns_timeout: std::time::Duration::from_secs(5),
             report: ApplyReport::default(),
-        })
+        };
+        m.set_dns(&[53], std::time::Duration::from_secs(5))?;
+        Ok(m)
+    }
+
+    /// The DNS server ports Dns watches and how long a query may wait for
+    /// its response: the agent's settings, the same for every probe (a
+    /// probe's own would change what other tenants' probes count).
+    pub fn set_dns(&mut self, ports: &[u16], timeout: std::time::Duration) -> Result<(), ManagerError> {
+        let mut m: HashMap<_, u16, u8> =
+            HashMap::try_from(self.map_mut(maps::DNS_PORTS)?).map_err(map_err(maps::DNS_PORTS))?;
+        let old: Vec<u16> = m.keys().filter_map(Result::ok).collect();
+        for p in old {
+            let _ = m.remove(&p);
+        }
+        for p in ports.iter().take(layout::DNS_PORTS as usize) {
+            m.insert(p, 1, 0).map_err(map_err(maps::DNS_PORTS))?;
+        }
+        let mut cfg: Array<_, layout::DnsConfig> =
+            Array::try_from(self.map_mut(maps::DNS_CONFIG)?).map_err(map_err(maps::DNS_CONFIG))?;
+        let timeout_ns = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+        cfg.set(0, layout::DnsConfig { timeout_ns }, 0)
+            .map_err(map_err(maps::DNS_CONFIG))?;
+        self.dns_timeout = timeout;
+        Ok(())
+    }
+
+    /// A slot leaves its pod: its queries in flight go too, so neither a
+    /// late response nor the sweep can count them for the slot's next pod.
+    fn forget_dns_of(&mut self, slot: u32) -> Result<(), ManagerError> {
+        self.dns_unanswered.remove(&slot);
+        let mut m: HashMap<_, layout::DnsKey, layout::DnsQuery> =
+            HashMap::try_from(map_mut(&mut self.ebpf, maps::DNS_PENDING)?).map_err(map_err(maps::DNS_PENDING))?;
+        let theirs: Vec<layout::DnsKey> = m
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, q)| q.slot == slot)
+            .map(|(k, _)| k)
+            .collect();
+        for k in theirs {
+            let _ = m.remove(&k);
+        }
+        Ok(())
+    }
+
+    /// Count and forget the DNS queries that waited longer than the
+    /// timeout without a response. The program deletes a query when its
+    /// response comes; whoever deletes it counts it, so a response racing
+    /// the sweep is counted once. Returns how many were swept.
+    pub fn sweep_dns(&mut self) -> Result<usize, ManagerError> {
+        if !self.attached.contains_key(&ProbeType::Dns) {
+            return Ok(0);
+        }
+        let now = monotonic_ns();
+        let timeout = u64::try_from(self.dns_timeout.as_nanos()).unwrap_or(u64::MAX);
+        let mut m: HashMap<_, layout::DnsKey, layout::DnsQuery> =
+            HashMap::try_from(map_mut(&mut self.ebpf, maps::DNS_PENDING)?).map_err(map_err(maps::DNS_PENDING))?;
+        let expired: Vec<(layout::DnsKey, u32)> = m
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, q)| now.saturating_sub(q.sent_ns) > timeout)
+            .map(|(k, q)| (k, q.slot))
+            .collect();
+        let mut swept = 0;
+        for (k, slot) in expired {
+            if m.remove(&k).is_ok() {
+                *self.dns_unanswered.entry(slot).or_default() += 1;
+                swept += 1;
+            }
+        }
+        Ok(swept)
     }
 
     /// Where cgroup_skb programs attach: the host's cgroup2 root (the
@@ -383,6 +459,7 @@ impl ProbeManager {
         };
         if assigned.reused {
             counters::clear_slot(&mut self.ebpf, assigned.slot)?;
+            self.forget_dns_of(assigned.slot)?;
         }
         let slot = assigned.slot;
         let info = PodInfo { slot, flags: e.flags };
@@ -430,18 +507,26 @@ impl ProbeManager {
         self.report.target_errors.remove(key);
         if let Some(slot) = self.slots.release(key, std::time::Instant::now()) {
             counters::clear_slot(&mut self.ebpf, slot)?;
+            self.forget_dns_of(slot)?;
         }
         Ok(())
     }
 
     fn forget_metrics(&mut self, metrics: &[u16]) -> Result<(), ManagerError> {
+        if metrics.contains(&layout::metric::DNS_UNANSWERED) {
+            self.dns_unanswered.clear();
+        }
         let slots: Vec<u32> = self.slots.by_key().values().copied().collect();
         counters::forget_metrics(&mut self.ebpf, &slots, metrics)
     }
 
     /// Read every counter of the current pods, summed over CPUs.
     pub fn snapshot(&self) -> Result<Snapshot, ManagerError> {
-        counters::snapshot(&self.ebpf, self.slots.by_key().values().copied())
+        let mut snap = counters::snapshot(&self.ebpf, self.slots.by_key().values().copied())?;
+        for (slot, n) in &self.dns_unanswered {
+            snap.add(*slot, layout::metric::DNS_UNANSWERED, 0, *n);
+        }
+        Ok(snap)
     }
 
     /// Entries in the target maps (self-metrics).
@@ -518,4 +603,12 @@ fn verifier_reason(name: &str, e: &aya::programs::ProgramError) -> String {
         other => other.to_string(),
     };
     format!("kernel refused program {name}: {text}")
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }

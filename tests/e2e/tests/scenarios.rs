@@ -696,6 +696,13 @@ fn s9_every_dashboard_query_returns_data() {
         "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
          for _ in range(5):\n    s.sendto(b'x', ('127.0.0.1', 9))\n",
     );
+    // DNS: a scripted server on redis-a's peer (answers, SERVFAIL, delays,
+    // no answer) and the pod's queries to it.
+    w.pod_mut("shop", "redis-a")
+        .serve_peer(&netprobe_pods::dns::dns_server(53));
+    let peer = w.pod("shop", "redis-a").peer_ip4().to_string();
+    w.pod("shop", "redis-a")
+        .run(&netprobe_pods::dns::dns_client(&peer, None, 53));
     wait_retransmits(&w, "ClusterNetworkProbe/observed-namespaces", &since);
     wait_retransmits(&w, PROBE_LABEL, &since);
 
@@ -715,7 +722,7 @@ fn s9_every_dashboard_query_returns_data() {
                 .filter_map(move |t| t["expr"].as_str().map(|e| (title.clone(), e.to_string())))
         })
         .collect();
-    assert!(exprs.len() >= 10, "{exprs:?}");
+    assert!(exprs.len() >= 13, "{exprs:?}");
     // Grafana's variables as a user's default view sets them.
     let as_grafana = |e: &str| e.replace("$namespace", ".*").replace("$__rate_interval", "2m");
     for (title, expr) in &exprs {

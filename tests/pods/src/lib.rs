@@ -5,6 +5,7 @@
 //! the oracle. Everything is removed on drop, also when a test fails.
 //! Used by the agent's kernel tests and by the system tests.
 
+pub mod dns;
 pub mod traffic;
 
 use std::collections::BTreeMap;

@@ -1,54 +1,42 @@
 // SPDX-License-Identifier: (MIT OR GPL-2.0)
 /* Traffic: IP bytes and packets each pod's sockets send and receive, by
- * protocol. cgroup_skb programs on the cgroup root, attached with
- * BPF_F_ALLOW_MULTI (beside any other tool's programs, never replacing
- * them): egress sees each packet a socket sends as IP hands it to the
- * device layer (before GSO segmentation), ingress each packet delivered to a
+ * protocol. Counted by the cgroup_skb programs in skb.bpf.c (shared with
+ * Dns): egress sees each packet a socket sends as IP hands it to the device
+ * layer (before GSO segmentation), ingress each packet delivered to a
  * socket (after GRO), so a packet counts as netfilter counts it on the
- * pod's interface. They always let the packet pass. */
+ * pod's interface. */
 
 #include "common.h"
 
-/* IPPROTO_* of the packet's IP header (IPv6: the first next header). */
-static __always_inline __u32 traffic_proto(struct __sk_buff *skb)
+/* The IP header's protocol (IPv6: the first next header) and where the
+ * transport header starts; 0 when the packet is not IP. */
+static __always_inline int ip_l4(struct __sk_buff *skb, __u8 *proto, __u32 *l4)
 {
-	__u8 proto = 0;
-	if (skb->protocol == bpf_htons(0x0800 /* ETH_P_IP */))
-		bpf_skb_load_bytes(skb, 9, &proto, 1);
-	else if (skb->protocol == bpf_htons(0x86DD /* ETH_P_IPV6 */))
-		bpf_skb_load_bytes(skb, 6, &proto, 1);
-	if (proto == 6 /* IPPROTO_TCP */)
-		return NP_PROTO_TCP;
-	if (proto == 17 /* IPPROTO_UDP */)
-		return NP_PROTO_UDP;
-	return NP_PROTO_OTHER;
+	if (skb->protocol == bpf_htons(0x0800 /* ETH_P_IP */)) {
+		__u8 vihl = 0;
+		if (bpf_skb_load_bytes(skb, 0, &vihl, 1) || bpf_skb_load_bytes(skb, 9, proto, 1))
+			return 0;
+		*l4 = (vihl & 0xf) * 4;
+		return 1;
+	}
+	if (skb->protocol == bpf_htons(0x86DD /* ETH_P_IPV6 */)) {
+		if (bpf_skb_load_bytes(skb, 6, proto, 1))
+			return 0;
+		*l4 = 40;
+		return 1;
+	}
+	return 0;
 }
 
-static __always_inline void count_traffic(struct __sk_buff *skb, __u32 dir)
+static __always_inline void count_traffic(struct __sk_buff *skb, const struct np_pod_info *pod, __u32 dir, __u8 proto)
 {
-	struct np_pod_info pod;
-	if (!pod_of_skb_cgroup(skb, &pod))
-		return;
-	struct np_traffic *t = bpf_map_lookup_elem(&traffic, &pod.slot);
+	struct np_traffic *t = bpf_map_lookup_elem(&traffic, &pod->slot);
 	if (!t)
 		return;
-	__u32 i = dir * NP_TRAFFIC_DIR + traffic_proto(skb);
+	__u32 p = proto == 6 /* IPPROTO_TCP */ ? NP_PROTO_TCP : proto == 17 /* IPPROTO_UDP */ ? NP_PROTO_UDP : NP_PROTO_OTHER;
+	__u32 i = dir * NP_TRAFFIC_DIR + p;
 	if (i >= 2 * NP_TRAFFIC_DIR)
 		return;
 	t->bytes[i] += skb->len;
 	t->packets[i] += 1;
-}
-
-SEC("cgroup_skb/egress")
-int np_traffic_egress(struct __sk_buff *skb)
-{
-	count_traffic(skb, NP_TX);
-	return 1;
-}
-
-SEC("cgroup_skb/ingress")
-int np_traffic_ingress(struct __sk_buff *skb)
-{
-	count_traffic(skb, NP_RX);
-	return 1;
 }
