@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use netprobe_agent::agent::Agent;
 use netprobe_agent::pipeline::desired::Desired;
-use netprobe_api::{Probe, ProbeType};
+use netprobe_api::ProbeType;
 use support::dns::{SCRIPT, dns_client, dns_server};
 use support::{Driver, Pod, counter, histogram, kernel_available, serial, series_pods};
 
@@ -62,15 +62,7 @@ fn dns_responses_timeouts_and_latency_equal_what_the_client_saw() {
     for p in [&mut selected, &mut unselected] {
         p.peer_spawn(&dns_server(53));
     }
-    let plan = support::plan_in("shop", "dns", vec![Probe::new(ProbeType::Dns)]);
-    let report = agent
-        .set_desired(support::desired_of(
-            plan,
-            &[selected.target("shop", "web-0")],
-            &[unselected.target("shop", "other-0")],
-        ))
-        .expect("apply");
-    assert!(report.unsupported.is_empty(), "{report:?}");
+    support::apply_one_type(&agent, ProbeType::Dns, &selected, &unselected);
     let client = |p: &Pod| dns_client(&p.peer_ip4, Some(&p.peer_ip6), 53);
     let (out, _) = (selected.run(&client(&selected)), unselected.run(&client(&unselected)));
     let seen = tally(&out);

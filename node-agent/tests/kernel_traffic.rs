@@ -26,15 +26,7 @@ fn traffic_equals_netfilter_counters_per_direction_and_protocol() {
     for p in [&mut selected, &mut unselected] {
         p.peer_spawn(&traffic_peer());
     }
-    let plan = support::plan_in("shop", "traffic", vec![Probe::new(ProbeType::Traffic)]);
-    let report = agent
-        .set_desired(support::desired_of(
-            plan,
-            &[selected.target("shop", "web-0")],
-            &[unselected.target("shop", "other-0")],
-        ))
-        .expect("apply");
-    assert!(report.unsupported.is_empty(), "{report:?}");
+    let report = support::apply_one_type(&agent, ProbeType::Traffic, &selected, &unselected);
     assert_eq!(
         report.attached.get(&ProbeType::Traffic).map(Vec::len),
         Some(2),

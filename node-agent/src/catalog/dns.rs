@@ -7,14 +7,13 @@
 use std::collections::BTreeMap;
 
 use aya::Ebpf;
-use aya::maps::HashMap;
 use netprobe_api::ProbeType;
 use netprobe_api::plan::PlannedProbe;
 use netprobe_ebpf::layout::{self, BOUNDS_DNS, DNS_RCODES, TYPE_DNS, metric};
-use netprobe_ebpf::{maps, programs};
+use netprobe_ebpf::maps;
 
 use super::{FamilySpec, Fill, Hook, KernelFacts, Needs, ProbeKind, histogram};
-use crate::kernel::error::{ManagerError, map_err, map_mut};
+use crate::kernel::error::{ManagerError, clear_hash};
 
 pub struct Dns;
 
@@ -29,10 +28,7 @@ impl ProbeKind for Dns {
     }
 
     fn programs(&self, _facts: &KernelFacts) -> Result<Vec<(&'static str, Hook)>, String> {
-        Ok(vec![
-            (programs::SKB_EGRESS, Hook::CgroupSkb { egress: true }),
-            (programs::SKB_INGRESS, Hook::CgroupSkb { egress: false }),
-        ])
+        Ok(super::traffic::skb_programs())
     }
 
     fn metrics(&self) -> &'static [u16] {
@@ -57,13 +53,7 @@ impl ProbeKind for Dns {
     /// Queries pending when it was detached are forgotten: none of them
     /// can be answered or time out for a probe any more.
     fn on_detach(&self, ebpf: &mut Ebpf) -> Result<(), ManagerError> {
-        let mut m: HashMap<_, layout::DnsKey, layout::DnsQuery> =
-            HashMap::try_from(map_mut(ebpf, maps::DNS_PENDING)?).map_err(map_err(maps::DNS_PENDING))?;
-        let keys: Vec<layout::DnsKey> = m.keys().filter_map(Result::ok).collect();
-        for k in keys {
-            let _ = m.remove(&k);
-        }
-        Ok(())
+        clear_hash::<layout::DnsKey, layout::DnsQuery>(ebpf, maps::DNS_PENDING)
     }
 
     fn needs(&self, p: &PlannedProbe, needs: &mut Needs) {

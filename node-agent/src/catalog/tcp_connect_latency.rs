@@ -6,14 +6,13 @@
 use std::collections::BTreeMap;
 
 use aya::Ebpf;
-use aya::maps::HashMap;
 use netprobe_api::ProbeType;
 use netprobe_api::plan::PlannedProbe;
 use netprobe_ebpf::layout::{self, BOUNDS_CONNECT, CONNECT_FAIL_REASONS, TYPE_CONNECT, metric};
 use netprobe_ebpf::{maps, programs};
 
 use super::{FamilySpec, Fill, Hook, KernelFacts, Needs, ProbeKind, histogram};
-use crate::kernel::error::{ManagerError, map_err, map_mut};
+use crate::kernel::error::{ManagerError, clear_hash};
 
 pub struct TcpConnectLatency;
 
@@ -44,13 +43,7 @@ impl ProbeKind for TcpConnectLatency {
     /// Connects pending when it was detached: a socket that later reuses
     /// one's address must not find its SYN time.
     fn on_detach(&self, ebpf: &mut Ebpf) -> Result<(), ManagerError> {
-        let mut m: HashMap<_, u64, layout::Connect> =
-            HashMap::try_from(map_mut(ebpf, maps::CONNECTING)?).map_err(map_err(maps::CONNECTING))?;
-        let keys: Vec<u64> = m.keys().filter_map(Result::ok).collect();
-        for k in keys {
-            let _ = m.remove(&k);
-        }
-        Ok(())
+        clear_hash::<u64, layout::Connect>(ebpf, maps::CONNECTING)
     }
 
     fn needs(&self, p: &PlannedProbe, needs: &mut Needs) {

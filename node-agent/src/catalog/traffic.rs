@@ -14,6 +14,14 @@ use super::{FamilySpec, Fill, Hook, KernelFacts, ProbeKind};
 
 pub struct Traffic;
 
+/// The `cgroup_skb` programs Traffic and Dns share, one per direction.
+pub(super) fn skb_programs() -> Vec<(&'static str, Hook)> {
+    vec![
+        (programs::SKB_EGRESS, Hook::CgroupSkb { egress: true }),
+        (programs::SKB_INGRESS, Hook::CgroupSkb { egress: false }),
+    ]
+}
+
 pub const BYTES: &str = "netprobe_traffic_bytes_total";
 pub const PACKETS: &str = "netprobe_traffic_packets_total";
 
@@ -23,10 +31,7 @@ impl ProbeKind for Traffic {
     }
 
     fn programs(&self, _facts: &KernelFacts) -> Result<Vec<(&'static str, Hook)>, String> {
-        Ok(vec![
-            (programs::SKB_EGRESS, Hook::CgroupSkb { egress: true }),
-            (programs::SKB_INGRESS, Hook::CgroupSkb { egress: false }),
-        ])
+        Ok(skb_programs())
     }
 
     fn metrics(&self) -> &'static [u16] {

@@ -34,3 +34,15 @@ pub fn map<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a Map, ManagerErr
 pub fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Map, ManagerError> {
     ebpf.map_mut(name).ok_or(ManagerError::MissingMap(name))
 }
+
+/// Delete every entry of hash map `name` (kernel state a probe type keeps
+/// besides counters, when the type is detached).
+pub fn clear_hash<K: aya::Pod, V: aya::Pod>(ebpf: &mut aya::Ebpf, name: &'static str) -> Result<(), ManagerError> {
+    let mut m: aya::maps::HashMap<_, K, V> =
+        aya::maps::HashMap::try_from(map_mut(ebpf, name)?).map_err(map_err(name))?;
+    let keys: Vec<K> = m.keys().filter_map(Result::ok).collect();
+    for k in keys {
+        let _ = m.remove(&k);
+    }
+    Ok(())
+}

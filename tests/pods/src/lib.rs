@@ -749,3 +749,24 @@ print("closed", len(socks))
     ));
     assert!(out.contains(&format!("closed {peers}")), "{out}");
 }
+
+/// One probe of type `t` in namespace shop that selects `selected` (pod
+/// web-0) and not `unselected` (other-0), applied; panics when the kernel
+/// cannot run the type.
+pub fn apply_one_type(
+    agent: &netprobe_agent::agent::Agent,
+    t: netprobe_api::ProbeType,
+    selected: &Pod,
+    unselected: &Pod,
+) -> netprobe_agent::kernel::manager::ApplyReport {
+    let plan = plan_in("shop", "one", vec![netprobe_api::Probe::new(t)]);
+    let report = agent
+        .set_desired(desired_of(
+            plan,
+            &[selected.target("shop", "web-0")],
+            &[unselected.target("shop", "other-0")],
+        ))
+        .expect("apply");
+    assert!(report.unsupported.is_empty(), "{report:?}");
+    report
+}
