@@ -38,7 +38,8 @@ build:
 release:
 	$(CARGO) build --workspace --locked --release
 
-# Benchmarks: print figures (see BENCHMARKS.md); root, iperf3 and python3 needed.
+# Benchmarks: print figures (see BENCHMARKS.md); root, iperf3, python3, dnsperf
+# and dnsmasq needed.
 bench:
 	$(CARGO) bench --locked -p netprobe-agent --bench agent_cost
 	$(CARGO) bench --locked -p netprobe-agent --bench series_flood

@@ -5,6 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use crate::probes::dns::DnsOptions;
 use crate::probes::histogram::HistogramOptions;
 use crate::probes::packet_drops::PacketDropsOptions;
 use crate::probes::tcp_retransmits::TcpRetransmitsOptions;
@@ -229,11 +230,11 @@ pub struct Probe {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub packet_drops: Option<PacketDropsOptions>,
 
-    /// Options of a Dns probe: the response-time buckets. The server ports
-    /// and the timeout are the agent's (`--dns-ports`, `--dns-timeout`),
-    /// the same for every tenant on a node.
+    /// Options of a Dns probe: the response-time buckets and the query-type
+    /// label. The server ports and the timeout are the agent's
+    /// (`--dns-ports`, `--dns-timeout`), the same for every tenant on a node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dns: Option<HistogramOptions>,
+    pub dns: Option<DnsOptions>,
 }
 
 impl Probe {

@@ -8,7 +8,10 @@ pub const SLOT_NONE: u32 = u32::MAX;
 pub const MAX_PODS: u32 = 4096;
 pub const LEAF_CACHE: u32 = 16384;
 pub const COUNTERS: u32 = 65536;
-pub const HISTS: u32 = 3 * MAX_PODS;
+pub const HISTS: u32 = (2 + DNS_QTYPES.len() as u32) * MAX_PODS;
+/// `np_hist_key.which`: the bounds index below this bit, the histogram's
+/// sub value (DNS: the query type) from it up.
+pub const HIST_SUB_SHIFT: u32 = 16;
 pub const CONNECTING: u32 = 16384;
 pub const PEERS: u32 = 16384;
 pub const MAX_BOUNDS: usize = 64;
@@ -30,6 +33,11 @@ pub const TYPE_DNS: u32 = 8;
 pub const DNS_PENDING: u32 = 16384;
 /// DNS server ports an agent watches, at most.
 pub const DNS_PORTS: u32 = 8;
+/// `np_dns_query.qtype`, in index order, as `qtype` label values.
+pub const DNS_QTYPES: [&str; 5] = ["other", "A", "AAAA", "SRV", "PTR"];
+/// DNS messages read from one TCP segment, and labels of a question's name.
+pub const DNS_TCP_MSGS: u32 = 4;
+pub const DNS_LABELS: u32 = 32;
 
 /// `np_counter_key.metric` values. In the kernel only DROPS keys the
 /// `counters` map; the others name the fields of [`PodCounters`] and
@@ -49,7 +57,9 @@ pub mod metric {
     pub const TRAFFIC_PACKETS: u16 = 11;
     pub const DNS_BUCKET: u16 = 12;
     pub const DNS_SUM: u16 = 13;
-    /// `sub` = the response code (0–15).
+    /// `sub` = the response code (0–15) + 16 × the query type; the other
+    /// DNS counters' `sub` is the query type (see [`super::DNS_QTYPES`]),
+    /// and DNS_BUCKET's the query type × 256 + the bucket index.
     pub const DNS_RCODE: u16 = 14;
     pub const DNS_QUERIES: u16 = 15;
     /// Answered after the agent's timeout (the program counts these).
@@ -159,7 +169,7 @@ pub struct DnsKey {
 pub struct DnsQuery {
     pub sent_ns: u64,
     pub slot: u32,
-    pub _pad: u32,
+    pub qtype: u32,
 }
 
 /// `struct np_dns_config`.
@@ -291,6 +301,7 @@ pub fn mirrored() -> Vec<Mirrored> {
             vec![
                 ("sent_ns", offset_of!(DnsQuery, sent_ns)),
                 ("slot", offset_of!(DnsQuery, slot)),
+                ("qtype", offset_of!(DnsQuery, qtype)),
             ],
         ),
         (

@@ -241,20 +241,31 @@ fn conn_rate(pod: &Pod) -> f64 {
     out.trim().parse().unwrap_or(0.0)
 }
 
-/// DNS queries per second, each awaited, to the scripted server's
-/// immediate answers on the peer (one UDP socket, as a resolver library).
-fn dns_rate(pod: &Pod) -> f64 {
+/// DNS queries per second: dnsperf in the pod (its cgroup and netns) for
+/// 3 s against dnsmasq on the peer, which answers every name under `test.`
+/// from its configuration: both in C, so neither bounds the rate the way a
+/// Python client or server does, and the ratio shows what the programs add
+/// to each query and response.
+fn dns_rate(pod: &Pod, queries: &str) -> f64 {
     let out = pod.run(&format!(
-        "import socket, struct, time\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)\n\
-         name = b'\\x02ok\\x02q0\\x04test\\x00' + struct.pack('!HH', 1, 1)\nn = 0\nend = time.monotonic() + 3\n\
-         while time.monotonic() < end:\n    s.sendto(struct.pack('!HHHHHH', n & 0xffff, 0x0100, 1, 0, 0, 0) + name, ('{}', 53))\n    \
-         s.recv(4096); n += 1\nprint(n / 3)\n",
+        "import subprocess
+r = subprocess.run(['dnsperf', '-s', '{}', '-d', '{queries}', '-l', '3', '-c', '1', '-q', '64'],          capture_output=True, text=True)
+print(r.stdout)
+",
         pod.peer_ip4
     ));
-    out.trim().parse().unwrap_or(0.0)
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix("Queries per second:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 fn ab(name: &str, agent: &Agent, target: &Target, types: &[ProbeType], f: impl Fn() -> f64) {
+    ab_over(name, agent, target, &[], types, f)
+}
+
+/// `types` against `base` (nothing attached when empty), ABBA.
+fn ab_over(name: &str, agent: &Agent, target: &Target, base: &[ProbeType], types: &[ProbeType], f: impl Fn() -> f64) {
     let (mut without, mut with) = (Vec::new(), Vec::new());
     // A B B A A B …: neither side always runs first after a switch.
     for i in 0..14 {
@@ -262,8 +273,11 @@ fn ab(name: &str, agent: &Agent, target: &Target, types: &[ProbeType], f: impl F
         if attached {
             agent.set_desired(desired(types, target, 0)).expect("attach");
             with.push(f());
-        } else {
+        } else if base.is_empty() {
             agent.set_desired(Desired::default()).expect("detach");
+            without.push(f());
+        } else {
+            agent.set_desired(desired(base, target, 0)).expect("base");
             without.push(f());
         }
     }
@@ -399,8 +413,12 @@ fn main() {
         "table inet nptest2 {\n chain output {\n type filter hook output priority 0;\n udp dport 9998 drop\n }\n}",
     );
     let target = pod.target("bench", "pod");
-    kernel_cost(&agent, &pod, &target);
-    if std::env::var("NETPROBE_BENCH_ONLY").as_deref() == Ok("kernel") {
+    // NETPROBE_BENCH_ONLY=kernel: section 1 only; =dns: section 2b only.
+    let only = std::env::var("NETPROBE_BENCH_ONLY").unwrap_or_default();
+    if only != "dns" {
+        kernel_cost(&agent, &pod, &target);
+    }
+    if only == "kernel" {
         let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", stats_before.trim());
         return;
     }
@@ -408,31 +426,81 @@ fn main() {
     // A/B ratios as users run, with it off.
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
 
-    println!("\n== 2. TCP bulk throughput over veth, iperf3, every probe type vs none, ABBA order, 7 runs each ==");
-    sh(&format!("ip netns exec {} nft delete table inet nptest", pod.peer_ns));
-    let mut server = std::process::Command::new("ip")
-        .args(["netns", "exec", &pod.peer_ns, "iperf3", "-s"])
-        .stdout(std::process::Stdio::null())
+    if only != "dns" {
+        println!("\n== 2. TCP bulk throughput over veth, iperf3, every probe type vs none, ABBA order, 7 runs each ==");
+        sh(&format!("ip netns exec {} nft delete table inet nptest", pod.peer_ns));
+        let mut server = std::process::Command::new("ip")
+            .args(["netns", "exec", &pod.peer_ns, "iperf3", "-s"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("iperf3 server");
+        std::thread::sleep(Duration::from_millis(500));
+        ab("throughput (bits/s)", &agent, &target, &ProbeType::ALL, || iperf(&pod));
+        // Traffic runs per packet: its own ratio (target ≥ 0.97).
+        ab(
+            "throughput (bits/s), Traffic only",
+            &agent,
+            &target,
+            &[ProbeType::Traffic],
+            || iperf(&pod),
+        );
+        let _ = server.kill();
+        let _ = server.wait();
+    }
+    println!(
+        "\n== 2b. DNS queries per second over UDP, dnsperf against dnsmasq, Dns vs none, ABBA order, 7 runs each =="
+    );
+    let queries = std::env::temp_dir().join(format!("netprobe-dnsperf-{}", std::process::id()));
+    std::fs::write(&queries, "a.test A\nb.test AAAA\n").expect("dnsperf queries");
+    let mut dnsmasq = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &pod.peer_ns,
+            "dnsmasq",
+            "--keep-in-foreground",
+            "--no-resolv",
+            "--no-hosts",
+        ])
+        .args([
+            "--bind-interfaces",
+            "--port=53",
+            "--cache-size=0",
+            "--user=root",
+            "--pid-file=",
+        ])
+        .arg(format!("--listen-address={}", pod.peer_ip4))
+        .args(["--address=/test/192.0.2.1", "--address=/test/2001:db8::1"])
         .spawn()
-        .expect("iperf3 server");
+        .expect("dnsmasq (Debian: dnsmasq-base)");
     std::thread::sleep(Duration::from_millis(500));
-    ab("throughput (bits/s)", &agent, &target, &ProbeType::ALL, || iperf(&pod));
-    // Traffic runs per packet: its own ratio (target ≥ 0.97).
-    ab(
-        "throughput (bits/s), Traffic only",
+    let q = queries.display().to_string();
+    ab("DNS queries/s, Dns only", &agent, &target, &[ProbeType::Dns], || {
+        dns_rate(&pod, &q)
+    });
+    // What Dns itself adds where the cgroup_skb programs already run.
+    ab_over(
+        "DNS queries/s, Traffic+Dns vs Traffic",
         &agent,
         &target,
         &[ProbeType::Traffic],
-        || iperf(&pod),
+        &[ProbeType::Traffic, ProbeType::Dns],
+        || dns_rate(&pod, &q),
     );
-    let _ = server.kill();
-    let _ = server.wait();
-
-    println!("\n== 2b. DNS queries per second over UDP, Dns vs none, ABBA order, 7 runs each ==");
-    pod.peer_spawn(&support::dns::dns_server(53));
-    ab("DNS queries/s, Dns only", &agent, &target, &[ProbeType::Dns], || {
-        dns_rate(&pod)
-    });
+    ab(
+        "DNS queries/s, Traffic only (the cgroup_skb programs' share)",
+        &agent,
+        &target,
+        &[ProbeType::Traffic],
+        || dns_rate(&pod, &q),
+    );
+    let _ = dnsmasq.kill();
+    let _ = dnsmasq.wait();
+    let _ = std::fs::remove_file(&queries);
+    if only == "dns" {
+        let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", stats_before.trim());
+        return;
+    }
 
     println!(
         "\n== 3. short-lived connections per second, TcpConnectLatency+TcpResets+TcpRtt vs none, ABBA order, 7 runs each =="

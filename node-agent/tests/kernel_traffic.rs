@@ -26,7 +26,7 @@ fn traffic_equals_netfilter_counters_per_direction_and_protocol() {
     for p in [&mut selected, &mut unselected] {
         p.peer_spawn(&traffic_peer());
     }
-    let report = support::apply_one_type(&agent, ProbeType::Traffic, &selected, &unselected);
+    let report = support::apply_one_type(&agent, Probe::new(ProbeType::Traffic), &selected, &unselected);
     assert_eq!(
         report.attached.get(&ProbeType::Traffic).map(Vec::len),
         Some(2),

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::FieldError;
 use crate::spec::{Probe, ProbeType};
 
+pub use dns::{DnsOptions, DnsPlan};
 pub use histogram::HistogramPlan;
 pub use packet_drops::PacketDropsPlan;
 pub use tcp_resets::TcpResetsPlan;
@@ -35,7 +36,7 @@ pub enum PlannedProbe {
     TcpRtt(HistogramPlan),
     PacketDrops(PacketDropsPlan),
     Traffic(TrafficPlan),
-    Dns(HistogramPlan),
+    Dns(DnsPlan),
 }
 
 impl PlannedProbe {
@@ -54,7 +55,8 @@ impl PlannedProbe {
     /// The histogram of a latency type.
     pub fn histogram(&self) -> Option<&HistogramPlan> {
         match self {
-            PlannedProbe::TcpConnectLatency(h) | PlannedProbe::TcpRtt(h) | PlannedProbe::Dns(h) => Some(h),
+            PlannedProbe::TcpConnectLatency(h) | PlannedProbe::TcpRtt(h) => Some(h),
+            PlannedProbe::Dns(d) => Some(&d.histogram),
             _ => None,
         }
     }

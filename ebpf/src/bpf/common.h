@@ -389,9 +389,11 @@ static __always_inline __u16 bucket_of(__u32 which, __u64 v)
 }
 
 /* One observation: one lookup, bucket and sum updated together. */
-static __always_inline void observe(__u32 slot, __u32 which, __u64 v)
+/* One observation `v` of latency type `which` for a slot, in the histogram
+ * of that type's `sub` value (DNS: the query type; else 0). */
+static __always_inline void observe_sub(__u32 slot, __u32 which, __u32 sub, __u64 v)
 {
-	struct np_hist_key key = { .slot = slot, .which = which };
+	struct np_hist_key key = { .slot = slot, .which = which | (sub << NP_HIST_SUB_SHIFT) };
 	__u32 zero = 0;
 	struct np_hist *z = bpf_map_lookup_elem(&hist_zero, &zero);
 	if (!z)
@@ -404,4 +406,9 @@ static __always_inline void observe(__u32 slot, __u32 which, __u64 v)
 		b = NP_MAX_BOUNDS;
 	h->buckets[b] += 1;
 	h->sum_ns += v;
+}
+
+static __always_inline void observe(__u32 slot, __u32 which, __u64 v)
+{
+	observe_sub(slot, which, 0, v);
 }

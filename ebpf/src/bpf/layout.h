@@ -16,8 +16,11 @@
 #define NP_LEAF_CACHE 16384
 /* (pod, drop reason) counters. */
 #define NP_COUNTERS 65536
-/* (pod, histogram) entries: two latency types per pod. */
-#define NP_HISTS (3 * NP_MAX_PODS)
+/* (pod, histogram) entries: connect and RTT, and DNS by query type. */
+#define NP_HISTS ((2 + NP_DNS_QTYPES) * NP_MAX_PODS)
+/* np_hist_key.which: the bounds index in the low 16 bits, the histogram's
+ * sub value (DNS query type) above. */
+#define NP_HIST_SUB_SHIFT 16
 /* (pod, peer) retransmit counters when peer labels are on. */
 #define NP_PEERS 16384
 /* Histogram bounds per latency type. */
@@ -49,6 +52,15 @@
 #define NP_DNS_PENDING 16384
 /* DNS server ports the agent watches (its --dns-ports). */
 #define NP_DNS_PORTS 8
+/* DNS query types counted apart (np_dns_query.qtype, the sub value of the
+ * DNS counters and histograms): other, A, AAAA, SRV, PTR. */
+#define NP_DNS_QTYPES 5
+/* DNS messages read from one TCP segment (a resolver may write A and AAAA
+ * queries together). */
+#define NP_DNS_TCP_MSGS 4
+/* Labels read in a question's name to find its type (a longer name counts
+ * as qtype other). */
+#define NP_DNS_LABELS 32
 
 /* np_counter_key.metric: only drops are keyed by (slot, metric, sub); the
  * fixed counters live in np_pod_counters and histograms in np_hist. The
@@ -67,7 +79,8 @@ enum np_metric {
 	NP_M_TRAFFIC_PACKETS = 11,
 	NP_M_DNS_BUCKET = 12,
 	NP_M_DNS_SUM = 13,
-	/* sub: the response code (0-15) */
+	/* The DNS counters' sub is the query type (np_dns_query.qtype), and
+	 * for response codes the code (0-15) plus 16 times the query type. */
 	NP_M_DNS_RCODE = 14,
 	NP_M_DNS_QUERIES = 15,
 	/* answered after the timeout (counted by the program); queries never
@@ -167,7 +180,7 @@ struct np_dns_key {
 struct np_dns_query {
 	__u64 sent_ns;
 	__u32 slot;
-	__u32 _pad;
+	__u32 qtype; /* 0 other, 1 A, 2 AAAA, 3 SRV, 4 PTR */
 };
 
 /* The agent's DNS settings (element 0 of dns_config). */

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use aya::Ebpf;
 use netprobe_api::ProbeType;
 use netprobe_api::plan::PlannedProbe;
-use netprobe_ebpf::layout::{self, BOUNDS_DNS, DNS_RCODES, TYPE_DNS, metric};
+use netprobe_ebpf::layout::{self, BOUNDS_DNS, DNS_QTYPES, DNS_RCODES, TYPE_DNS, metric};
 use netprobe_ebpf::maps;
 
 use super::{FamilySpec, Fill, Hook, KernelFacts, Needs, ProbeKind, histogram};
@@ -63,68 +63,86 @@ impl ProbeKind for Dns {
     }
 
     fn families(&self, p: &PlannedProbe, bounds: &BTreeMap<u32, Vec<u64>>) -> Vec<FamilySpec> {
-        let buckets = match p {
-            PlannedProbe::Dns(h) => h.buckets.as_slice(),
-            _ => &[],
+        let (buckets, qtype) = match p {
+            PlannedProbe::Dns(d) => (d.histogram.buckets.as_slice(), d.qtype),
+            _ => (&[][..], false),
         };
+        let labels = |plain: &'static [&'static str], with: &'static [&'static str]| if qtype { with } else { plain };
         vec![
             histogram::family(
                 ProbeType::Dns,
                 DURATION,
-                "Time from a DNS query the pod sent over UDP to its response, for responses within the agent's timeout.",
+                "Time from a DNS query the pod sent to its response, for responses within the agent's timeout.",
                 buckets,
                 BOUNDS_DNS,
                 bounds,
+                labels(&[], &["qtype"]),
             ),
             FamilySpec::counter(
                 ProbeType::Dns,
                 RESPONSES,
-                "DNS responses over UDP the pod received within the agent's timeout, by response code.",
-                &["rcode"],
+                "DNS responses the pod received within the agent's timeout, by response code.",
+                labels(&["rcode"], &["rcode", "qtype"]),
             ),
             FamilySpec::counter(
                 ProbeType::Dns,
                 TIMEOUTS,
-                "DNS queries the pod sent over UDP that got no response within the agent's timeout.",
-                &[],
+                "DNS queries the pod sent that got no response within the agent's timeout.",
+                labels(&[], &["qtype"]),
             ),
             FamilySpec::counter(
                 ProbeType::Dns,
                 QUERIES,
-                "DNS queries the pod sent over UDP (a resent query with the same ID on the same socket counts once).",
-                &[],
+                "DNS queries the pod sent (a query resent with the same ID on the same socket counts once).",
+                labels(&[], &["qtype"]),
             ),
         ]
     }
 
+    /// The kernel keeps every DNS counter by query type; a probe without
+    /// the `qtype` label gets their sums.
     fn fill(&self, f: &FamilySpec, out: &mut Fill<'_>) {
+        let by_qtype = f.extra_labels.contains(&"qtype");
+        let add = |out: &mut Fill<'_>, first: Option<&str>, q: u16, v: u64| {
+            let extra: Vec<&str> = first.into_iter().chain(by_qtype.then(|| qtype_name(q))).collect();
+            out.add(&extra, v);
+        };
         match f.name {
-            DURATION => histogram::fill(out, metric::DNS_BUCKET, metric::DNS_SUM),
+            DURATION => histogram::fill_parts(
+                out,
+                metric::DNS_BUCKET,
+                metric::DNS_SUM,
+                by_qtype.then_some(&qtype_name as &dyn Fn(u16) -> &'static str),
+            ),
             RESPONSES => {
                 let codes: Vec<(u16, u64)> = out.counters.of(metric::DNS_RCODE).collect();
-                for (code, v) in codes {
-                    out.add(&[rcode_name(code)], v);
+                for (sub, v) in codes {
+                    add(out, Some(rcode_name(sub & 0xf)), sub >> 4, v);
                 }
             }
             TIMEOUTS => {
-                let n: u64 = out
+                let n: Vec<(u16, u64)> = out
                     .counters
                     .of(metric::DNS_LATE)
                     .chain(out.counters.of(metric::DNS_UNANSWERED))
-                    .map(|(_, v)| v)
-                    .sum();
-                if n > 0 {
-                    out.add(&[], n);
+                    .collect();
+                for (q, v) in n {
+                    add(out, None, q, v);
                 }
             }
             _ => {
-                let n: u64 = out.counters.of(metric::DNS_QUERIES).map(|(_, v)| v).sum();
-                if n > 0 {
-                    out.add(&[], n);
+                let n: Vec<(u16, u64)> = out.counters.of(metric::DNS_QUERIES).collect();
+                for (q, v) in n {
+                    add(out, None, q, v);
                 }
             }
         }
     }
+}
+
+/// The `qtype` label of a query type class (`np_dns_query.qtype`).
+pub fn qtype_name(q: u16) -> &'static str {
+    DNS_QTYPES.get(usize::from(q)).copied().unwrap_or("other")
 }
 
 /// The `rcode` label of a response code.

@@ -25,30 +25,50 @@ pub(super) fn family(
     plan_buckets: &[f64],
     index: u32,
     bounds: &BTreeMap<u32, Vec<u64>>,
+    extra_labels: &'static [&'static str],
 ) -> FamilySpec {
     FamilySpec {
         probe,
         name,
         help,
         kind: MetricType::HISTOGRAM,
-        extra_labels: &[],
+        extra_labels,
         bounds: Some((plan_buckets.to_vec(), bounds.get(&index).cloned().unwrap_or_default())),
         allow: None,
     }
 }
 
+/// One series per target; a histogram kept in parts (DNS by query type:
+/// bucket `sub` = part × 256 + bucket index, sum `sub` = part) is summed.
 pub(super) fn fill(out: &mut Fill<'_>, bucket_metric: u16, sum_metric: u16) {
-    let mut buckets: BTreeMap<u16, u64> = BTreeMap::new();
+    fill_parts(out, bucket_metric, sum_metric, None);
+}
+
+/// One series per part, labelled `label(part)`, or with `label` None one
+/// series for all parts.
+pub(super) fn fill_parts(
+    out: &mut Fill<'_>,
+    bucket_metric: u16,
+    sum_metric: u16,
+    label: Option<&dyn Fn(u16) -> &'static str>,
+) {
+    let part_of = |sub: u16| if label.is_some() { sub } else { 0 };
+    let mut parts: BTreeMap<u16, (u64, BTreeMap<u16, u64>)> = BTreeMap::new();
     for (sub, v) in out.counters.of(bucket_metric) {
-        *buckets.entry(sub).or_default() += v;
+        let p = parts.entry(part_of(sub >> 8)).or_default();
+        *p.1.entry(sub & 0xff).or_default() += v;
     }
-    if buckets.is_empty() {
-        return;
+    for (sub, v) in out.counters.of(sum_metric) {
+        if let Some(p) = parts.get_mut(&part_of(sub)) {
+            p.0 += v;
+        }
     }
-    let sum = out.counters.of(sum_metric).map(|(_, v)| v).sum::<u64>();
-    let e = out.series.entry((out.key)(&[])).or_default();
-    e.sum_ns += sum;
-    for (b, n) in buckets {
-        *e.buckets.entry(b).or_default() += n;
+    for (part, (sum, buckets)) in parts {
+        let extra: Vec<&str> = label.map(|l| vec![l(part)]).unwrap_or_default();
+        let e = out.series.entry((out.key)(&extra)).or_default();
+        e.sum_ns += sum;
+        for (b, n) in buckets {
+            *e.buckets.entry(b).or_default() += n;
+        }
     }
 }

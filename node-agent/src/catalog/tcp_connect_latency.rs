@@ -65,6 +65,7 @@ impl ProbeKind for TcpConnectLatency {
                 buckets,
                 BOUNDS_CONNECT,
                 bounds,
+                &[],
             ),
             FamilySpec::counter(
                 ProbeType::TcpConnectLatency,

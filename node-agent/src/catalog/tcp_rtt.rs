@@ -57,6 +57,7 @@ impl ProbeKind for TcpRtt {
             buckets,
             BOUNDS_RTT,
             bounds,
+            &[],
         )]
     }
 

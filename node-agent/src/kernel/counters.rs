@@ -47,8 +47,11 @@ impl Snapshot {
         }
     }
 
+    /// A histogram's buckets under `sub` = its sub value (DNS query type)
+    /// × 256 + the bucket index, its sum under the sub value.
     fn add_hist(&mut self, k: &HistKey, h: &Hist) {
-        let (bucket, sum) = match k.which {
+        let part = (k.which >> layout::HIST_SUB_SHIFT) as u16;
+        let (bucket, sum) = match k.which & ((1 << layout::HIST_SUB_SHIFT) - 1) {
             layout::BOUNDS_RTT => (metric::RTT_BUCKET, metric::RTT_SUM),
             layout::BOUNDS_DNS => (metric::DNS_BUCKET, metric::DNS_SUM),
             _ => (metric::CONNECT_BUCKET, metric::CONNECT_SUM),
@@ -57,7 +60,7 @@ impl Snapshot {
             return;
         }
         for (i, v) in h.buckets.iter().enumerate() {
-            self.add(k.slot, bucket, i as u16, *v);
+            self.add(k.slot, bucket, (part << 8) | i as u16, *v);
         }
         // A histogram with observations always has a sum, even of zero.
         *self
@@ -65,7 +68,7 @@ impl Snapshot {
             .entry(CounterKey {
                 slot: k.slot,
                 metric: sum,
-                sub: 0,
+                sub: part,
             })
             .or_default() += h.sum_ns;
     }
@@ -236,9 +239,10 @@ pub fn forget_metrics(ebpf: &mut Ebpf, slots: &[u32], metrics: &[u16]) -> Result
     let dns = has(metric::DNS_BUCKET) || has(metric::DNS_SUM);
     if connect || rtt || dns {
         remove_where::<HistKey, Hist>(ebpf, maps::HISTS, |k| {
-            (connect && k.which == layout::BOUNDS_CONNECT)
-                || (rtt && k.which == layout::BOUNDS_RTT)
-                || (dns && k.which == layout::BOUNDS_DNS)
+            let index = k.which & ((1 << layout::HIST_SUB_SHIFT) - 1);
+            (connect && index == layout::BOUNDS_CONNECT)
+                || (rtt && index == layout::BOUNDS_RTT)
+                || (dns && index == layout::BOUNDS_DNS)
         })?;
     }
     Ok(())

@@ -78,7 +78,8 @@ pub struct ProbeManager {
     /// pod below it); None until set, then the mount this process sees.
     cgroup_root: Option<std::path::PathBuf>,
     /// DNS queries never answered, by slot, as the sweep found them.
-    dns_unanswered: BTreeMap<u32, u64>,
+    /// Queries the sweep found unanswered, by (slot, query type).
+    dns_unanswered: BTreeMap<(u32, u32), u64>,
     /// How long a DNS query may wait for its response (`--dns-timeout`).
     dns_timeout: std::time::Duration,
     report: ApplyReport,
@@ -133,7 +134,7 @@ impl ProbeManager {
     /// A slot leaves its pod: its queries in flight go too, so neither a
     /// late response nor the sweep can count them for the slot's next pod.
     fn forget_dns_of(&mut self, slot: u32) -> Result<(), ManagerError> {
-        self.dns_unanswered.remove(&slot);
+        self.dns_unanswered.retain(|(s, _), _| *s != slot);
         let mut m: HashMap<_, layout::DnsKey, layout::DnsQuery> =
             HashMap::try_from(map_mut(&mut self.ebpf, maps::DNS_PENDING)?).map_err(map_err(maps::DNS_PENDING))?;
         let theirs: Vec<layout::DnsKey> = m
@@ -160,16 +161,15 @@ impl ProbeManager {
         let timeout = u64::try_from(self.dns_timeout.as_nanos()).unwrap_or(u64::MAX);
         let mut m: HashMap<_, layout::DnsKey, layout::DnsQuery> =
             HashMap::try_from(map_mut(&mut self.ebpf, maps::DNS_PENDING)?).map_err(map_err(maps::DNS_PENDING))?;
-        let expired: Vec<(layout::DnsKey, u32)> = m
+        let expired: Vec<(layout::DnsKey, layout::DnsQuery)> = m
             .iter()
             .filter_map(Result::ok)
             .filter(|(_, q)| now.saturating_sub(q.sent_ns) > timeout)
-            .map(|(k, q)| (k, q.slot))
             .collect();
         let mut swept = 0;
-        for (k, slot) in expired {
+        for (k, q) in expired {
             if m.remove(&k).is_ok() {
-                *self.dns_unanswered.entry(slot).or_default() += 1;
+                *self.dns_unanswered.entry((q.slot, q.qtype)).or_default() += 1;
                 swept += 1;
             }
         }
@@ -523,8 +523,9 @@ impl ProbeManager {
     /// Read every counter of the current pods, summed over CPUs.
     pub fn snapshot(&self) -> Result<Snapshot, ManagerError> {
         let mut snap = counters::snapshot(&self.ebpf, self.slots.by_key().values().copied())?;
-        for (slot, n) in &self.dns_unanswered {
-            snap.add(*slot, layout::metric::DNS_UNANSWERED, 0, *n);
+        for ((slot, qtype), n) in &self.dns_unanswered {
+            let qtype = u16::try_from(*qtype).unwrap_or(0);
+            snap.add(*slot, layout::metric::DNS_UNANSWERED, qtype, *n);
         }
         Ok(snap)
     }

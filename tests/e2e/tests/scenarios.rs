@@ -702,7 +702,7 @@ fn s9_every_dashboard_query_returns_data() {
         .serve_peer(&netprobe_pods::dns::dns_server(53));
     let peer = w.pod("shop", "redis-a").peer_ip4().to_string();
     w.pod("shop", "redis-a")
-        .run(&netprobe_pods::dns::dns_client(&peer, None, 53));
+        .run(&netprobe_pods::dns::dns_client(&peer, None, 53, false));
     wait_retransmits(&w, "ClusterNetworkProbe/observed-namespaces", &since);
     wait_retransmits(&w, PROBE_LABEL, &since);
 

@@ -541,25 +541,28 @@ pub fn counter(fams: &[MetricFamily], name: &str, want: &[(&str, &str)]) -> Opti
 /// (count, sum, cumulative (upper bound, count) buckets) of a histogram.
 pub type Hist = (u64, f64, Vec<(f64, u64)>);
 
-/// The histogram series matching `want`.
+/// The histogram series matching `want`, summed when several do (the
+/// series of one plan share their bounds).
 pub fn histogram(fams: &[MetricFamily], name: &str, want: &[(&str, &str)]) -> Option<Hist> {
+    let mut found: Option<Hist> = None;
     for f in fams.iter().filter(|f| f.name() == name) {
         for m in f.get_metric() {
             let labels: BTreeMap<&str, &str> = m.get_label().iter().map(|l| (l.name(), l.value())).collect();
             if want.iter().all(|(k, v)| labels.get(k) == Some(v)) {
                 let h = m.get_histogram();
-                return Some((
-                    h.get_sample_count(),
-                    h.get_sample_sum(),
-                    h.get_bucket()
-                        .iter()
-                        .map(|b| (b.upper_bound(), b.cumulative_count()))
-                        .collect(),
-                ));
+                let (count, sum, buckets) = found.get_or_insert_with(|| {
+                    let bounds = h.get_bucket().iter().map(|b| (b.upper_bound(), 0)).collect();
+                    (0, 0.0, bounds)
+                });
+                *count += h.get_sample_count();
+                *sum += h.get_sample_sum();
+                for (acc, b) in buckets.iter_mut().zip(h.get_bucket()) {
+                    acc.1 += b.cumulative_count();
+                }
             }
         }
     }
-    None
+    found
 }
 
 /// Every label value set of a family (to check who has series at all).
@@ -750,16 +753,16 @@ print("closed", len(socks))
     assert!(out.contains(&format!("closed {peers}")), "{out}");
 }
 
-/// One probe of type `t` in namespace shop that selects `selected` (pod
+/// One probe (of one type) in namespace shop that selects `selected` (pod
 /// web-0) and not `unselected` (other-0), applied; panics when the kernel
 /// cannot run the type.
 pub fn apply_one_type(
     agent: &netprobe_agent::agent::Agent,
-    t: netprobe_api::ProbeType,
+    probe: netprobe_api::Probe,
     selected: &Pod,
     unselected: &Pod,
 ) -> netprobe_agent::kernel::manager::ApplyReport {
-    let plan = plan_in("shop", "one", vec![netprobe_api::Probe::new(t)]);
+    let plan = plan_in("shop", "one", vec![probe]);
     let report = agent
         .set_desired(desired_of(
             plan,
