@@ -13,6 +13,7 @@ pub const HISTS: u32 = (2 + DNS_QTYPES.len() as u32) * MAX_PODS;
 /// sub value (DNS: the query type) from it up.
 pub const HIST_SUB_SHIFT: u32 = 16;
 pub const CONNECTING: u32 = 16384;
+pub const RTT_SOCKS: u32 = 65536;
 pub const PEERS: u32 = 16384;
 pub const MAX_BOUNDS: usize = 64;
 
@@ -84,7 +85,7 @@ pub const CONNECT_FAIL_REASONS: [&str; 5] = ["refused", "timeout", "unreachable"
 pub const ERROR_NAMES: [&str; 6] = [
     "counters",
     "retrans_peers",
-    "sock_state",
+    "rtt_socks",
     "leaf_cache",
     "hists",
     "dns_pending",
@@ -177,6 +178,8 @@ pub struct DnsQuery {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DnsConfig {
     pub timeout_ns: u64,
+    /// Watched server ports; 0 ends the list.
+    pub ports: [u16; DNS_PORTS as usize],
 }
 
 #[repr(C)]
@@ -223,10 +226,9 @@ pub struct PeerKey {
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SockState {
-    pub flags: u32,
+pub struct RttSock {
+    pub cookie: u64,
     pub slot: u32,
-    pub generation: u32,
     pub _pad: u32,
 }
 
@@ -253,7 +255,7 @@ unsafe impl aya::Pod for DnsConfig {}
 unsafe impl aya::Pod for HistKey {}
 unsafe impl aya::Pod for Hist {}
 unsafe impl aya::Pod for PeerKey {}
-unsafe impl aya::Pod for SockState {}
+unsafe impl aya::Pod for RttSock {}
 unsafe impl aya::Pod for Connect {}
 
 /// A mirrored struct: C name, size, and (field, offset) pairs.
@@ -307,7 +309,10 @@ pub fn mirrored() -> Vec<Mirrored> {
         (
             "np_dns_config",
             size_of::<DnsConfig>(),
-            vec![("timeout_ns", offset_of!(DnsConfig, timeout_ns))],
+            vec![
+                ("timeout_ns", offset_of!(DnsConfig, timeout_ns)),
+                ("ports", offset_of!(DnsConfig, ports)),
+            ],
         ),
         (
             "np_traffic",
@@ -363,12 +368,11 @@ pub fn mirrored() -> Vec<Mirrored> {
             ],
         ),
         (
-            "np_sock_state",
-            size_of::<SockState>(),
+            "np_rtt_sock",
+            size_of::<RttSock>(),
             vec![
-                ("flags", offset_of!(SockState, flags)),
-                ("slot", offset_of!(SockState, slot)),
-                ("generation", offset_of!(SockState, generation)),
+                ("cookie", offset_of!(RttSock, cookie)),
+                ("slot", offset_of!(RttSock, slot)),
             ],
         ),
         (

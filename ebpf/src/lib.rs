@@ -56,13 +56,12 @@ pub mod maps {
     pub const HIST_ZERO: &str = "hist_zero";
     pub const RETRANS_PEERS: &str = "retrans_peers";
     pub const ERRORS: &str = "errors";
-    pub const SOCK_STATE: &str = "sock_state";
+    pub const RTT_SOCKS: &str = "rtt_socks";
     pub const CONNECTING: &str = "connecting";
     /// Per-CPU array of `Traffic`, indexed by slot.
     pub const TRAFFIC: &str = "traffic";
     /// DNS queries awaiting a response, by (socket cookie, ID).
     pub const DNS_PENDING: &str = "dns_pending";
-    pub const DNS_PORTS: &str = "dns_ports";
     pub const DNS_CONFIG: &str = "dns_config";
 }
 
@@ -104,7 +103,6 @@ mod tests {
             programs::SKB_INGRESS,
             maps::TRAFFIC,
             maps::DNS_PENDING,
-            maps::DNS_PORTS,
             maps::DNS_CONFIG,
             maps::POD_BY_CGROUP,
             maps::POD_BY_NETNS,
@@ -117,7 +115,7 @@ mod tests {
             maps::HIST_ZERO,
             maps::RETRANS_PEERS,
             maps::ERRORS,
-            maps::SOCK_STATE,
+            maps::RTT_SOCKS,
             maps::CONNECTING,
         ] {
             assert!(obj.iter().any(|s| s == p), "{p} not in object symbols");
@@ -214,6 +212,7 @@ mod tests {
             ("NP_FAIL_OTHER", layout::CONNECT_FAIL_REASONS.len() as u64 - 1),
             ("NP_FAIL_MAX", layout::CONNECT_FAIL_REASONS.len() as u64),
             ("NP_CONNECTING", u64::from(layout::CONNECTING)),
+            ("NP_RTT_SOCKS", u64::from(layout::RTT_SOCKS)),
             ("NP_DROP_SUBSYSTEM", u64::from(layout::DROP_SUBSYSTEM)),
             ("NP_E_MAX", layout::ERROR_NAMES.len() as u64),
             ("NP_B_CONNECT", u64::from(layout::BOUNDS_CONNECT)),

@@ -129,8 +129,8 @@ async fn main() -> anyhow::Result<()> {
     });
     agent.set_series_limit(cli.max_series);
     agent.set_cgroup_root(cgroup_root.clone());
-    if cli.dns_ports.is_empty() || cli.dns_ports.len() > 8 {
-        anyhow::bail!("--dns-ports takes 1 to 8 ports");
+    if cli.dns_ports.is_empty() || cli.dns_ports.len() > 8 || cli.dns_ports.contains(&0) {
+        anyhow::bail!("--dns-ports takes 1 to 8 ports, none of them 0");
     }
     agent.set_dns(&cli.dns_ports, cli.dns_timeout).context("--dns-ports")?;
     tokio::spawn(agent::sweep_dns_forever(agent.clone(), Duration::from_millis(500)));

@@ -472,6 +472,20 @@ ts = [threading.Thread(target=one, args=a) for a in [(socket.AF_INET, "{}"), (so
     assert_eq!(refused, 3.0);
 }
 
+/// The id of the most recently created BPF map named `name` (the test's
+/// agent's: tests of a binary run one at a time).
+fn newest_map_id(name: &str) -> u64 {
+    let out = support::sh("bpftool -j map show");
+    let maps: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool json");
+    maps.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["name"] == name)
+        .filter_map(|m| m["id"].as_u64())
+        .max()
+        .unwrap_or_else(|| panic!("no map {name}"))
+}
+
 #[test]
 fn rtt_samples_match_ss() {
     if !kernel_available("rtt") {
@@ -514,8 +528,22 @@ time.sleep(60)
         .filter_map(|v| v.split('/').next().and_then(|x| x.parse::<f64>().ok()))
         .collect();
     assert_eq!(rtts.len(), 2, "ss shows both connections: {text}");
+    // An entry whose socket is gone (its close unseen, e.g. a recursion
+    // miss) names an address the sampler must not trust: it reads no
+    // cookie there, drops the entry and samples nothing for it.
+    let rtt_socks = newest_map_id("rtt_socks");
+    let stale_key = "0x10 0 0 0 0 0 0 0";
+    support::sh(&format!(
+        "bpftool map update id {rtt_socks} key {stale_key} value 42 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0"
+    ));
     let sampler = agent.rtt_sampler().expect("TcpRtt attached the sampler");
     sampler.run().expect("iterator runs");
+    let lookup = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("bpftool map lookup id {rtt_socks} key {stale_key}"))
+        .output()
+        .expect("bpftool");
+    assert!(!lookup.status.success(), "the stale entry was dropped");
     let fams = agent.render();
     let (count, sum, _) = histogram(&fams, "netprobe_tcp_rtt_seconds", &[("pod", "db-0")]).expect("rtt histogram");
     let ss_mean_s = rtts.iter().sum::<f64>() / rtts.len() as f64 / 1000.0;

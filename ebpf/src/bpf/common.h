@@ -65,14 +65,6 @@ struct {
 	__type(value, struct np_dns_query);
 } dns_pending SEC(".maps");
 
-/* Watched DNS server ports (host order) → 1. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, NP_DNS_PORTS);
-	__type(key, __u16);
-	__type(value, __u8);
-} dns_ports SEC(".maps");
-
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -152,12 +144,16 @@ struct {
 	__type(value, struct np_connect);
 } connecting SEC(".maps");
 
+/* Established connections TcpRtt samples. Not socket storage: creating
+ * and freeing it per connection cost TcpRtt 16-24% of the short-connection
+ * rate (BENCHMARKS.md); an entry here is a hash insert and a delete. */
 struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct np_sock_state);
-} sock_state SEC(".maps");
+	__uint(max_entries, NP_RTT_SOCKS);
+	__type(key, __u64);
+	__type(value, struct np_rtt_sock);
+} rtt_socks SEC(".maps");
 
 static __always_inline void count_error(__u32 which)
 {

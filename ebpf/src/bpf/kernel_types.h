@@ -106,7 +106,7 @@ struct bpf_iter_meta {
 	__u64 seq_num;
 };
 
-struct bpf_iter__bpf_sk_storage_map {
+struct bpf_iter__bpf_map_elem {
 	union {
 		struct bpf_iter_meta *meta;
 	};
@@ -114,7 +114,7 @@ struct bpf_iter__bpf_sk_storage_map {
 		struct bpf_map *map;
 	};
 	union {
-		struct sock *sk;
+		void *key;
 	};
 	union {
 		void *value;

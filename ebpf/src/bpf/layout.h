@@ -34,8 +34,10 @@
 /* Pod flags. */
 #define NP_POD_PEER_LABELS 1u
 
-/* Socket state flags. */
-#define NP_SOCK_RTT 2u
+/* Established connections TcpRtt samples at once, node-wide (allocated
+ * per connection from the kernel's BPF memory caches; a connection that
+ * finds the map full is not sampled and is counted in errors). */
+#define NP_RTT_SOCKS 65536
 /* Active opens in SYN_SENT at once (LRU: the oldest is dropped). */
 #define NP_CONNECTING 16384
 
@@ -115,7 +117,7 @@ enum np_connect_fail {
 enum np_error {
 	NP_E_COUNTERS_FULL = 0,
 	NP_E_PEERS_FULL = 1,
-	NP_E_SOCK_STORAGE = 2,
+	NP_E_RTT_SOCKS = 2,
 	NP_E_LEAF_CACHE = 3,
 	NP_E_HISTS_FULL = 4,
 	NP_E_DNS_PENDING = 5,
@@ -186,6 +188,10 @@ struct np_dns_query {
 /* The agent's DNS settings (element 0 of dns_config). */
 struct np_dns_config {
 	__u64 timeout_ns;
+	/* Watched server ports, host order; 0 ends the list. In the array
+	 * element the programs read anyway: a per-packet port check is a few
+	 * compares, not a hash lookup. */
+	__u16 ports[NP_DNS_PORTS];
 };
 
 struct np_hist_key {
@@ -213,13 +219,13 @@ struct np_peer_key {
 	__u8 addr[16];
 };
 
-/* Per-socket state of selected pods' sockets that TcpRtt samples: the
- * flags and the pod slot as resolved under `generation` (so later
- * transitions of the same socket skip the pod lookup). */
-struct np_sock_state {
-	__u32 flags;
+/* An established connection of a pod TcpRtt selects, keyed by socket
+ * address: its pod slot, and its socket cookie, which tells the socket from
+ * a later one at the same address (an entry whose close the program did not
+ * see). */
+struct np_rtt_sock {
+	__u64 cookie;
 	__u32 slot;
-	__u32 generation;
 	__u32 _pad;
 };
 

@@ -47,8 +47,8 @@ pub fn of(t: ProbeType) -> &'static dyn ProbeKind {
 pub enum Hook {
     /// A BTF tracepoint (`tp_btf/<name>`).
     Tracepoint(&'static str),
-    /// An iterator over a socket-storage map, run by the agent.
-    SkStorageIter,
+    /// An iterator over the elements of a map, run by the agent.
+    MapIter(&'static str),
     /// A `cgroup_skb` program on the cgroup root, beside other programs
     /// there (multi-attach): every packet a socket sends (`egress`) or
     /// receives.

@@ -1,16 +1,18 @@
 //! TcpRtt: smoothed RTT of established connections, sampled per connection
 //! every interval and at close. Kernel side: the socket-state program it
-//! shares with TcpConnectLatency marks connections (socket storage), and an
-//! iterator over that storage samples them (`ebpf/src/bpf/probes/sock_state.bpf.c`).
+//! shares with TcpConnectLatency marks connections (a hash by socket), and
+//! an iterator over that hash samples them (`ebpf/src/bpf/probes/sock_state.bpf.c`).
 
 use std::collections::BTreeMap;
 
+use aya::Ebpf;
 use netprobe_api::ProbeType;
 use netprobe_api::plan::PlannedProbe;
-use netprobe_ebpf::layout::{BOUNDS_RTT, TYPE_RTT, metric};
-use netprobe_ebpf::programs;
+use netprobe_ebpf::layout::{self, BOUNDS_RTT, TYPE_RTT, metric};
+use netprobe_ebpf::{maps, programs};
 
 use super::{FamilySpec, Fill, Hook, KernelFacts, Needs, ProbeKind, histogram};
+use crate::kernel::error::{ManagerError, clear_hash};
 
 pub struct TcpRtt;
 
@@ -23,7 +25,7 @@ impl ProbeKind for TcpRtt {
         facts.tracepoint("inet_sock_set_state")?;
         Ok(vec![
             (programs::SOCK_STATE, Hook::Tracepoint("inet_sock_set_state")),
-            (programs::RTT_ITER, Hook::SkStorageIter),
+            (programs::RTT_ITER, Hook::MapIter(maps::RTT_SOCKS)),
         ])
     }
 
@@ -37,6 +39,11 @@ impl ProbeKind for TcpRtt {
 
     fn histogram(&self) -> Option<(u32, &'static [u16])> {
         Some((BOUNDS_RTT, &[metric::RTT_BUCKET, metric::RTT_SUM]))
+    }
+
+    /// Connections marked when it was detached: none is sampled any more.
+    fn on_detach(&self, ebpf: &mut Ebpf) -> Result<(), ManagerError> {
+        clear_hash::<u64, layout::RttSock>(ebpf, maps::RTT_SOCKS)
     }
 
     fn needs(&self, p: &PlannedProbe, needs: &mut Needs) {

@@ -38,9 +38,23 @@ pub fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Map
 /// Delete every entry of hash map `name` (kernel state a probe type keeps
 /// besides counters, when the type is detached).
 pub fn clear_hash<K: aya::Pod, V: aya::Pod>(ebpf: &mut aya::Ebpf, name: &'static str) -> Result<(), ManagerError> {
+    remove_from_hash::<K, V>(ebpf, name, |_, _| true)
+}
+
+/// Delete the entries of hash map `name` that `drop` picks.
+pub fn remove_from_hash<K: aya::Pod, V: aya::Pod>(
+    ebpf: &mut aya::Ebpf,
+    name: &'static str,
+    drop: impl Fn(&K, &V) -> bool,
+) -> Result<(), ManagerError> {
     let mut m: aya::maps::HashMap<_, K, V> =
         aya::maps::HashMap::try_from(map_mut(ebpf, name)?).map_err(map_err(name))?;
-    let keys: Vec<K> = m.keys().filter_map(Result::ok).collect();
+    let keys: Vec<K> = m
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(k, v)| drop(k, v))
+        .map(|(k, _)| k)
+        .collect();
     for k in keys {
         let _ = m.remove(&k);
     }

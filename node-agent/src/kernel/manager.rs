@@ -21,7 +21,7 @@ use crate::catalog::{self, Hook};
 use crate::kernel::counters;
 pub use crate::kernel::counters::Snapshot;
 pub use crate::kernel::error::ManagerError;
-use crate::kernel::error::{map_err, map_mut};
+use crate::kernel::error::{map_err, map_mut, remove_from_hash};
 use crate::kernel::iter::MapIterLink;
 use crate::kernel::slots::{QUARANTINE, Slots};
 use crate::pipeline::desired::{KernelState, Op, TargetEntry, diff};
@@ -113,40 +113,34 @@ impl ProbeManager {
     /// its response: the agent's settings, the same for every probe (a
     /// probe's own would change what other tenants' probes count).
     pub fn set_dns(&mut self, ports: &[u16], timeout: std::time::Duration) -> Result<(), ManagerError> {
-        let mut m: HashMap<_, u16, u8> =
-            HashMap::try_from(self.map_mut(maps::DNS_PORTS)?).map_err(map_err(maps::DNS_PORTS))?;
-        let old: Vec<u16> = m.keys().filter_map(Result::ok).collect();
-        for p in old {
-            let _ = m.remove(&p);
-        }
-        for p in ports.iter().take(layout::DNS_PORTS as usize) {
-            m.insert(p, 1, 0).map_err(map_err(maps::DNS_PORTS))?;
+        let mut watched = [0u16; layout::DNS_PORTS as usize];
+        for (w, p) in watched.iter_mut().zip(ports.iter().filter(|p| **p != 0)) {
+            *w = *p;
         }
         let mut cfg: Array<_, layout::DnsConfig> =
             Array::try_from(self.map_mut(maps::DNS_CONFIG)?).map_err(map_err(maps::DNS_CONFIG))?;
         let timeout_ns = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
-        cfg.set(0, layout::DnsConfig { timeout_ns }, 0)
-            .map_err(map_err(maps::DNS_CONFIG))?;
+        cfg.set(
+            0,
+            layout::DnsConfig {
+                timeout_ns,
+                ports: watched,
+            },
+            0,
+        )
+        .map_err(map_err(maps::DNS_CONFIG))?;
         self.dns_timeout = timeout;
         Ok(())
     }
 
-    /// A slot leaves its pod: its queries in flight go too, so neither a
-    /// late response nor the sweep can count them for the slot's next pod.
-    fn forget_dns_of(&mut self, slot: u32) -> Result<(), ManagerError> {
+    /// A slot leaves its pod (and again when it is reused): its DNS queries
+    /// in flight and its marked connections go too, so neither a late
+    /// response, the DNS sweep nor the RTT sampler counts them for the
+    /// slot's next pod.
+    fn forget_slot_state(&mut self, slot: u32) -> Result<(), ManagerError> {
         self.dns_unanswered.retain(|(s, _), _| *s != slot);
-        let mut m: HashMap<_, layout::DnsKey, layout::DnsQuery> =
-            HashMap::try_from(map_mut(&mut self.ebpf, maps::DNS_PENDING)?).map_err(map_err(maps::DNS_PENDING))?;
-        let theirs: Vec<layout::DnsKey> = m
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, q)| q.slot == slot)
-            .map(|(k, _)| k)
-            .collect();
-        for k in theirs {
-            let _ = m.remove(&k);
-        }
-        Ok(())
+        remove_from_hash::<layout::DnsKey, layout::DnsQuery>(&mut self.ebpf, maps::DNS_PENDING, |_, q| q.slot == slot)?;
+        remove_from_hash::<u64, layout::RttSock>(&mut self.ebpf, maps::RTT_SOCKS, |_, v| v.slot == slot)
     }
 
     /// Count and forget the DNS queries that waited longer than the
@@ -251,20 +245,19 @@ impl ProbeManager {
                     link: Some(link),
                 })
             }
-            (Hook::SkStorageIter, Program::Iter(p)) => {
-                p.load("bpf_sk_storage_map", btf)
-                    .map_err(|e| verifier_reason(name, &e))?;
+            (Hook::MapIter(map), Program::Iter(p)) => {
+                p.load("bpf_map_elem", btf).map_err(|e| verifier_reason(name, &e))?;
                 let prog_fd = p
                     .fd()
                     .map_err(|e| e.to_string())?
                     .as_fd()
                     .try_clone_to_owned()
                     .map_err(|e| e.to_string())?;
-                let Some(Map::SkStorage(md)) = self.ebpf.map(maps::SOCK_STATE) else {
-                    return Err("map sock_state is not a socket storage map".into());
+                let Some(Map::HashMap(md)) = self.ebpf.map(map) else {
+                    return Err(format!("map {map} is not a hash map"));
                 };
                 let link = MapIterLink::attach(prog_fd, md.fd())
-                    .map_err(|e| format!("creating the sk_storage iterator: {e}"))?;
+                    .map_err(|e| format!("creating the iterator over {map}: {e}"))?;
                 self.rtt_iter = Some(Arc::new(link));
                 Ok(Attached {
                     program: name,
@@ -308,7 +301,7 @@ impl ProbeManager {
     }
 
     fn detach_one(&mut self, a: Attached) {
-        // The socket-storage iterator has no link: the agent runs it.
+        // The RTT iterator has no attachment: the agent runs it.
         if a.program == netprobe_ebpf::programs::RTT_ITER {
             self.rtt_iter = None;
         }
@@ -459,7 +452,7 @@ impl ProbeManager {
         };
         if assigned.reused {
             counters::clear_slot(&mut self.ebpf, assigned.slot)?;
-            self.forget_dns_of(assigned.slot)?;
+            self.forget_slot_state(assigned.slot)?;
         }
         let slot = assigned.slot;
         let info = PodInfo { slot, flags: e.flags };
@@ -507,7 +500,7 @@ impl ProbeManager {
         self.report.target_errors.remove(key);
         if let Some(slot) = self.slots.release(key, std::time::Instant::now()) {
             counters::clear_slot(&mut self.ebpf, slot)?;
-            self.forget_dns_of(slot)?;
+            self.forget_slot_state(slot)?;
         }
         Ok(())
     }
@@ -593,13 +586,21 @@ impl ProbeManager {
 fn verifier_reason(name: &str, e: &aya::programs::ProgramError) -> String {
     let text = match e {
         aya::programs::ProgramError::LoadError { verifier_log, .. } => {
+            // The error is the last line before the verifier's summary
+            // ("processed N insns …", "stack depth …", "verification time").
             let log = verifier_log.to_string();
-            log.lines()
+            let summary = |l: &str| {
+                l.starts_with("processed ") || l.starts_with("stack depth") || l.starts_with("verification time")
+            };
+            let mut lines: Vec<&str> = log
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !summary(l))
                 .rev()
-                .filter(|l| !l.trim().is_empty())
                 .take(2)
-                .collect::<Vec<_>>()
-                .join(" / ")
+                .collect();
+            lines.reverse();
+            lines.join(" / ")
         }
         other => other.to_string(),
     };

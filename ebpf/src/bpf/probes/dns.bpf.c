@@ -26,11 +26,24 @@ static __always_inline int dns_payload(struct __sk_buff *skb, __u8 proto, __u32 
 {
 	if (proto != 17 /* IPPROTO_UDP */ && proto != 6 /* IPPROTO_TCP */)
 		return 0;
+	__u32 zero = 0;
+	struct np_dns_config *cfg = bpf_map_lookup_elem(&dns_config, &zero);
+	if (!cfg)
+		return 0;
 	__u16 port = 0;
 	if (bpf_skb_load_bytes(skb, l4 + port_at, &port, 2))
 		return 0;
 	port = bpf_ntohs(port);
-	if (!bpf_map_lookup_elem(&dns_ports, &port))
+	int watched = 0;
+	for (int i = 0; i < NP_DNS_PORTS; i++) {
+		if (!cfg->ports[i])
+			break;
+		if (cfg->ports[i] == port) {
+			watched = 1;
+			break;
+		}
+	}
+	if (!watched)
 		return 0;
 	if (proto == 17) {
 		*at = l4 + 8;

@@ -30,48 +30,43 @@ static __always_inline __u32 fail_reason(const struct sock *sk)
 
 /* ---- TcpRtt ----------------------------------------------------------- */
 
-/* The pod slot of a socket with state: the one remembered, if resolved
- * under the current generation, else resolved again. */
-static __always_inline int slot_of(const struct sock *sk, struct np_sock_state *st, __u32 gen, __u32 *slot)
+/* One RTT observation from a tcp_sock's srtt_us (8 times the smoothed RTT
+ * in microseconds; 0 before the first measurement). */
+static __always_inline void observe_srtt(__u32 slot, __u32 srtt_us8)
 {
-	if (st && st->generation == gen && st->slot != NP_SLOT_NONE) {
-		*slot = st->slot;
-		return 1;
-	}
-	struct np_pod_info pod;
-	if (!pod_of_sock(sk, &pod))
-		return 0;
-	*slot = pod.slot;
-	if (st) {
-		st->slot = pod.slot;
-		st->generation = gen;
-	}
-	return 1;
-}
-
-static __always_inline void sample_rtt(struct sock *sk, struct np_sock_state *st, __u32 gen)
-{
-	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
-	if (!tp)
-		return;
-	__u64 srtt_us = tp->srtt_us >> 3;
-	if (srtt_us == 0)
-		return;
-	__u32 slot;
-	if (slot_of(sk, st, gen, &slot))
+	__u64 srtt_us = srtt_us8 >> 3;
+	if (srtt_us)
 		observe(slot, NP_B_RTT, srtt_us * 1000);
 }
 
-static __always_inline struct np_sock_state *new_state(struct sock *sk, __u32 slot, __u32 gen)
+/* A selected pod's connection reaches ESTABLISHED: remember it for the
+ * sampler (replacing a stale entry at the same address). */
+static __always_inline void rtt_mark(struct sock *sk)
 {
-	struct np_sock_state *st = bpf_sk_storage_get(&sock_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!st) {
-		count_error(NP_E_SOCK_STORAGE);
-		return 0;
-	}
-	st->slot = slot;
-	st->generation = gen;
-	return st;
+	struct np_pod_info pod;
+	if (!pod_of_sock(sk, &pod))
+		return;
+	__u64 key = (__u64)sk;
+	struct np_rtt_sock v = { .cookie = bpf_get_socket_cookie(sk), .slot = pod.slot };
+	if (bpf_map_update_elem(&rtt_socks, &key, &v, BPF_ANY))
+		count_error(NP_E_RTT_SOCKS);
+}
+
+/* A marked connection leaves ESTABLISHED: its last sample, and it is
+ * forgotten. */
+static __always_inline void rtt_unmark(struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	struct np_rtt_sock *v = bpf_map_lookup_elem(&rtt_socks, &key);
+	if (!v)
+		return;
+	struct np_rtt_sock m = *v;
+	bpf_map_delete_elem(&rtt_socks, &key);
+	if (m.cookie != bpf_get_socket_cookie(sk))
+		return;
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	if (tp)
+		observe_srtt(m.slot, tp->srtt_us);
 }
 
 /* A socket leaves SYN_SENT: its connect latency or its failure. */
@@ -131,36 +126,32 @@ int BPF_PROG(np_sock_state_change, struct sock *sk, const int oldstate, const in
 		connect_done(sk, newstate, cfg.generation);
 	if (!(cfg.types & NP_TYPE_RTT))
 		return 0;
-	struct np_sock_state *st = bpf_sk_storage_get(&sock_state, sk, 0, 0);
-	__u32 slot;
-	if (newstate == TCP_ESTABLISHED) {
-		if (!st) {
-			if (!slot_of(sk, 0, cfg.generation, &slot))
-				return 0;
-			st = new_state(sk, slot, cfg.generation);
-			if (!st)
-				return 0;
-		}
-		st->flags |= NP_SOCK_RTT;
-		return 0;
-	}
-	if (oldstate == TCP_ESTABLISHED && st && (st->flags & NP_SOCK_RTT)) {
-		st->flags &= ~NP_SOCK_RTT;
-		sample_rtt(sk, st, cfg.generation);
-	}
+	if (newstate == TCP_ESTABLISHED)
+		rtt_mark(sk);
+	else if (oldstate == TCP_ESTABLISHED)
+		rtt_unmark(sk);
 	return 0;
 }
 
-/* Run by the agent every sampling interval over the sockets marked above. */
-SEC("iter/bpf_sk_storage_map")
-int np_rtt_iter(struct bpf_iter__bpf_sk_storage_map *ctx)
+/* Run by the agent every sampling interval over the marked connections.
+ * The key is only an address: the socket is read with probe reads, and an
+ * entry whose socket is gone (its cookie no longer there) is dropped. */
+SEC("iter/bpf_map_elem")
+int np_rtt_iter(struct bpf_iter__bpf_map_elem *ctx)
 {
-	struct sock *sk = ctx->sk;
-	struct np_sock_state *st = ctx->value;
-	if (!sk || !st || !(st->flags & NP_SOCK_RTT))
+	__u64 *key = ctx->key;
+	struct np_rtt_sock *v = ctx->value;
+	if (!key || !v)
 		return 0;
-	if (sk->__sk_common.skc_state != TCP_ESTABLISHED)
+	__u64 addr = *key;
+	struct sock *sk = (struct sock *)addr;
+	__u64 cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	if (cookie != v->cookie) {
+		bpf_map_delete_elem(&rtt_socks, &addr);
 		return 0;
-	sample_rtt(sk, st, config_gen());
+	}
+	if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_ESTABLISHED)
+		return 0;
+	observe_srtt(v->slot, BPF_CORE_READ((struct tcp_sock *)sk, srtt_us));
 	return 0;
 }
