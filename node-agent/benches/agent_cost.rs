@@ -150,6 +150,79 @@ impl References {
     }
 }
 
+/// The bpftrace equivalent (#20): per-cgroup counters on the same
+/// tracepoints and a per-cgroup connect-latency histogram, run by Debian's
+/// bpftrace beside ours for the same passes. Its programs are found by
+/// the ids that appear when it starts; each is labelled by its tracepoint
+/// (the two on `inet_sock_set_state` are summed: both run on each event).
+struct Bpftrace {
+    child: std::process::Child,
+    ids: Vec<(u32, String)>,
+}
+
+const BPFTRACE_SCRIPT: &str = r#"
+tracepoint:sock:inet_sock_set_state /args->newstate == 2/ { @start[args->skaddr] = nsecs; }
+tracepoint:sock:inet_sock_set_state /args->oldstate == 2 && @start[args->skaddr]/ { @connect[cgroup] = hist(nsecs - @start[args->skaddr]); delete(@start[args->skaddr]); }
+tracepoint:tcp:tcp_retransmit_skb { @retrans[cgroup] = count(); }
+tracepoint:tcp:tcp_send_reset { @rst_sent[cgroup] = count(); }
+tracepoint:tcp:tcp_receive_reset { @rst_recv[cgroup] = count(); }
+tracepoint:skb:kfree_skb { @drops[cgroup, args->reason] = count(); }
+"#;
+
+impl Bpftrace {
+    fn start() -> Option<Self> {
+        let ids = || -> std::collections::BTreeSet<u32> {
+            aya::programs::loaded_programs()
+                .filter_map(Result::ok)
+                .map(|p| p.id())
+                .collect()
+        };
+        let before = ids();
+        let child = std::process::Command::new("bpftrace")
+            .args(["-e", BPFTRACE_SCRIPT])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let started = Instant::now();
+        let mut ids_new = Vec::new();
+        while started.elapsed() < Duration::from_secs(20) && ids_new.len() < 6 {
+            std::thread::sleep(Duration::from_millis(200));
+            ids_new = aya::programs::loaded_programs()
+                .filter_map(Result::ok)
+                .filter(|p| !before.contains(&p.id()))
+                .filter_map(|p| {
+                    let name = p.name_as_str()?.to_string();
+                    let tp = REFERENCE_TRACEPOINTS.iter().find(|t| t.starts_with(name.as_str()))?;
+                    Some((p.id(), format!("ref: bpftrace on {tp}")))
+                })
+                .collect();
+        }
+        Some(Bpftrace { child, ids: ids_new })
+    }
+
+    /// (label, run_time_ns, run_count): per tracepoint, run time summed
+    /// over its programs, runs of one of them.
+    fn stats(&self) -> Vec<(String, u64, u64)> {
+        let mut by: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for p in aya::programs::loaded_programs().filter_map(Result::ok) {
+            if let Some((_, label)) = self.ids.iter().find(|(id, _)| *id == p.id()) {
+                let e = by.entry(label.clone()).or_default();
+                e.0 += p.run_time().as_nanos() as u64;
+                e.1 = e.1.max(p.run_count());
+            }
+        }
+        by.into_iter().map(|(l, (t, c))| (l, t, c)).collect()
+    }
+}
+
+impl Drop for Bpftrace {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The tracepoint a program of ours runs on (for its floor).
 fn tracepoint_of(program: &str) -> Option<&'static str> {
     use netprobe_ebpf::programs::*;
@@ -169,6 +242,7 @@ fn kernel_cost(agent: &Agent, pod: &Pod, target: &Target) {
     println!("\n== 1. kernel cost per event (bpf_stats: run_time_ns / run_cnt, median of 5 passes) ==");
     println!("floor = an empty program on the same tracepoint, same events, same passes");
     let mut refs: Option<References> = None;
+    let mut bpftrace: Option<Option<Bpftrace>> = None;
     // (program or reference) -> (probe type, [median 1 pod, median 1000 pods])
     let mut table: BTreeMap<String, (String, [f64; 2])> = BTreeMap::new();
     for (col, extra) in [(0, 0usize), (1, 999)] {
@@ -178,6 +252,13 @@ fn kernel_cost(agent: &Agent, pod: &Pod, target: &Target) {
         // After ours: programs on one tracepoint run in attach order, and
         // the first to touch a cold socket or cgroup pays the cache misses.
         let refs = &*refs.get_or_insert_with(References::attach);
+        let bpftrace = &*bpftrace.get_or_insert_with(|| {
+            let b = Bpftrace::start();
+            if b.is_none() {
+                println!("(bpftrace not found: Debian's bpftrace is the #20 reference)");
+            }
+            b
+        });
         let mut samples: BTreeMap<String, (String, Vec<f64>)> = BTreeMap::new();
         let ours = || -> Vec<(String, String, u64, u64)> {
             agent
@@ -185,6 +266,12 @@ fn kernel_cost(agent: &Agent, pod: &Pod, target: &Target) {
                 .into_iter()
                 .map(|s| (s.program.to_string(), s.probe.to_string(), s.run_time_ns, s.run_count))
                 .chain(refs.stats().into_iter().map(|(l, t, c)| (l, "reference".into(), t, c)))
+                .chain(
+                    bpftrace
+                        .iter()
+                        .flat_map(Bpftrace::stats)
+                        .map(|(l, t, c)| (l, "bpftrace".into(), t, c)),
+                )
                 .collect()
         };
         for _ in 0..5 {
@@ -216,6 +303,7 @@ fn kernel_cost(agent: &Agent, pod: &Pod, target: &Target) {
     let floor = |tp: &str| table.get(&format!("ref: empty on {tp}")).map(|(_, v)| v[1]);
     for (name, (probe, [a, b])) in &table {
         let f = tracepoint_of(name)
+            .or_else(|| name.strip_prefix("ref: bpftrace on "))
             .and_then(floor)
             .or_else(|| name.starts_with("ref: per-CPU").then(|| floor("kfree_skb")).flatten());
         let (f_s, above) = match f {
@@ -413,20 +501,17 @@ fn main() {
         "table inet nptest2 {\n chain output {\n type filter hook output priority 0;\n udp dport 9998 drop\n }\n}",
     );
     let target = pod.target("bench", "pod");
-    // NETPROBE_BENCH_ONLY=kernel: section 1 only; =dns: section 2b only.
+    // NETPROBE_BENCH_ONLY=kernel|throughput|dns|conn: that section only.
     let only = std::env::var("NETPROBE_BENCH_ONLY").unwrap_or_default();
-    if only != "dns" {
+    let want = |section: &str| only.is_empty() || only == section;
+    if want("kernel") {
         kernel_cost(&agent, &pod, &target);
-    }
-    if only == "kernel" {
-        let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", stats_before.trim());
-        return;
     }
     // bpf_stats adds two clock reads to every program run: measure the
     // A/B ratios as users run, with it off.
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
 
-    if only != "dns" {
+    if want("throughput") {
         println!("\n== 2. TCP bulk throughput over veth, iperf3, every probe type vs none, ABBA order, 7 runs each ==");
         sh(&format!("ip netns exec {} nft delete table inet nptest", pod.peer_ns));
         let mut server = std::process::Command::new("ip")
@@ -447,79 +532,84 @@ fn main() {
         let _ = server.kill();
         let _ = server.wait();
     }
-    println!(
-        "\n== 2b. DNS queries per second over UDP, dnsperf against dnsmasq, Dns vs none, ABBA order, 7 runs each =="
-    );
-    let queries = std::env::temp_dir().join(format!("netprobe-dnsperf-{}", std::process::id()));
-    std::fs::write(&queries, "a.test A\nb.test AAAA\n").expect("dnsperf queries");
-    let mut dnsmasq = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &pod.peer_ns,
-            "dnsmasq",
-            "--keep-in-foreground",
-            "--no-resolv",
-            "--no-hosts",
-        ])
-        .args([
-            "--bind-interfaces",
-            "--port=53",
-            "--cache-size=0",
-            "--user=root",
-            "--pid-file=",
-        ])
-        .arg(format!("--listen-address={}", pod.peer_ip4))
-        .args(["--address=/test/192.0.2.1", "--address=/test/2001:db8::1"])
-        .spawn()
-        .expect("dnsmasq (Debian: dnsmasq-base)");
-    std::thread::sleep(Duration::from_millis(500));
-    let q = queries.display().to_string();
-    ab("DNS queries/s, Dns only", &agent, &target, &[ProbeType::Dns], || {
-        dns_rate(&pod, &q)
-    });
-    // What Dns itself adds where the cgroup_skb programs already run.
-    ab_over(
-        "DNS queries/s, Traffic+Dns vs Traffic",
-        &agent,
-        &target,
-        &[ProbeType::Traffic],
-        &[ProbeType::Traffic, ProbeType::Dns],
-        || dns_rate(&pod, &q),
-    );
-    ab(
-        "DNS queries/s, Traffic only (the cgroup_skb programs' share)",
-        &agent,
-        &target,
-        &[ProbeType::Traffic],
-        || dns_rate(&pod, &q),
-    );
-    let _ = dnsmasq.kill();
-    let _ = dnsmasq.wait();
-    let _ = std::fs::remove_file(&queries);
-    if only == "dns" {
-        let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", stats_before.trim());
-        return;
+    if want("dns") {
+        println!(
+            "\n== 2b. DNS queries per second over UDP, dnsperf against dnsmasq, Dns vs none, ABBA order, 7 runs each =="
+        );
+        let queries = std::env::temp_dir().join(format!("netprobe-dnsperf-{}", std::process::id()));
+        std::fs::write(&queries, "a.test A\nb.test AAAA\n").expect("dnsperf queries");
+        let mut dnsmasq = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &pod.peer_ns,
+                "dnsmasq",
+                "--keep-in-foreground",
+                "--no-resolv",
+                "--no-hosts",
+            ])
+            .args([
+                "--bind-interfaces",
+                "--port=53",
+                "--cache-size=0",
+                "--user=root",
+                "--pid-file=",
+            ])
+            .arg(format!("--listen-address={}", pod.peer_ip4))
+            .args(["--address=/test/192.0.2.1", "--address=/test/2001:db8::1"])
+            .spawn()
+            .expect("dnsmasq (Debian: dnsmasq-base)");
+        std::thread::sleep(Duration::from_millis(500));
+        let q = queries.display().to_string();
+        ab("DNS queries/s, Dns only", &agent, &target, &[ProbeType::Dns], || {
+            dns_rate(&pod, &q)
+        });
+        // What Dns itself adds where the cgroup_skb programs already run.
+        ab_over(
+            "DNS queries/s, Traffic+Dns vs Traffic",
+            &agent,
+            &target,
+            &[ProbeType::Traffic],
+            &[ProbeType::Traffic, ProbeType::Dns],
+            || dns_rate(&pod, &q),
+        );
+        ab(
+            "DNS queries/s, Traffic only (the cgroup_skb programs' share)",
+            &agent,
+            &target,
+            &[ProbeType::Traffic],
+            || dns_rate(&pod, &q),
+        );
+        let _ = dnsmasq.kill();
+        let _ = dnsmasq.wait();
+        let _ = std::fs::remove_file(&queries);
     }
 
-    println!(
-        "\n== 3. short-lived connections per second, TcpConnectLatency+TcpResets+TcpRtt vs none, ABBA order, 7 runs each =="
-    );
-    ab(
-        "connections/s",
-        &agent,
-        &target,
-        &[ProbeType::TcpConnectLatency, ProbeType::TcpResets, ProbeType::TcpRtt],
-        || conn_rate(&pod),
-    );
-    println!("   each type alone (where the cost comes from):");
-    for t in [ProbeType::TcpResets, ProbeType::TcpConnectLatency, ProbeType::TcpRtt] {
-        ab(&format!("   connections/s, {t} only"), &agent, &target, &[t], || {
+    if want("conn") {
+        println!(
+            "\n== 3. short-lived connections per second, TcpConnectLatency+TcpResets+TcpRtt vs none, ABBA order, 7 runs each =="
+        );
+        ab(
+            "connections/s",
+            &agent,
+            &target,
+            &[ProbeType::TcpConnectLatency, ProbeType::TcpResets, ProbeType::TcpRtt],
+            || conn_rate(&pod),
+        );
+        ab("connections/s, every type", &agent, &target, &ProbeType::ALL, || {
             conn_rate(&pod)
         });
+        println!("   each type alone (where the cost comes from):");
+        for t in [ProbeType::TcpResets, ProbeType::TcpConnectLatency, ProbeType::TcpRtt] {
+            ab(&format!("   connections/s, {t} only"), &agent, &target, &[t], || {
+                conn_rate(&pod)
+            });
+        }
     }
     drop(pod);
     drop(agent);
-    footprint();
+    if only.is_empty() {
+        footprint();
+    }
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", stats_before.trim());
 }
