@@ -262,7 +262,7 @@ impl Agent {
                 let mut fams = collector::families(series, self.standalone);
                 let mut full = family(
                     "netprobe_agent_map_full_total",
-                    "Events not counted because a bounded eBPF map was full.",
+                    "Events not counted because the kernel refused an eBPF map update: the map full, or (rarely) its bucket held on that CPU by the program a softirq interrupted.",
                     MetricType::COUNTER,
                 );
                 for (i, name) in layout::ERROR_NAMES.iter().enumerate() {

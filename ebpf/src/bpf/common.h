@@ -155,11 +155,17 @@ struct {
 	__type(value, struct np_rtt_sock);
 } rtt_socks SEC(".maps");
 
+/* Every counter update is an atomic add, per-CPU values included: two
+ * programs (or one cgroup_skb program, which has no recursion guard) run
+ * nested on one CPU when a softirq interrupts one running in process
+ * context, and a plain += would then lose the interrupted update. */
+#define NP_ADD(lvalue, v) __sync_fetch_and_add(&(lvalue), (v))
+
 static __always_inline void count_error(__u32 which)
 {
 	__u64 *v = bpf_map_lookup_elem(&errors, &which);
 	if (v)
-		*v += 1;
+		NP_ADD(*v, 1);
 }
 
 static __always_inline struct np_config config_now(void)
@@ -352,7 +358,7 @@ static __always_inline void count_keyed(__u32 slot, __u16 metric, __u16 sub)
 	__u64 zero = 0;
 	__u64 *v = lookup_or_init(&counters, &key, &zero, NP_E_COUNTERS_FULL);
 	if (v)
-		*v += 1;
+		NP_ADD(*v, 1);
 }
 
 static __always_inline void count_drop(__u32 slot, __u16 reason)
@@ -400,8 +406,8 @@ static __always_inline void observe_sub(__u32 slot, __u32 which, __u32 sub, __u6
 	__u32 b = bucket_of(which, v);
 	if (b > NP_MAX_BOUNDS)
 		b = NP_MAX_BOUNDS;
-	h->buckets[b] += 1;
-	h->sum_ns += v;
+	NP_ADD(h->buckets[b], 1);
+	NP_ADD(h->sum_ns, v);
 }
 
 static __always_inline void observe(__u32 slot, __u32 which, __u64 v)

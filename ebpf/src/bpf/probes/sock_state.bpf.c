@@ -92,7 +92,7 @@ static __always_inline void connect_done(struct sock *sk, const int newstate, __
 		struct np_pod_counters *pc = slot_counters(slot);
 		__u32 r = fail_reason(sk);
 		if (pc && r < NP_FAIL_MAX)
-			pc->connect_fail[r] += 1;
+			NP_ADD(pc->connect_fail[r], 1);
 	}
 }
 

@@ -11,7 +11,7 @@ int BPF_PROG(np_send_reset, const struct sock *sk, const struct sk_buff *skb)
 		return 0;
 	struct np_pod_counters *c = slot_counters(pod.slot);
 	if (c)
-		c->rst_sent += 1;
+		NP_ADD(c->rst_sent, 1);
 	return 0;
 }
 
@@ -23,6 +23,6 @@ int BPF_PROG(np_receive_reset, struct sock *sk)
 		return 0;
 	struct np_pod_counters *c = slot_counters(pod.slot);
 	if (c)
-		c->rst_recv += 1;
+		NP_ADD(c->rst_recv, 1);
 	return 0;
 }

@@ -20,7 +20,7 @@ static __always_inline void count_peer(const struct sock *sk, __u32 slot, __u64 
 	__u64 zero = 0;
 	__u64 *v = lookup_or_init(&retrans_peers, &key, &zero, NP_E_PEERS_FULL);
 	if (v)
-		*v += segs;
+		NP_ADD(*v, segs);
 }
 
 /* The kernel's own count of a socket's retransmitted segments,
@@ -69,7 +69,7 @@ static __always_inline void count_retrans(const struct sock *sk, const struct np
 		return;
 	struct np_pod_counters *c = slot_counters(pod->slot);
 	if (c)
-		c->retrans_segs += segs;
+		NP_ADD(c->retrans_segs, segs);
 	if (pod->flags & NP_POD_PEER_LABELS)
 		count_peer(sk, pod->slot, segs);
 }
@@ -147,6 +147,6 @@ int BPF_PROG(np_retransmit_synack, const struct sock *sk, const struct request_s
 		return 0;
 	struct np_pod_counters *c = slot_counters(pod.slot);
 	if (c)
-		c->retrans_segs += 1;
+		NP_ADD(c->retrans_segs, 1);
 	return 0;
 }

@@ -37,6 +37,6 @@ static __always_inline void count_traffic(struct __sk_buff *skb, const struct np
 	__u32 i = dir * NP_TRAFFIC_DIR + p;
 	if (i >= 2 * NP_TRAFFIC_DIR)
 		return;
-	t->bytes[i] += skb->len;
-	t->packets[i] += 1;
+	NP_ADD(t->bytes[i], skb->len);
+	NP_ADD(t->packets[i], 1);
 }
