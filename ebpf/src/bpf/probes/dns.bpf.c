@@ -31,9 +31,8 @@ static __always_inline int dns_payload(struct __sk_buff *skb, __u8 proto, __u32 
 	if (!cfg)
 		return 0;
 	__u16 port = 0;
-	if (bpf_skb_load_bytes(skb, l4 + port_at, &port, 2))
+	if (!l4_port(skb, l4 + port_at, &port))
 		return 0;
-	port = bpf_ntohs(port);
 	int watched = 0;
 	for (int i = 0; i < NP_DNS_PORTS; i++) {
 		if (!cfg->ports[i])
