@@ -15,6 +15,7 @@
  * checks below (queries are short and fit in their first segment). */
 
 #include "common.h"
+#include "packet.h"
 
 #define NP_DNS_QR 0x8000
 
