@@ -6,7 +6,12 @@
 //! Used by the agent's kernel tests and by the system tests.
 
 pub mod dns;
+mod metrics;
+mod plans;
 pub mod traffic;
+
+pub use metrics::*;
+pub use plans::*;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,9 +21,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use netprobe_agent::cgroups;
-use netprobe_agent::pipeline::desired::{Desired, Owner, PlanTargets, Target};
-use netprobe_api::ProbePlan;
-use prometheus::proto::MetricFamily;
+use netprobe_agent::pipeline::desired::{Owner, Target};
 
 /// Kernel tests share the machine's tracepoints and timing: run one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -453,195 +456,6 @@ pub fn programs_held_by(pid: u32) -> std::collections::BTreeSet<u64> {
         .collect()
 }
 
-/// What netprobe's retransmit count of a network namespace must be since a
-/// starting point: `TcpRetransSegs`, less at most `TCPRetransFail` (since
-/// Linux 6.16 the kernel counts a retransmission before a local send
-/// failure; netprobe counts sent segments: docs/probes.md).
-pub struct RetransOracle {
-    segs0: u64,
-    fail0: u64,
-}
-
-impl RetransOracle {
-    /// Start from the current counters; `nstat` reads one counter.
-    pub fn start(nstat: impl Fn(&str) -> u64) -> Self {
-        Self {
-            segs0: nstat("TcpRetransSegs"),
-            fail0: nstat("TcpExtTCPRetransFail"),
-        }
-    }
-
-    /// Check netprobe's count `got` against the counters now: Ok with the
-    /// TcpRetransSegs delta, or Err describing every figure. `missed` is the
-    /// retransmit program's recursion misses (runs the kernel skipped while
-    /// the program was already running on that CPU, which the agent
-    /// exports): each may be one segment netprobe did not see.
-    pub fn check(&self, nstat: impl Fn(&str) -> u64, got: Option<f64>, missed: u64) -> Result<u64, String> {
-        let segs = nstat("TcpRetransSegs") - self.segs0;
-        let fail = nstat("TcpExtTCPRetransFail") - self.fail0;
-        let floor = segs.saturating_sub(fail).saturating_sub(missed);
-        let ok = got.is_some_and(|v| v <= segs as f64 && v >= floor as f64);
-        let seen = format!("netprobe {got:?}, TcpRetransSegs {segs}, TCPRetransFail {fail}, recursion misses {missed}");
-        println!("{seen}");
-        if ok { Ok(segs) } else { Err(seen) }
-    }
-}
-
-/// Recursion misses of the TcpRetransmits programs, from an agent's
-/// metrics in the text exposition (see [`RetransOracle::check`]).
-pub fn retransmit_misses(exposition: &str) -> u64 {
-    exposition
-        .lines()
-        .filter(|l| {
-            l.starts_with("netprobe_agent_program_recursion_misses_total{") && l.contains("type=\"TcpRetransmits\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
-/// The value of `counter` in `nstat -asz` output.
-pub fn parse_nstat(text: &str, counter: &str) -> u64 {
-    text.lines()
-        .find_map(|l| {
-            let mut it = l.split_whitespace();
-            (it.next() == Some(counter))
-                .then(|| it.next().and_then(|v| v.parse().ok()))
-                .flatten()
-        })
-        .unwrap_or_else(|| panic!("no {counter} in nstat output: {text}"))
-}
-
-/// Wait for a child's first line and check it says "ready" (or "ok").
-pub fn read_ready(child: &mut Child) {
-    use std::io::BufRead;
-    let mut line = String::new();
-    if let Some(out) = child.stdout.as_mut() {
-        let _ = std::io::BufReader::new(out).read_line(&mut line);
-    }
-    assert!(
-        matches!(line.trim(), "ready" | "ok"),
-        "child did not get ready: {line:?}"
-    );
-}
-
-/// Value of a counter series whose labels include all of `want`.
-pub fn counter(fams: &[MetricFamily], name: &str, want: &[(&str, &str)]) -> Option<f64> {
-    let mut found = None;
-    for f in fams.iter().filter(|f| f.name() == name) {
-        for m in f.get_metric() {
-            let labels: BTreeMap<&str, &str> = m.get_label().iter().map(|l| (l.name(), l.value())).collect();
-            if want.iter().all(|(k, v)| labels.get(k) == Some(v)) {
-                *found.get_or_insert(0.0) += m.get_counter().get_value();
-            }
-        }
-    }
-    found
-}
-
-/// (count, sum, cumulative (upper bound, count) buckets) of a histogram.
-pub type Hist = (u64, f64, Vec<(f64, u64)>);
-
-/// The histogram series matching `want`, summed when several do (the
-/// series of one plan share their bounds).
-pub fn histogram(fams: &[MetricFamily], name: &str, want: &[(&str, &str)]) -> Option<Hist> {
-    let mut found: Option<Hist> = None;
-    for f in fams.iter().filter(|f| f.name() == name) {
-        for m in f.get_metric() {
-            let labels: BTreeMap<&str, &str> = m.get_label().iter().map(|l| (l.name(), l.value())).collect();
-            if want.iter().all(|(k, v)| labels.get(k) == Some(v)) {
-                let h = m.get_histogram();
-                let (count, sum, buckets) = found.get_or_insert_with(|| {
-                    let bounds = h.get_bucket().iter().map(|b| (b.upper_bound(), 0)).collect();
-                    (0, 0.0, bounds)
-                });
-                *count += h.get_sample_count();
-                *sum += h.get_sample_sum();
-                for (acc, b) in buckets.iter_mut().zip(h.get_bucket()) {
-                    acc.1 += b.cumulative_count();
-                }
-            }
-        }
-    }
-    found
-}
-
-/// Every label value set of a family (to check who has series at all).
-pub fn series_pods(fams: &[MetricFamily], name: &str) -> Vec<String> {
-    fams.iter()
-        .filter(|f| f.name() == name)
-        .flat_map(|f| f.get_metric().iter())
-        .filter_map(|m| {
-            m.get_label()
-                .iter()
-                .find(|l| l.name() == "pod")
-                .map(|l| l.value().to_string())
-        })
-        .collect()
-}
-
-/// A NetworkProbe plan `shop/<name>` (namespace `ns`) of `probes`.
-pub use netprobe_testutil::plans::plan_in;
-
-/// Desired state: `plan` selects `selected`; `others` exist unselected.
-pub fn desired_of(plan: ProbePlan, selected: &[Target], others: &[Target]) -> Desired {
-    let mut targets = BTreeMap::new();
-    for t in selected.iter().chain(others) {
-        targets.insert(t.key.clone(), t.clone());
-    }
-    let keys = selected.iter().map(|t| t.key.clone()).collect();
-    Desired {
-        targets,
-        plans: BTreeMap::from([(
-            plan.source.key(),
-            PlanTargets {
-                plan: std::sync::Arc::new(plan),
-                targets: keys,
-            },
-        )]),
-    }
-}
-
-/// Desired state: each plan of `plans` selects its target; every target
-/// exists.
-pub fn desired_with(plans: &[(&ProbePlan, &Target)]) -> Desired {
-    let mut d = Desired::default();
-    for (p, t) in plans {
-        d.targets.insert(t.key.clone(), (*t).clone());
-        d.plans
-            .entry(p.source.key())
-            .or_insert_with(|| PlanTargets {
-                plan: std::sync::Arc::new((*p).clone()),
-                targets: Default::default(),
-            })
-            .targets
-            .insert(t.key.clone());
-    }
-    d
-}
-
-/// The series flood of the tenant-isolation tests: `probes` NetworkProbes of
-/// namespace shop with peer labels (and room for 100,000 series each), all
-/// over `target`.
-pub fn flood_desired(target: &Target, probes: usize) -> Desired {
-    let plans: Vec<ProbePlan> = (0..probes)
-        .map(|i| {
-            let mut p = plan_in(
-                "shop",
-                &format!("flood-{i}"),
-                vec![netprobe_api::Probe {
-                    tcp_retransmits: Some(netprobe_api::TcpRetransmitsOptions {
-                        peer_labels: Some(true),
-                    }),
-                    ..netprobe_api::Probe::new(netprobe_api::ProbeType::TcpRetransmits)
-                }],
-            );
-            p.metrics.max_series_per_node = 100_000;
-            p
-        })
-        .collect();
-    desired_with(&plans.iter().map(|p| (p, target)).collect::<Vec<_>>())
-}
-
 /// A client script for the pod: 24 × 64 KiB to the peer's port 5001 over
 /// IPv4, IPv6 and v4-mapped IPv6, each connection drained to the end.
 pub fn bulk_client(pod: &Pod) -> String {
@@ -753,23 +567,15 @@ print("closed", len(socks))
     assert!(out.contains(&format!("closed {peers}")), "{out}");
 }
 
-/// One probe (of one type) in namespace shop that selects `selected` (pod
-/// web-0) and not `unselected` (other-0), applied; panics when the kernel
-/// cannot run the type.
-pub fn apply_one_type(
-    agent: &netprobe_agent::agent::Agent,
-    probe: netprobe_api::Probe,
-    selected: &Pod,
-    unselected: &Pod,
-) -> netprobe_agent::kernel::manager::ApplyReport {
-    let plan = plan_in("shop", "one", vec![probe]);
-    let report = agent
-        .set_desired(desired_of(
-            plan,
-            &[selected.target("shop", "web-0")],
-            &[unselected.target("shop", "other-0")],
-        ))
-        .expect("apply");
-    assert!(report.unsupported.is_empty(), "{report:?}");
-    report
+/// Wait for a child's first line and check it says "ready" (or "ok").
+pub fn read_ready(child: &mut Child) {
+    use std::io::BufRead;
+    let mut line = String::new();
+    if let Some(out) = child.stdout.as_mut() {
+        let _ = std::io::BufReader::new(out).read_line(&mut line);
+    }
+    assert!(
+        matches!(line.trim(), "ready" | "ok"),
+        "child did not get ready: {line:?}"
+    );
 }
