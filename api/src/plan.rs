@@ -304,6 +304,7 @@ mod tests {
     use super::*;
     use crate::probes::histogram::{HistogramOptions, HistogramPlan};
     use crate::probes::packet_drops::PacketDropsOptions;
+    use crate::probes::tcp_connect_latency::{TcpConnectLatencyOptions, TcpConnectLatencyPlan};
     use crate::probes::tcp_retransmits::TcpRetransmitsOptions;
     use crate::probes::tcp_rtt::DEFAULT_RTT_BUCKETS;
     use crate::spec::{MetricsSpec, Probe};
@@ -391,14 +392,18 @@ mod tests {
                 ..Probe::new(ProbeType::TcpConnectLatency)
             },
             Probe {
-                tcp_connect_latency: Some(HistogramOptions {
-                    buckets: Some(vec![-1.0]),
+                tcp_connect_latency: Some(TcpConnectLatencyOptions {
+                    histogram: HistogramOptions {
+                        buckets: Some(vec![-1.0]),
+                    },
+                    peers: None,
                 }),
                 ..Probe::new(ProbeType::TcpConnectLatency)
             },
             Probe {
                 tcp_retransmits: Some(TcpRetransmitsOptions {
                     peer_labels: Some(true),
+                    peers: None,
                 }),
                 ..Probe::new(ProbeType::TcpRtt)
             },
@@ -427,8 +432,11 @@ mod tests {
             "{errs:?}"
         );
         let s = spec(vec![Probe {
-            tcp_connect_latency: Some(HistogramOptions {
-                buckets: Some(vec![0.2, 0.1]),
+            tcp_connect_latency: Some(TcpConnectLatencyOptions {
+                histogram: HistogramOptions {
+                    buckets: Some(vec![0.2, 0.1]),
+                },
+                peers: None,
             }),
             ..Probe::new(ProbeType::TcpConnectLatency)
         }]);
@@ -451,13 +459,17 @@ mod tests {
             Probe {
                 tcp_retransmits: Some(TcpRetransmitsOptions {
                     peer_labels: Some(true),
+                    peers: None,
                 }),
                 ..Probe::new(ProbeType::TcpRetransmits)
             },
             Probe::new(ProbeType::TcpResets),
             Probe {
-                tcp_connect_latency: Some(HistogramOptions {
-                    buckets: Some(vec![0.001, 1.0]),
+                tcp_connect_latency: Some(TcpConnectLatencyOptions {
+                    histogram: HistogramOptions {
+                        buckets: Some(vec![0.001, 1.0]),
+                    },
+                    peers: None,
                 }),
                 ..Probe::new(ProbeType::TcpConnectLatency)
             },
@@ -541,7 +553,10 @@ mod tests {
             Err(PlanError::Refused(_))
         ));
         let mut off = plan.clone();
-        off.probes = vec![PlannedProbe::TcpConnectLatency(HistogramPlan { buckets: vec![0.004] })];
+        off.probes = vec![PlannedProbe::TcpConnectLatency(TcpConnectLatencyPlan {
+            histogram: HistogramPlan { buckets: vec![0.004] },
+            peers: None,
+        })];
         let err = ProbePlan::from_json(&off.to_json()).unwrap_err();
         assert!(err.to_string().contains("0.004"), "{err}");
     }

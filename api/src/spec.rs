@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::probes::dns::DnsOptions;
 use crate::probes::histogram::HistogramOptions;
 use crate::probes::packet_drops::PacketDropsOptions;
+use crate::probes::tcp_connect_latency::TcpConnectLatencyOptions;
+use crate::probes::tcp_resets::TcpResetsOptions;
 use crate::probes::tcp_retransmits::TcpRetransmitsOptions;
 use crate::status::ProbeStatus;
 
@@ -204,6 +206,7 @@ impl std::fmt::Display for ProbeType {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.tcpRetransmits) || self.type == 'TcpRetransmits'").message("tcpRetransmits options are only allowed when type is TcpRetransmits").field_path(".tcpRetransmits"))]
+#[x_kube(validation = Rule::new("!has(self.tcpResets) || self.type == 'TcpResets'").message("tcpResets options are only allowed when type is TcpResets").field_path(".tcpResets"))]
 #[x_kube(validation = Rule::new("!has(self.tcpConnectLatency) || self.type == 'TcpConnectLatency'").message("tcpConnectLatency options are only allowed when type is TcpConnectLatency").field_path(".tcpConnectLatency"))]
 #[x_kube(validation = Rule::new("!has(self.tcpRtt) || self.type == 'TcpRtt'").message("tcpRtt options are only allowed when type is TcpRtt").field_path(".tcpRtt"))]
 #[x_kube(validation = Rule::new("!has(self.packetDrops) || self.type == 'PacketDrops'").message("packetDrops options are only allowed when type is PacketDrops").field_path(".packetDrops"))]
@@ -218,9 +221,13 @@ pub struct Probe {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_retransmits: Option<TcpRetransmitsOptions>,
 
+    /// Options of a TcpResets probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_resets: Option<TcpResetsOptions>,
+
     /// Options of a TcpConnectLatency probe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tcp_connect_latency: Option<HistogramOptions>,
+    pub tcp_connect_latency: Option<TcpConnectLatencyOptions>,
 
     /// Options of a TcpRtt probe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -243,6 +250,7 @@ impl Probe {
         Probe {
             type_,
             tcp_retransmits: None,
+            tcp_resets: None,
             tcp_connect_latency: None,
             tcp_rtt: None,
             packet_drops: None,

@@ -15,14 +15,19 @@ pub const HIST_SUB_SHIFT: u32 = 16;
 pub const CONNECTING: u32 = 16384;
 pub const RTT_SOCKS: u32 = 65536;
 pub const PEERS: u32 = 16384;
+pub const PEER_HISTS: u32 = 4096;
 pub const MAX_BOUNDS: usize = 64;
 
 /// `np_counter_key.sub` of drops whose reason belongs to a kernel subsystem
 /// (not in the core `skb_drop_reason` enum); exported as `SUBSYSTEM`.
 pub const DROP_SUBSYSTEM: u16 = 0xffff;
 
-/// `np_pod_info.flags`: count retransmits per peer for this pod.
-pub const POD_PEER_LABELS: u32 = 1;
+/// `np_pod_info.flags`: count this pod's retransmits, resets and connects
+/// per peer too (some probe selecting it asks for peers).
+pub const POD_PEERS: u32 = 1;
+
+/// `np_peer_key.role`, in value order, as `role` label values.
+pub const ROLES: [&str; 2] = ["client", "server"];
 
 /// `np_config.types`: which socket-state probe types the shared program runs.
 pub const TYPE_CONNECT: u32 = 1;
@@ -82,14 +87,7 @@ const TRAFFIC_SLOTS: usize = TRAFFIC_DIRECTIONS.len() * TRAFFIC_PROTOCOLS.len();
 pub const CONNECT_FAIL_REASONS: [&str; 5] = ["refused", "timeout", "unreachable", "aborted", "other"];
 
 /// Indices of the `errors` per-CPU array, as metric label values.
-pub const ERROR_NAMES: [&str; 6] = [
-    "counters",
-    "retrans_peers",
-    "rtt_socks",
-    "leaf_cache",
-    "hists",
-    "dns_pending",
-];
+pub const ERROR_NAMES: [&str; 6] = ["counters", "peers", "rtt_socks", "leaf_cache", "hists", "dns_pending"];
 
 /// Indices of the `bounds` array.
 pub const BOUNDS_CONNECT: u32 = 0;
@@ -219,9 +217,16 @@ pub struct CounterKey {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerKey {
     pub slot: u32,
+    /// AF_INET or AF_INET6; 0 when the kernel could not read the peer.
     pub family: u16,
+    /// The server's port (never an ephemeral one), host order.
     pub port: u16,
     pub addr: [u8; 16],
+    /// What is counted: a [`metric`] id (CONNECT_FAIL with the reason in `sub`).
+    pub metric: u16,
+    /// Index into [`ROLES`].
+    pub role: u8,
+    pub sub: u8,
 }
 
 #[repr(C)]
@@ -238,6 +243,8 @@ pub struct Connect {
     pub syn_ns: u64,
     pub slot: u32,
     pub generation: u32,
+    pub flags: u32,
+    pub _pad: u32,
 }
 
 // SAFETY: plain-old-data: repr(C), no padding beyond explicit fields, every
@@ -365,6 +372,9 @@ pub fn mirrored() -> Vec<Mirrored> {
                 ("family", offset_of!(PeerKey, family)),
                 ("port", offset_of!(PeerKey, port)),
                 ("addr", offset_of!(PeerKey, addr)),
+                ("metric", offset_of!(PeerKey, metric)),
+                ("role", offset_of!(PeerKey, role)),
+                ("sub", offset_of!(PeerKey, sub)),
             ],
         ),
         (
@@ -382,6 +392,7 @@ pub fn mirrored() -> Vec<Mirrored> {
                 ("syn_ns", offset_of!(Connect, syn_ns)),
                 ("slot", offset_of!(Connect, slot)),
                 ("generation", offset_of!(Connect, generation)),
+                ("flags", offset_of!(Connect, flags)),
             ],
         ),
     ]

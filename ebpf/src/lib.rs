@@ -54,7 +54,10 @@ pub mod maps {
     pub const COUNTERS: &str = "counters";
     pub const HISTS: &str = "hists";
     pub const HIST_ZERO: &str = "hist_zero";
-    pub const RETRANS_PEERS: &str = "retrans_peers";
+    /// Per-peer counters of the pods whose probes ask for peers.
+    pub const PEERS: &str = "peers";
+    /// Per-peer connect latency histograms of the same pods.
+    pub const PEER_HISTS: &str = "peer_hists";
     pub const ERRORS: &str = "errors";
     pub const RTT_SOCKS: &str = "rtt_socks";
     pub const CONNECTING: &str = "connecting";
@@ -113,7 +116,8 @@ mod tests {
             maps::POD_COUNTERS,
             maps::HISTS,
             maps::HIST_ZERO,
-            maps::RETRANS_PEERS,
+            maps::PEERS,
+            maps::PEER_HISTS,
             maps::ERRORS,
             maps::RTT_SOCKS,
             maps::CONNECTING,
@@ -175,7 +179,10 @@ mod tests {
             ("NP_COUNTERS", u64::from(layout::COUNTERS)),
             ("NP_PEERS", u64::from(layout::PEERS)),
             ("NP_MAX_BOUNDS", layout::MAX_BOUNDS as u64),
-            ("NP_POD_PEER_LABELS", u64::from(layout::POD_PEER_LABELS)),
+            ("NP_POD_PEERS", u64::from(layout::POD_PEERS)),
+            ("NP_PEER_HISTS", u64::from(layout::PEER_HISTS)),
+            ("NP_ROLE_CLIENT", 0),
+            ("NP_ROLE_SERVER", 1),
             ("NP_TYPE_CONNECT", u64::from(layout::TYPE_CONNECT)),
             ("NP_TYPE_RTT", u64::from(layout::TYPE_RTT)),
             ("NP_M_RETRANS_SEGS", u64::from(layout::metric::RETRANS_SEGS)),

@@ -18,6 +18,7 @@ use crate::kernel::iter::MapIterLink;
 use crate::kernel::manager::{ApplyReport, KernelFacts, ManagerError, ProbeManager};
 use crate::pipeline::collector::{self, Baseline, Baselines, Budget, ReasonNames};
 use crate::pipeline::desired::{Desired, KernelState};
+use crate::pipeline::peers::PeerWorld;
 
 struct Inner {
     manager: ProbeManager,
@@ -30,6 +31,8 @@ struct Inner {
     /// Series admitted at the last admission.
     admitted: usize,
     last_collect: Duration,
+    /// Where peers are (Nodes, this node's pods, service CIDRs).
+    world: Arc<PeerWorld>,
 }
 
 /// Hand freed heap back to the kernel after many series went away (probes
@@ -111,11 +114,18 @@ impl Agent {
                 baselines: Baselines::new(),
                 admitted: 0,
                 last_collect: Duration::ZERO,
+                world: PeerWorld::standalone(Vec::new()),
             })),
             reasons,
             standalone,
             budget_tx: Arc::new(watch::Sender::new(BTreeSet::new())),
         })
+    }
+
+    /// What the agent knows of where peers are; swapped whole when the
+    /// cluster's Nodes or this node's pods change.
+    pub fn set_peer_world(&self, world: Arc<PeerWorld>) {
+        self.lock().world = world;
     }
 
     /// The host's cgroup2 root, where cgroup_skb programs (Traffic) attach.
@@ -231,6 +241,7 @@ impl Agent {
             snap,
             &self.reasons,
             &inner.baselines,
+            &inner.world,
         );
         collector::admit(&mut s, &mut inner.budget, self.standalone);
         self.publish_budget(&inner.budget);

@@ -112,6 +112,7 @@ fn retransmit_peer_labels_sum_to_the_pod_total() {
     let probe = Probe {
         tcp_retransmits: Some(TcpRetransmitsOptions {
             peer_labels: Some(true),
+            peers: None,
         }),
         ..Probe::new(ProbeType::TcpRetransmits)
     };

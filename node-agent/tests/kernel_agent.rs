@@ -571,7 +571,10 @@ fn histograms_of_two_probes_on_one_pod_are_exact_and_other_tenants_cannot_touch_
     a.peer_spawn(&support::servers(&[(5004, support::Serve::AcceptClose)]));
     let b = Pod::new(Driver::Cgroupfs);
     let latency = |buckets: Vec<f64>| Probe {
-        tcp_connect_latency: Some(HistogramOptions { buckets: Some(buckets) }),
+        tcp_connect_latency: Some(netprobe_api::probes::tcp_connect_latency::TcpConnectLatencyOptions {
+            histogram: HistogramOptions { buckets: Some(buckets) },
+            peers: None,
+        }),
         ..Probe::new(ProbeType::TcpConnectLatency)
     };
     let fast = plan("fast", vec![latency(vec![0.0005, 1.0])]);

@@ -6,6 +6,7 @@
 pub mod dns;
 pub mod histogram;
 pub mod packet_drops;
+pub mod peers;
 pub mod tcp_connect_latency;
 pub mod tcp_resets;
 pub mod tcp_retransmits;
@@ -20,6 +21,8 @@ use crate::spec::{Probe, ProbeType};
 pub use dns::{DnsOptions, DnsPlan};
 pub use histogram::HistogramPlan;
 pub use packet_drops::PacketDropsPlan;
+pub use peers::{PeerLabel, PeersPlan};
+pub use tcp_connect_latency::TcpConnectLatencyPlan;
 pub use tcp_resets::TcpResetsPlan;
 pub use tcp_retransmits::TcpRetransmitsPlan;
 pub use traffic::TrafficPlan;
@@ -32,7 +35,7 @@ pub use traffic::TrafficPlan;
 pub enum PlannedProbe {
     TcpRetransmits(TcpRetransmitsPlan),
     TcpResets(TcpResetsPlan),
-    TcpConnectLatency(HistogramPlan),
+    TcpConnectLatency(TcpConnectLatencyPlan),
     TcpRtt(HistogramPlan),
     PacketDrops(PacketDropsPlan),
     Traffic(TrafficPlan),
@@ -52,10 +55,21 @@ impl PlannedProbe {
         }
     }
 
+    /// The peer classes a probe asks for, if its type has them.
+    pub fn peers(&self) -> Option<&PeersPlan> {
+        match self {
+            PlannedProbe::TcpRetransmits(o) => o.peers.as_ref(),
+            PlannedProbe::TcpResets(o) => o.peers.as_ref(),
+            PlannedProbe::TcpConnectLatency(o) => o.peers.as_ref(),
+            _ => None,
+        }
+    }
+
     /// The histogram of a latency type.
     pub fn histogram(&self) -> Option<&HistogramPlan> {
         match self {
-            PlannedProbe::TcpConnectLatency(h) | PlannedProbe::TcpRtt(h) => Some(h),
+            PlannedProbe::TcpConnectLatency(c) => Some(&c.histogram),
+            PlannedProbe::TcpRtt(h) => Some(h),
             PlannedProbe::Dns(d) => Some(&d.histogram),
             _ => None,
         }
@@ -82,7 +96,7 @@ pub(crate) fn plan(p: &Probe, field: &str) -> Result<PlannedProbe, Vec<FieldErro
         ProbeType::TcpRetransmits => {
             tcp_retransmits::plan(p.tcp_retransmits.as_ref(), &options).map(PlannedProbe::TcpRetransmits)
         }
-        ProbeType::TcpResets => tcp_resets::plan(&options).map(PlannedProbe::TcpResets),
+        ProbeType::TcpResets => tcp_resets::plan(p.tcp_resets.as_ref(), &options).map(PlannedProbe::TcpResets),
         ProbeType::TcpConnectLatency => {
             tcp_connect_latency::plan(p.tcp_connect_latency.as_ref(), &options).map(PlannedProbe::TcpConnectLatency)
         }
@@ -102,9 +116,10 @@ pub(crate) fn plan(p: &Probe, field: &str) -> Result<PlannedProbe, Vec<FieldErro
 }
 
 /// Which types' options an entry sets.
-fn options_present(p: &Probe) -> [(ProbeType, bool); 5] {
+fn options_present(p: &Probe) -> [(ProbeType, bool); 6] {
     [
         (ProbeType::TcpRetransmits, p.tcp_retransmits.is_some()),
+        (ProbeType::TcpResets, p.tcp_resets.is_some()),
         (ProbeType::TcpConnectLatency, p.tcp_connect_latency.is_some()),
         (ProbeType::TcpRtt, p.tcp_rtt.is_some()),
         (ProbeType::PacketDrops, p.packet_drops.is_some()),

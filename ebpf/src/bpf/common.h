@@ -124,7 +124,15 @@ struct {
 	__uint(max_entries, NP_PEERS);
 	__type(key, struct np_peer_key);
 	__type(value, __u64);
-} retrans_peers SEC(".maps");
+} peers SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, NP_PEER_HISTS);
+	__type(key, struct np_peer_key);
+	__type(value, struct np_hist);
+} peer_hists SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

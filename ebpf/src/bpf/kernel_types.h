@@ -67,6 +67,7 @@ struct sock {
 	struct sock_common __sk_common;
 	int sk_err;
 	__u16 sk_protocol;
+	__u32 sk_max_ack_backlog;
 	struct sock_cgroup_data sk_cgrp_data;
 };
 
@@ -83,6 +84,9 @@ struct sk_buff {
 	struct net_device *dev;
 	struct sock *sk;
 	char cb[48];
+	unsigned char *head;
+	__u16 transport_header;
+	__u16 network_header;
 };
 
 struct tcp_skb_cb {
@@ -97,7 +101,9 @@ struct tcp_skb_cb {
 	};
 };
 
-struct request_sock;
+struct request_sock {
+	struct sock_common __req_common;
+};
 struct bpf_map;
 
 struct bpf_iter_meta {
@@ -134,6 +140,7 @@ struct bpf_iter__bpf_map_elem {
 #define TCP_TIME_WAIT 6
 #define TCP_CLOSE 7
 #define TCP_CLOSE_WAIT 8
+#define TCP_LISTEN 10
 #define TCP_NEW_SYN_RECV 12
 #define EBUSY 16
 #define EAGAIN 11

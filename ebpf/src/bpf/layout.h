@@ -21,8 +21,12 @@
 /* np_hist_key.which: the bounds index in the low 16 bits, the histogram's
  * sub value (DNS query type) above. */
 #define NP_HIST_SUB_SHIFT 16
-/* (pod, peer) retransmit counters when peer labels are on. */
+/* (pod, peer, role, server port, metric) counters of the pods whose probes
+ * ask for peers (NP_POD_PEERS). */
 #define NP_PEERS 16384
+/* (pod, peer) connect latency histograms of the same pods (np_peer_key with
+ * metric NP_M_CONNECT_BUCKET): not preallocated, ~0.5 KiB per CPU each. */
+#define NP_PEER_HISTS 4096
 /* Histogram bounds per latency type. */
 #define NP_MAX_BOUNDS 64
 
@@ -32,7 +36,12 @@
 #define NP_DROP_SUBSYSTEM 0xffffu
 
 /* Pod flags. */
-#define NP_POD_PEER_LABELS 1u
+/* Count this pod's retransmits, resets and failed connects per peer too. */
+#define NP_POD_PEERS 1u
+
+/* np_peer_key.role: which end of the connection the pod is. */
+#define NP_ROLE_CLIENT 0
+#define NP_ROLE_SERVER 1
 
 /* Established connections TcpRtt samples at once, node-wide (allocated
  * per connection from the kernel's BPF memory caches; a connection that
@@ -212,11 +221,18 @@ struct np_counter_key {
 	__u16 sub;
 };
 
+/* One peer of a pod: the remote address, the server's port (the remote
+ * port when the pod is the client, its own when it is the server: never an
+ * ephemeral port), which end the pod is, and what is counted (metric, and
+ * for NP_M_CONNECT_FAIL the reason in sub). */
 struct np_peer_key {
 	__u32 slot;
 	__u16 family;
 	__u16 port;
 	__u8 addr[16];
+	__u16 metric;
+	__u8 role;
+	__u8 sub;
 };
 
 /* An established connection of a pod TcpRtt selects, keyed by socket
@@ -235,6 +251,8 @@ struct np_connect {
 	__u64 syn_ns;
 	__u32 slot;
 	__u32 generation;
+	__u32 flags; /* the pod's np_pod_info.flags */
+	__u32 _pad;
 };
 
 #endif

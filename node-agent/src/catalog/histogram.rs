@@ -32,7 +32,8 @@ pub(super) fn family(
         name,
         help,
         kind: MetricType::HISTOGRAM,
-        extra_labels,
+        extra_labels: extra_labels.to_vec(),
+        peers: None,
         bounds: Some((plan_buckets.to_vec(), bounds.get(&index).cloned().unwrap_or_default())),
         allow: None,
     }

@@ -10,6 +10,7 @@
 pub mod dns;
 mod histogram;
 pub mod packet_drops;
+mod peers;
 pub mod tcp_connect_latency;
 pub mod tcp_resets;
 pub mod tcp_retransmits;
@@ -21,11 +22,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use aya::Ebpf;
 use netprobe_api::ProbeType;
 use netprobe_api::plan::PlannedProbe;
+use netprobe_api::probes::PeersPlan;
 use netprobe_ebpf::btf::Btf as KernelBtf;
 use netprobe_ebpf::layout::{CounterKey, PeerKey};
 use prometheus::proto::MetricType;
 
 use crate::kernel::error::ManagerError;
+use crate::pipeline::peers::PeerWorld;
 
 pub use packet_drops::{ReasonNames, drop_reason_names};
 
@@ -109,8 +112,10 @@ pub struct FamilySpec {
     pub name: &'static str,
     pub help: &'static str,
     pub kind: MetricType,
-    /// Labels after the owner labels.
-    pub extra_labels: &'static [&'static str],
+    /// Labels after the owner labels (the peer labels last).
+    pub extra_labels: Vec<&'static str>,
+    /// The probe's peer classes, when its series carry peer labels.
+    pub peers: Option<PeersPlan>,
     /// Histogram bounds of the plan (seconds) and the kernel's union bounds (ns).
     pub bounds: Option<(Vec<f64>, Vec<u64>)>,
     /// Label values this family may export (the drop-reason allow-list).
@@ -129,10 +134,20 @@ impl FamilySpec {
             name,
             help,
             kind: MetricType::COUNTER,
-            extra_labels,
+            extra_labels: extra_labels.to_vec(),
+            peers: None,
             bounds: None,
             allow: None,
         }
+    }
+
+    /// The same family with the peer labels `p` asks for after its own.
+    pub fn with_peers(mut self, p: Option<&PeersPlan>) -> Self {
+        if let Some(p) = p {
+            self.extra_labels.extend(p.labels.iter().map(|l| l.as_str()));
+            self.peers = Some(p.clone());
+        }
+        self
     }
 }
 
@@ -173,6 +188,8 @@ pub struct Fill<'a> {
     pub key: &'a dyn Fn(&[&str]) -> Vec<String>,
     pub counters: TargetCounters<'a>,
     pub reasons: &'a ReasonNames,
+    /// Where peers are, for families with peer labels.
+    pub world: &'a PeerWorld,
 }
 
 impl Fill<'_> {

@@ -11,7 +11,7 @@ use netprobe_api::plan::PlannedProbe;
 use netprobe_ebpf::layout::{self, BOUNDS_CONNECT, CONNECT_FAIL_REASONS, TYPE_CONNECT, metric};
 use netprobe_ebpf::{maps, programs};
 
-use super::{FamilySpec, Fill, Hook, KernelFacts, Needs, ProbeKind, histogram};
+use super::{FamilySpec, Fill, Hook, KernelFacts, Needs, ProbeKind, histogram, peers};
 use crate::kernel::error::{ManagerError, clear_hash};
 
 pub struct TcpConnectLatency;
@@ -47,14 +47,15 @@ impl ProbeKind for TcpConnectLatency {
     }
 
     fn needs(&self, p: &PlannedProbe, needs: &mut Needs) {
-        if let PlannedProbe::TcpConnectLatency(_) = p {
+        if let PlannedProbe::TcpConnectLatency(c) = p {
             histogram::needs(BOUNDS_CONNECT, needs);
+            peers::needs(c.peers.as_ref(), needs);
         }
     }
 
     fn families(&self, p: &PlannedProbe, bounds: &BTreeMap<u32, Vec<u64>>) -> Vec<FamilySpec> {
         let buckets = match p {
-            PlannedProbe::TcpConnectLatency(h) => h.buckets.as_slice(),
+            PlannedProbe::TcpConnectLatency(c) => c.histogram.buckets.as_slice(),
             _ => &[],
         };
         vec![
@@ -66,25 +67,29 @@ impl ProbeKind for TcpConnectLatency {
                 BOUNDS_CONNECT,
                 bounds,
                 &[],
-            ),
+            )
+            .with_peers(p.peers()),
             FamilySpec::counter(
                 ProbeType::TcpConnectLatency,
                 "netprobe_tcp_connect_failures_total",
                 "Active TCP opens that failed, by reason.",
                 &["reason"],
-            ),
+            )
+            .with_peers(p.peers()),
         ]
     }
 
     fn fill(&self, f: &FamilySpec, out: &mut Fill<'_>) {
-        if f.name == LATENCY {
-            histogram::fill(out, metric::CONNECT_BUCKET, metric::CONNECT_SUM);
-            return;
+        let reason = |sub: u16| CONNECT_FAIL_REASONS.get(sub as usize).copied().unwrap_or("other");
+        match (f.name == LATENCY, &f.peers) {
+            (true, Some(plan)) => return peers::fill_connect_histogram(out, plan),
+            (true, None) => return histogram::fill(out, metric::CONNECT_BUCKET, metric::CONNECT_SUM),
+            (false, Some(plan)) => return peers::fill_counter(out, plan, metric::CONNECT_FAIL, &|s| vec![reason(s)]),
+            (false, None) => {}
         }
         let fails: Vec<(u16, u64)> = out.counters.of(metric::CONNECT_FAIL).collect();
         for (sub, v) in fails {
-            let r = CONNECT_FAIL_REASONS.get(sub as usize).copied().unwrap_or("other");
-            out.add(&[r], v);
+            out.add(&[reason(sub)], v);
         }
     }
 }

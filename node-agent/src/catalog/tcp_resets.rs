@@ -9,7 +9,7 @@ use netprobe_api::plan::PlannedProbe;
 use netprobe_ebpf::layout::metric;
 use netprobe_ebpf::programs;
 
-use super::{FamilySpec, Fill, Hook, KernelFacts, ProbeKind};
+use super::{FamilySpec, Fill, Hook, KernelFacts, Needs, ProbeKind, peers};
 
 pub struct TcpResets;
 
@@ -40,17 +40,28 @@ impl ProbeKind for TcpResets {
         &[metric::RST_SENT, metric::RST_RECV]
     }
 
-    fn families(&self, _p: &PlannedProbe, _bounds: &BTreeMap<u32, Vec<u64>>) -> Vec<FamilySpec> {
-        vec![FamilySpec::counter(
-            ProbeType::TcpResets,
-            "netprobe_tcp_resets_total",
-            "TCP resets sent and received.",
-            &["direction"],
-        )]
+    fn needs(&self, p: &PlannedProbe, needs: &mut Needs) {
+        peers::needs(p.peers(), needs);
     }
 
-    fn fill(&self, _f: &FamilySpec, out: &mut Fill<'_>) {
+    fn families(&self, p: &PlannedProbe, _bounds: &BTreeMap<u32, Vec<u64>>) -> Vec<FamilySpec> {
+        vec![
+            FamilySpec::counter(
+                ProbeType::TcpResets,
+                "netprobe_tcp_resets_total",
+                "TCP resets sent and received.",
+                &["direction"],
+            )
+            .with_peers(p.peers()),
+        ]
+    }
+
+    fn fill(&self, f: &FamilySpec, out: &mut Fill<'_>) {
         for (dir, m) in [("sent", metric::RST_SENT), ("received", metric::RST_RECV)] {
+            if let Some(plan) = &f.peers {
+                peers::fill_counter(out, plan, m, &|_| vec![dir]);
+                continue;
+            }
             let n: Vec<u64> = out.counters.of(m).map(|(_, v)| v).collect();
             for v in n {
                 out.add(&[dir], v);

@@ -7,10 +7,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use netprobe_api::ProbeType;
 use netprobe_api::plan::PlannedProbe;
-use netprobe_ebpf::layout::{POD_PEER_LABELS, PeerKey, metric};
+use netprobe_ebpf::layout::{POD_PEERS, PeerKey, metric};
 use netprobe_ebpf::programs;
 
-use super::{FamilySpec, Fill, Hook, KernelFacts, Needs, ProbeKind};
+use super::{FamilySpec, Fill, Hook, KernelFacts, Needs, ProbeKind, peers};
 
 pub struct TcpRetransmits;
 
@@ -52,26 +52,34 @@ impl ProbeKind for TcpRetransmits {
     }
 
     fn needs(&self, p: &PlannedProbe, needs: &mut Needs) {
-        if let PlannedProbe::TcpRetransmits(o) = p
-            && o.peer_labels
-        {
-            needs.target_flags |= POD_PEER_LABELS;
+        if let PlannedProbe::TcpRetransmits(o) = p {
+            if o.peer_labels {
+                needs.target_flags |= POD_PEERS;
+            }
+            peers::needs(o.peers.as_ref(), needs);
         }
     }
 
     fn families(&self, p: &PlannedProbe, _bounds: &BTreeMap<u32, Vec<u64>>) -> Vec<FamilySpec> {
-        let peers = matches!(p, PlannedProbe::TcpRetransmits(o) if o.peer_labels);
-        vec![FamilySpec::counter(
-            ProbeType::TcpRetransmits,
-            FAMILY,
-            "TCP segments retransmitted (as TcpRetransSegs counts them).",
-            if peers { &["peer_address", "peer_port"] } else { &[] },
-        )]
+        let raw = matches!(p, PlannedProbe::TcpRetransmits(o) if o.peer_labels);
+        vec![
+            FamilySpec::counter(
+                ProbeType::TcpRetransmits,
+                FAMILY,
+                "TCP segments retransmitted (as TcpRetransSegs counts them).",
+                if raw { &["peer_address", "peer_port"] } else { &[] },
+            )
+            .with_peers(p.peers()),
+        ]
     }
 
     fn fill(&self, f: &FamilySpec, out: &mut Fill<'_>) {
+        if let Some(plan) = &f.peers {
+            peers::fill_counter(out, plan, metric::RETRANS_SEGS, &|_| Vec::new());
+            return;
+        }
         let total: u64 = out.counters.of(metric::RETRANS_SEGS).map(|(_, v)| v).sum();
-        // The family carries peer labels exactly when the plan asked for them.
+        // The family carries raw peer labels exactly when the plan asked for them.
         if f.extra_labels.is_empty() {
             if total > 0 {
                 out.add(&[], total);
@@ -79,7 +87,12 @@ impl ProbeKind for TcpRetransmits {
             return;
         }
         let mut by_peers = 0;
-        for (pk, v) in out.counters.peers {
+        for (pk, v) in out
+            .counters
+            .peers
+            .iter()
+            .filter(|(k, _)| k.metric == metric::RETRANS_SEGS)
+        {
             by_peers += v;
             let port = pk.port.to_string();
             out.add(&[&peer_addr(pk), &port], *v);

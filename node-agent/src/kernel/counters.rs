@@ -47,6 +47,30 @@ impl Snapshot {
         }
     }
 
+    /// A peer's connect latency histogram, flattened like the pods' (one
+    /// entry per bucket, `sub` = the bucket index; the sum under
+    /// CONNECT_SUM), so baselines and the collector treat it as counters.
+    fn add_peer_hist(&mut self, k: PeerKey, h: &Hist) {
+        for (i, n) in h.buckets.iter().enumerate() {
+            if *n > 0 {
+                let key = PeerKey {
+                    metric: metric::CONNECT_BUCKET,
+                    sub: i as u8,
+                    ..k
+                };
+                *self.peers.entry(key).or_default() += n;
+            }
+        }
+        if h.sum_ns > 0 {
+            let key = PeerKey {
+                metric: metric::CONNECT_SUM,
+                sub: 0,
+                ..k
+            };
+            *self.peers.entry(key).or_default() += h.sum_ns;
+        }
+    }
+
     /// A histogram's buckets under `sub` = its sub value (DNS query type)
     /// × 256 + the bucket index, its sum under the sub value.
     fn add_hist(&mut self, k: &HistKey, h: &Hist) {
@@ -137,9 +161,14 @@ pub fn snapshot(ebpf: &Ebpf, slots: impl IntoIterator<Item = u32>) -> Result<Sna
         snap.add(k.slot, k.metric, k.sub, v.iter().copied().fold(0u64, u64::wrapping_add));
     }
     let peers: PerCpuHashMap<&MapData, PeerKey, u64> =
-        PerCpuHashMap::try_from(map(ebpf, maps::RETRANS_PEERS)?).map_err(map_err(maps::RETRANS_PEERS))?;
+        PerCpuHashMap::try_from(map(ebpf, maps::PEERS)?).map_err(map_err(maps::PEERS))?;
     for (k, v) in peers.iter().filter_map(Result::ok) {
         snap.peers.insert(k, v.iter().copied().fold(0u64, u64::wrapping_add));
+    }
+    let peer_hists: PerCpuHashMap<&MapData, PeerKey, Hist> =
+        PerCpuHashMap::try_from(map(ebpf, maps::PEER_HISTS)?).map_err(map_err(maps::PEER_HISTS))?;
+    for (k, v) in peer_hists.iter().filter_map(Result::ok) {
+        snap.add_peer_hist(k, &sum_hist(&v));
     }
     let errors: PerCpuArray<&MapData, u64> =
         PerCpuArray::try_from(map(ebpf, maps::ERRORS)?).map_err(map_err(maps::ERRORS))?;
@@ -200,7 +229,8 @@ pub fn clear_slot(ebpf: &mut Ebpf, slot: u32) -> Result<(), ManagerError> {
     update_pods(ebpf, [slot], |c| *c = PodCounters::default())?;
     update_slots(ebpf, maps::TRAFFIC, [slot], |t: &mut Traffic| *t = Traffic::default())?;
     remove_where::<CounterKey, u64>(ebpf, maps::COUNTERS, |k| k.slot == slot)?;
-    remove_where::<PeerKey, u64>(ebpf, maps::RETRANS_PEERS, |k| k.slot == slot)?;
+    remove_where::<PeerKey, u64>(ebpf, maps::PEERS, |k| k.slot == slot)?;
+    remove_where::<PeerKey, Hist>(ebpf, maps::PEER_HISTS, |k| k.slot == slot)?;
     remove_where::<HistKey, Hist>(ebpf, maps::HISTS, |k| k.slot == slot)
 }
 
@@ -229,8 +259,9 @@ pub fn forget_metrics(ebpf: &mut Ebpf, slots: &[u32], metrics: &[u16]) -> Result
             *t = Traffic::default()
         })?;
     }
-    if has(metric::RETRANS_SEGS) {
-        remove_where::<PeerKey, u64>(ebpf, maps::RETRANS_PEERS, |_| true)?;
+    remove_where::<PeerKey, u64>(ebpf, maps::PEERS, |k| has(k.metric))?;
+    if has(metric::CONNECT_BUCKET) {
+        remove_where::<PeerKey, Hist>(ebpf, maps::PEER_HISTS, |_| true)?;
     }
     // Counters keyed by value (drop reasons, DNS response codes, …).
     remove_where::<CounterKey, u64>(ebpf, maps::COUNTERS, |k| has(k.metric))?;

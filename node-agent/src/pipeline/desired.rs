@@ -200,8 +200,10 @@ mod tests {
     use super::*;
     use netprobe_api::Granularity;
     use netprobe_api::plan::PlannedProbe;
-    use netprobe_api::probes::{HistogramPlan, PacketDropsPlan, TcpResetsPlan, TcpRetransmitsPlan};
-    use netprobe_ebpf::layout::{BOUNDS_CONNECT, BOUNDS_RTT, POD_PEER_LABELS};
+    use netprobe_api::probes::{
+        HistogramPlan, PacketDropsPlan, TcpConnectLatencyPlan, TcpResetsPlan, TcpRetransmitsPlan,
+    };
+    use netprobe_ebpf::layout::{BOUNDS_CONNECT, BOUNDS_RTT, POD_PEERS};
 
     fn plan(name: &str, probes: Vec<PlannedProbe>) -> Arc<ProbePlan> {
         testing::plan(name, probes, Granularity::Pod, 10)
@@ -223,7 +225,10 @@ mod tests {
                 (
                     plan(
                         "a",
-                        vec![PlannedProbe::TcpRetransmits(TcpRetransmitsPlan { peer_labels: true })],
+                        vec![PlannedProbe::TcpRetransmits(TcpRetransmitsPlan {
+                            peer_labels: true,
+                            peers: None,
+                        })],
                     ),
                     vec!["p1"],
                 ),
@@ -231,7 +236,7 @@ mod tests {
                     plan(
                         "b",
                         vec![
-                            PlannedProbe::TcpRetransmits(TcpRetransmitsPlan { peer_labels: false }),
+                            PlannedProbe::TcpRetransmits(TcpRetransmitsPlan::default()),
                             PlannedProbe::TcpRtt(HistogramPlan {
                                 buckets: vec![0.001, 0.01],
                             }),
@@ -243,8 +248,11 @@ mod tests {
                     plan(
                         "c",
                         vec![
-                            PlannedProbe::TcpConnectLatency(HistogramPlan {
-                                buckets: vec![0.5, 1.0],
+                            PlannedProbe::TcpConnectLatency(TcpConnectLatencyPlan {
+                                histogram: HistogramPlan {
+                                    buckets: vec![0.5, 1.0],
+                                },
+                                peers: None,
                             }),
                             PlannedProbe::TcpRtt(HistogramPlan {
                                 buckets: vec![0.01, 0.1],
@@ -275,7 +283,7 @@ mod tests {
             .collect()
         );
         assert_eq!(k.targets.len(), 3, "p4 is selected by no plan");
-        assert_eq!(k.targets["p1"].flags, POD_PEER_LABELS);
+        assert_eq!(k.targets["p1"].flags, POD_PEERS);
         assert_eq!(k.targets["p2"].flags, 0);
         // Whatever the plans' buckets, the kernel counts on the whole grid.
         let grid = netprobe_api::probes::histogram::bound_grid_ns();
@@ -287,7 +295,10 @@ mod tests {
     fn diff_orders_registration_around_attachment() {
         let empty = KernelState::default();
         let d = desired(
-            vec![(plan("a", vec![PlannedProbe::TcpResets(TcpResetsPlan {})]), vec!["p1"])],
+            vec![(
+                plan("a", vec![PlannedProbe::TcpResets(TcpResetsPlan::default())]),
+                vec!["p1"],
+            )],
             vec![target("p1", 1)],
         )
         .kernel();

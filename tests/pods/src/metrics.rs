@@ -118,3 +118,19 @@ pub fn series_pods(fams: &[MetricFamily], name: &str) -> Vec<String> {
         })
         .collect()
 }
+
+/// Every counter series of a family: its labels and value.
+pub fn counter_series(fams: &[MetricFamily], name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+    fams.iter()
+        .filter(|f| f.name() == name)
+        .flat_map(|f| f.get_metric().iter())
+        .map(|m| {
+            let labels = m
+                .get_label()
+                .iter()
+                .map(|l| (l.name().to_string(), l.value().to_string()))
+                .collect();
+            (labels, m.get_counter().get_value())
+        })
+        .collect()
+}

@@ -60,6 +60,7 @@ pub fn flood_desired(target: &Target, probes: usize) -> Desired {
                 vec![netprobe_api::Probe {
                     tcp_retransmits: Some(netprobe_api::TcpRetransmitsOptions {
                         peer_labels: Some(true),
+                        peers: None,
                     }),
                     ..netprobe_api::Probe::new(netprobe_api::ProbeType::TcpRetransmits)
                 }],

@@ -4,6 +4,7 @@
  * program run; the RTT iterator walks the connections TcpRtt marked. */
 
 #include "common.h"
+#include "peers.h"
 
 static __always_inline int is_tcp(const struct sock *sk)
 {
@@ -79,20 +80,30 @@ static __always_inline void connect_done(struct sock *sk, const int newstate, __
 	struct np_connect pending = *c;
 	bpf_map_delete_elem(&connecting, &key);
 	__u32 slot = pending.slot;
+	__u32 flags = pending.flags;
 	if (pending.generation != gen) {
 		/* The pods changed since the SYN: resolve again. */
 		struct np_pod_info pod;
 		if (!pod_of_sock(sk, &pod))
 			return;
 		slot = pod.slot;
+		flags = pod.flags;
 	}
 	if (newstate == TCP_ESTABLISHED) {
-		observe(slot, NP_B_CONNECT, bpf_ktime_get_ns() - pending.syn_ns);
+		__u64 ns = bpf_ktime_get_ns() - pending.syn_ns;
+		observe(slot, NP_B_CONNECT, ns);
+		if (flags & NP_POD_PEERS) {
+			struct np_peer_key k = {};
+			peer_of_sock(sk, &k);
+			observe_peer(&k, slot, ns);
+		}
 	} else if (newstate == TCP_CLOSE) {
 		struct np_pod_counters *pc = slot_counters(slot);
 		__u32 r = fail_reason(sk);
 		if (pc && r < NP_FAIL_MAX)
 			NP_ADD(pc->connect_fail[r], 1);
+		if ((flags & NP_POD_PEERS) && r < NP_FAIL_MAX)
+			count_sock_peer(sk, slot, NP_M_CONNECT_FAIL, r, 1);
 	}
 }
 
@@ -113,7 +124,9 @@ int BPF_PROG(np_sock_state_change, struct sock *sk, const int oldstate, const in
 		if (!pod_of_sock(sk, &pod))
 			return 0;
 		__u64 key = (__u64)sk;
-		struct np_connect c = { .syn_ns = bpf_ktime_get_ns(), .slot = pod.slot, .generation = cfg.generation };
+		struct np_connect c = {
+			.syn_ns = bpf_ktime_get_ns(), .slot = pod.slot, .generation = cfg.generation, .flags = pod.flags
+		};
 		bpf_map_update_elem(&connecting, &key, &c, BPF_ANY);
 		return 0;
 	}

@@ -2,26 +2,7 @@
 /* TcpRetransmits: retransmitted segments per pod, and per peer with peer labels. */
 
 #include "common.h"
-
-static __always_inline void count_peer(const struct sock *sk, __u32 slot, __u64 segs)
-{
-	struct np_peer_key key = { .slot = slot };
-	key.family = sk->__sk_common.skc_family;
-	key.port = bpf_ntohs(sk->__sk_common.skc_dport);
-	__u32 *addr = (__u32 *)key.addr;
-	if (key.family == AF_INET) {
-		addr[0] = sk->__sk_common.skc_daddr;
-	} else {
-		addr[0] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[0];
-		addr[1] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[1];
-		addr[2] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[2];
-		addr[3] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[3];
-	}
-	__u64 zero = 0;
-	__u64 *v = lookup_or_init(&retrans_peers, &key, &zero, NP_E_PEERS_FULL);
-	if (v)
-		NP_ADD(*v, segs);
-}
+#include "peers.h"
 
 /* The kernel's own count of a socket's retransmitted segments,
  * tp->total_retrans, grows exactly where TcpRetransSegs does: once an attempt
@@ -70,8 +51,8 @@ static __always_inline void count_retrans(const struct sock *sk, const struct np
 	struct np_pod_counters *c = slot_counters(pod->slot);
 	if (c)
 		NP_ADD(c->retrans_segs, segs);
-	if (pod->flags & NP_POD_PEER_LABELS)
-		count_peer(sk, pod->slot, segs);
+	if (pod->flags & NP_POD_PEERS)
+		count_sock_peer(sk, pod->slot, NP_M_RETRANS_SEGS, 0, segs);
 }
 
 static __always_inline void retransmitted(const struct sock *sk, const struct sk_buff *skb, int counted)
@@ -148,5 +129,11 @@ int BPF_PROG(np_retransmit_synack, const struct sock *sk, const struct request_s
 	struct np_pod_counters *c = slot_counters(pod.slot);
 	if (c)
 		NP_ADD(c->retrans_segs, 1);
+	if (pod.flags & NP_POD_PEERS) {
+		/* The listener is the server; the request holds the client. */
+		struct np_peer_key k = {};
+		peer_of_common(&req->__req_common, NP_ROLE_SERVER, &k);
+		count_peer(&k, pod.slot, NP_M_RETRANS_SEGS, 0, 1);
+	}
 	return 0;
 }

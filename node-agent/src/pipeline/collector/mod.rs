@@ -13,6 +13,7 @@ use crate::catalog::{self, Acc, FamilySpec, Fill, Series, TargetCounters};
 pub use crate::catalog::{ReasonNames, drop_reason_names};
 use crate::kernel::manager::Snapshot;
 use crate::pipeline::desired::{Desired, KernelState, Owner, Target};
+use crate::pipeline::peers::PeerWorld;
 
 /// Label value of the one series that absorbs everything past the budget.
 pub const OVERFLOW: &str = "_overflow";
@@ -155,6 +156,7 @@ pub fn series(
     snap: &Snapshot,
     reasons: &ReasonNames,
     baselines: &Baselines,
+    world: &PeerWorld,
 ) -> Vec<PlanSeries> {
     // Counters by slot, once.
     let mut by_slot: BTreeMap<u32, Vec<(&CounterKey, u64)>> = BTreeMap::new();
@@ -175,7 +177,15 @@ pub fn series(
                 continue;
             };
             match baselines.get(&(plan_key.clone(), target_key.clone())) {
-                None => add_target(&mut fams, t, g, by_slot.get(slot), peers_by_slot.get(slot), reasons),
+                None => add_target(
+                    &mut fams,
+                    t,
+                    g,
+                    by_slot.get(slot),
+                    peers_by_slot.get(slot),
+                    reasons,
+                    world,
+                ),
                 Some(base) => {
                     let counters: Vec<(&CounterKey, u64)> = by_slot
                         .get(slot)
@@ -196,7 +206,7 @@ pub fn series(
                         .map(|(k, v)| (*k, v.saturating_sub(base.peers.get(*k).copied().unwrap_or(0))))
                         .filter(|(_, v)| *v > 0)
                         .collect();
-                    add_target(&mut fams, t, g, Some(&counters), Some(&peers), reasons);
+                    add_target(&mut fams, t, g, Some(&counters), Some(&peers), reasons, world);
                 }
             }
         }
@@ -340,8 +350,9 @@ pub fn render(
     baselines: &Baselines,
     standalone: bool,
     budget: &mut Budget,
+    world: &PeerWorld,
 ) -> Vec<MetricFamily> {
-    let mut s = series(desired, kernel, slots, snap, reasons, baselines);
+    let mut s = series(desired, kernel, slots, snap, reasons, baselines, world);
     admit(&mut s, budget, standalone);
     families(s, standalone)
 }
@@ -397,6 +408,7 @@ fn add_target(
     counters: Option<&Vec<(&CounterKey, u64)>>,
     peers: Option<&Vec<(&PeerKey, u64)>>,
     reasons: &ReasonNames,
+    world: &PeerWorld,
 ) {
     let owner = owner_label_values(&t.owner, g);
     let key = |extra: &[&str]| -> Vec<String> {
@@ -414,6 +426,7 @@ fn add_target(
             key: &key,
             counters: c,
             reasons,
+            world,
         };
         catalog::of(f.spec.probe).fill(&f.spec, &mut out);
     }

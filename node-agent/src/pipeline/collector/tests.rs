@@ -4,7 +4,7 @@ use super::*;
 use std::sync::Arc;
 
 use netprobe_api::plan::PlannedProbe;
-use netprobe_api::probes::{HistogramPlan, PacketDropsPlan, TcpResetsPlan, TcpRetransmitsPlan};
+use netprobe_api::probes::{HistogramPlan, PacketDropsPlan, TcpConnectLatencyPlan, TcpResetsPlan, TcpRetransmitsPlan};
 use netprobe_ebpf::layout::{self, BOUNDS_CONNECT, metric};
 
 use crate::pipeline::desired::testing::plan;
@@ -39,7 +39,17 @@ fn render_with(
     names: &ReasonNames,
     budget: &mut Budget,
 ) -> Vec<MetricFamily> {
-    render(d, &d.kernel(), slots, snap, names, &Baselines::new(), false, budget)
+    render(
+        d,
+        &d.kernel(),
+        slots,
+        snap,
+        names,
+        &Baselines::new(),
+        false,
+        budget,
+        &PeerWorld::default(),
+    )
 }
 
 /// One render with a fresh budget, the usual case of these tests.
@@ -70,13 +80,13 @@ fn values(fams: &[MetricFamily], name: &str) -> Vec<(Vec<(String, String)>, f64)
 fn two_plans_see_the_same_kernel_count_once_each() {
     let a = plan(
         "a",
-        vec![PlannedProbe::TcpRetransmits(TcpRetransmitsPlan { peer_labels: false })],
+        vec![PlannedProbe::TcpRetransmits(TcpRetransmitsPlan::default())],
         Granularity::Pod,
         10,
     );
     let b = plan(
         "b",
-        vec![PlannedProbe::TcpRetransmits(TcpRetransmitsPlan { peer_labels: false })],
+        vec![PlannedProbe::TcpRetransmits(TcpRetransmitsPlan::default())],
         Granularity::Workload,
         10,
     );
@@ -104,7 +114,7 @@ fn two_plans_see_the_same_kernel_count_once_each() {
 fn unselected_pods_yield_no_series() {
     let a = plan(
         "a",
-        vec![PlannedProbe::TcpResets(TcpResetsPlan {})],
+        vec![PlannedProbe::TcpResets(TcpResetsPlan::default())],
         Granularity::Pod,
         10,
     );
@@ -206,16 +216,22 @@ fn subsystem_drop_reasons_are_one_series() {
 fn histograms_rebin_exactly_onto_plan_bounds() {
     let a = plan(
         "a",
-        vec![PlannedProbe::TcpConnectLatency(HistogramPlan {
-            buckets: vec![0.01, 1.0],
+        vec![PlannedProbe::TcpConnectLatency(TcpConnectLatencyPlan {
+            histogram: HistogramPlan {
+                buckets: vec![0.01, 1.0],
+            },
+            peers: None,
         })],
         Granularity::Pod,
         10,
     );
     let b = plan(
         "b",
-        vec![PlannedProbe::TcpConnectLatency(HistogramPlan {
-            buckets: vec![0.001, 1.0, 2.0],
+        vec![PlannedProbe::TcpConnectLatency(TcpConnectLatencyPlan {
+            histogram: HistogramPlan {
+                buckets: vec![0.001, 1.0, 2.0],
+            },
+            peers: None,
         })],
         Granularity::Pod,
         10,
@@ -259,7 +275,10 @@ fn histograms_rebin_exactly_onto_plan_bounds() {
 fn peers_render_with_mapped_addresses_and_remainder() {
     let a = plan(
         "a",
-        vec![PlannedProbe::TcpRetransmits(TcpRetransmitsPlan { peer_labels: true })],
+        vec![PlannedProbe::TcpRetransmits(TcpRetransmitsPlan {
+            peer_labels: true,
+            peers: None,
+        })],
         Granularity::Pod,
         10,
     );
@@ -276,6 +295,9 @@ fn peers_render_with_mapped_addresses_and_remainder() {
             family: 10,
             port: 6379,
             addr: mapped,
+            metric: metric::RETRANS_SEGS,
+            role: 0,
+            sub: 0,
         },
         6,
     );
@@ -287,6 +309,9 @@ fn peers_render_with_mapped_addresses_and_remainder() {
             family: 2,
             port: 80,
             addr: v4,
+            metric: metric::RETRANS_SEGS,
+            role: 0,
+            sub: 0,
         },
         3,
     );
@@ -307,7 +332,7 @@ fn peers_render_with_mapped_addresses_and_remainder() {
 /// leaves; plans that lose series to the share are reported exhausted.
 #[test]
 fn the_node_limit_is_shared_equally_between_namespaces() {
-    let retrans = || vec![PlannedProbe::TcpRetransmits(TcpRetransmitsPlan { peer_labels: false })];
+    let retrans = || vec![PlannedProbe::TcpRetransmits(TcpRetransmitsPlan::default())];
     let mut greedy = plan("greedy", retrans(), Granularity::Pod, 1000);
     let mut small = plan("small", retrans(), Granularity::Pod, 1000);
     for (p, ns) in [(&mut greedy, "big"), (&mut small, "tiny")] {
@@ -354,4 +379,121 @@ fn the_node_limit_is_shared_equally_between_namespaces() {
     let (d, slots) = setup(vec![(greedy, big.iter().map(String::as_str).collect())], pods);
     let fams = render_with(&d, &slots, &snap, &ReasonNames::new(), &mut budget);
     assert_eq!(count(&fams, "NetworkProbe/big/greedy"), 10);
+}
+
+fn peer(addr: [u8; 4], port: u16, m: u16, role: u8, sub: u8) -> PeerKey {
+    let mut a = [0u8; 16];
+    a[..4].copy_from_slice(&addr);
+    PeerKey {
+        slot: 0,
+        family: 2,
+        port,
+        addr: a,
+        metric: m,
+        role,
+        sub,
+    }
+}
+
+/// Raw peers become the probe's classes: kinds, nodes and zones from the
+/// world, the user's classes for external peers, the server's port and
+/// role; a server's clients fold into one series per port; what the peer
+/// map could not hold is the pod's remainder, labelled unknown.
+#[test]
+fn peer_classes_fold_raw_peers_and_keep_the_pod_total() {
+    use crate::pipeline::peers::{NodeInfo, PeerWorld};
+    use netprobe_api::probes::peers::{PeerClassPlan, PeerLabel};
+    let peers = netprobe_api::probes::PeersPlan {
+        labels: vec![
+            PeerLabel::PeerKind,
+            PeerLabel::PeerZone,
+            PeerLabel::PeerClass,
+            PeerLabel::Role,
+            PeerLabel::Port,
+            PeerLabel::Zone,
+        ],
+        classes: vec![PeerClassPlan {
+            name: "payments-vpc".into(),
+            cidrs: vec!["10.20.0.0/16".parse().unwrap()],
+        }],
+    };
+    let a = plan(
+        "a",
+        vec![
+            PlannedProbe::TcpRetransmits(TcpRetransmitsPlan {
+                peer_labels: false,
+                peers: Some(peers.clone()),
+            }),
+            PlannedProbe::TcpResets(TcpResetsPlan {
+                peers: Some(peers.clone()),
+            }),
+        ],
+        Granularity::Pod,
+        100,
+    );
+    let (d, slots) = setup(vec![(a, vec!["u1"])], vec![pod("u1", "a", "a")]);
+    let node = |name: &str, zone: &str, addr: &str, cidr: &str| NodeInfo {
+        name: name.into(),
+        zone: Some(zone.into()),
+        addresses: vec![addr.parse().unwrap()],
+        pod_cidrs: vec![cidr.parse().unwrap()],
+    };
+    let world = PeerWorld::new(
+        Some("n1"),
+        vec![
+            node("n1", "z1", "192.168.0.1", "10.244.1.0/24"),
+            node("n2", "z2", "192.168.0.2", "10.244.2.0/24"),
+        ],
+        [],
+        vec![],
+    );
+    let mut snap = Snapshot::default();
+    snap.counters.insert(ck(0, metric::RETRANS_SEGS, 0), 20);
+    snap.counters.insert(ck(0, metric::RST_SENT, 0), 2);
+    let m = metric::RETRANS_SEGS;
+    // Two clients of this pod's port 6379 in zone z2: one series.
+    snap.peers.insert(peer([10, 244, 2, 5], 6379, m, 1, 0), 4);
+    snap.peers.insert(peer([10, 244, 2, 6], 6379, m, 1, 0), 5);
+    snap.peers.insert(peer([10, 20, 1, 1], 443, m, 0, 0), 3);
+    snap.peers.insert(peer([8, 8, 8, 8], 53, m, 0, 0), 2);
+    snap.peers.insert(peer([192, 168, 0, 2], 10250, m, 0, 0), 1);
+    snap.peers
+        .insert(peer([10, 244, 2, 5], 6379, metric::RST_SENT, 1, 0), 2);
+    let mut budget = Budget::default();
+    let fams = render(
+        &d,
+        &d.kernel(),
+        &slots,
+        &snap,
+        &ReasonNames::new(),
+        &Baselines::new(),
+        false,
+        &mut budget,
+        &world,
+    );
+    let v = values(&fams, "netprobe_tcp_retransmits_total");
+    let get = |kind: &str, zone: &str, class: &str, role: &str, port: &str| {
+        v.iter()
+            .find(|(l, _)| {
+                let has = |k: &str, val: &str| l.contains(&(k.to_string(), val.to_string()));
+                has("peer_kind", kind)
+                    && has("peer_zone", zone)
+                    && has("peer_class", class)
+                    && has("role", role)
+                    && has("port", port)
+                    && has("zone", "z1")
+            })
+            .map(|x| x.1)
+    };
+    assert_eq!(get("pod", "z2", "", "server", "6379"), Some(9.0));
+    assert_eq!(get("external", "", "payments-vpc", "client", "443"), Some(3.0));
+    assert_eq!(get("external", "", "external", "client", "53"), Some(2.0));
+    assert_eq!(get("node", "z2", "", "client", "10250"), Some(1.0));
+    assert_eq!(get("unknown", "", "unknown", "unknown", "unknown"), Some(5.0));
+    assert_eq!(v.len(), 5, "{v:?}");
+    assert_eq!(v.iter().map(|x| x.1).sum::<f64>(), 20.0);
+    let r = values(&fams, "netprobe_tcp_resets_total");
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0].1, 2.0);
+    assert!(r[0].0.contains(&("direction".into(), "sent".into())));
 }
