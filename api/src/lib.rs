@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod keys;
+pub mod peerindex;
 pub mod plan;
 pub mod probes;
 pub mod report;

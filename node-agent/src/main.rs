@@ -66,6 +66,10 @@ struct Cli {
     /// as a timeout.
     #[arg(long, default_value = "5", value_parser = parse_secs)]
     dns_timeout: Duration,
+    /// The cluster's Service CIDRs (comma-separated), so peer classes call a
+    /// ClusterIP peer `service` (in standalone mode too).
+    #[arg(long, env = "NETPROBE_SERVICE_CIDRS", value_delimiter = ',')]
+    service_cidrs: Vec<ipnet::IpNet>,
     /// How often established connections' RTT is sampled (TcpRtt).
     #[arg(long, default_value = "15", value_parser = parse_secs)]
     rtt_interval: Duration,
@@ -128,6 +132,9 @@ async fn main() -> anyhow::Result<()> {
         }
     });
     agent.set_series_limit(cli.max_series);
+    agent.set_peer_world(netprobe_agent::pipeline::peers::PeerWorld::standalone(
+        cli.service_cidrs.clone(),
+    ));
     agent.set_cgroup_root(cgroup_root.clone());
     if cli.dns_ports.is_empty() || cli.dns_ports.len() > 8 || cli.dns_ports.contains(&0) {
         anyhow::bail!("--dns-ports takes 1 to 8 ports, none of them 0");
@@ -148,6 +155,7 @@ async fn main() -> anyhow::Result<()> {
             proc_root: cli.proc_root.clone(),
             status_min_interval: cli.status_min_interval,
             heartbeat: cli.heartbeat_interval,
+            service_cidrs: cli.service_cidrs.clone(),
         };
         info!(metrics = %cli.metrics_addr, node = %cfg.node, "agent running");
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

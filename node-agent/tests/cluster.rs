@@ -12,6 +12,7 @@ use kube_standin::Standin;
 use netprobe_agent::cluster::{self, ClusterConfig, Runner};
 use netprobe_agent::kernel::manager::{ApplyReport, ManagerError};
 use netprobe_agent::pipeline::desired::{Desired, Owner};
+use netprobe_agent::pipeline::peers::{PeerKind, PeerWorld};
 use netprobe_api::keys::{PLAN_DATA_KEY, PLAN_LABEL, SOURCE_KIND_LABEL, SOURCE_NAME_LABEL, SOURCE_NAMESPACE_LABEL};
 use netprobe_api::{ClusterNetworkProbe, NetworkProbe, NetworkProbeNodeReport, NetworkProbeSpec};
 use netprobe_testutil::plans;
@@ -24,6 +25,7 @@ struct Recorder {
     last: Mutex<Option<Desired>>,
     applies: Mutex<usize>,
     budget: tokio::sync::watch::Sender<BTreeSet<String>>,
+    world: Mutex<Option<Arc<PeerWorld>>>,
 }
 
 impl Runner for Recorder {
@@ -38,6 +40,9 @@ impl Runner for Recorder {
     }
     fn budget(&self) -> tokio::sync::watch::Receiver<BTreeSet<String>> {
         self.budget.subscribe()
+    }
+    fn set_peer_world(&self, world: Arc<PeerWorld>) {
+        *self.world.lock().unwrap() = Some(world);
     }
 }
 
@@ -175,6 +180,7 @@ impl World {
             proc_root: Path::new("/proc").to_path_buf(),
             status_min_interval: Duration::from_millis(300),
             heartbeat: Duration::from_millis(500),
+            service_cidrs: vec!["10.96.0.0/12".parse().expect("cidr")],
         };
         tokio::spawn(cluster::run(self.api.client(), cfg, kernel, self.stop.subscribe()))
     }
@@ -459,5 +465,81 @@ async fn one_report_per_node_owned_by_the_node_with_a_heartbeat() {
     tokio::time::sleep(Duration::from_millis(1800)).await;
     assert!(beats() >= beats0 + 2, "heartbeat renewed: {} -> {}", beats0, beats());
     assert_eq!(w.report_writes(), content, "nothing changed: no content write");
+    task.abort();
+}
+
+/// Peer classes in cluster mode: the agent builds its peer world from the
+/// operator's index shards (not a Node watch) and this node's pods'
+/// addresses, and rebuilds it when a shard changes.
+#[tokio::test]
+async fn the_peer_world_follows_the_operators_index_and_this_nodes_pods() {
+    use netprobe_api::peerindex::{self, IndexedNode, PEER_INDEX_DATA_KEY, PEER_INDEX_LABEL};
+    let w = World::new();
+    let node = |name: &str, zone: &str, cidr: &str| IndexedNode {
+        name: name.into(),
+        zone: Some(zone.into()),
+        addresses: vec![],
+        pod_cidrs: vec![cidr.parse().expect("cidr")],
+    };
+    let publish = |nodes: Vec<IndexedNode>| {
+        for (i, text) in peerindex::shards(nodes).into_iter().enumerate() {
+            w.api.put(
+                "v1",
+                "configmaps",
+                json!({"metadata": {"name": peerindex::shard_name(i as u32), "namespace": "netprobe-system",
+                    "labels": {PEER_INDEX_LABEL: "true"}}, "data": {PEER_INDEX_DATA_KEY: text}}),
+            );
+        }
+    };
+    publish(vec![
+        node("node-a", "z1", "10.244.1.0/24"),
+        node("node-b", "z2", "10.244.2.0/24"),
+    ]);
+    w.api.put(
+        "v1",
+        "pods",
+        json!({"metadata": {"name": "web-0", "namespace": "shop", "uid": "u-web", "labels": {}},
+               "spec": {"nodeName": "node-a", "containers": []},
+               "status": {"phase": "Running", "podIPs": [{"ip": "172.16.0.9"}]}}),
+    );
+    let rec = Arc::new(Recorder::default());
+    let task = w.start(rec.clone());
+    let classify = |addr: &str| -> Option<(PeerKind, Option<String>, Option<String>)> {
+        let g = rec.world.lock().unwrap();
+        let world = g.as_ref()?;
+        let p = world.classify(addr.parse().expect("ip"));
+        Some((
+            p.kind,
+            p.node.map(|i| world.node_name(i).to_string()),
+            p.node.and_then(|i| world.node_zone(i)).map(str::to_string),
+        ))
+    };
+    let want_b = Some((PeerKind::Pod, Some("node-b".to_string()), Some("z2".to_string())));
+    netprobe_testutil::eventually("node-b's pod CIDR from the index", || classify("10.244.2.7") == want_b).await;
+    assert_eq!(
+        classify("172.16.0.9").map(|c| (c.0, c.1)),
+        Some((PeerKind::Pod, Some("node-a".to_string()))),
+        "this node's pod by its address"
+    );
+    assert_eq!(classify("10.96.0.10").map(|c| c.0), Some(PeerKind::Service));
+    assert_eq!(
+        rec.world
+            .lock()
+            .unwrap()
+            .as_ref()
+            .and_then(|w| w.zone().map(str::to_string)),
+        Some("z1".into())
+    );
+    assert_eq!(classify("10.244.3.7").map(|c| c.0), Some(PeerKind::External));
+    // A node joins: its shard changes, the world follows.
+    publish(vec![
+        node("node-a", "z1", "10.244.1.0/24"),
+        node("node-b", "z2", "10.244.2.0/24"),
+        node("node-c", "z3", "10.244.3.0/24"),
+    ]);
+    netprobe_testutil::eventually("node-c from the rewritten shard", || {
+        classify("10.244.3.7").map(|c| c.2) == Some(Some("z3".to_string()))
+    })
+    .await;
     task.abort();
 }

@@ -180,7 +180,10 @@ pub async fn run(
         future::ready(())
     }));
 
-    let mut followers = vec![tokio::spawn(follow_reports(ctx.clone(), node_tx.clone()))];
+    let mut followers = vec![
+        tokio::spawn(follow_reports(ctx.clone(), node_tx.clone())),
+        tokio::spawn(crate::peerindex::publish(ctx.clone(), node_tx.subscribe())),
+    ];
     for kind in SourceKind::ALL {
         followers.push(tokio::spawn(follow_deletions(ctx.clone(), kind)));
     }

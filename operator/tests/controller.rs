@@ -27,7 +27,13 @@ async fn controllers_reconcile_and_use_exactly_their_rbac() {
     api.register_crd(&NetworkProbe::crd());
     api.register_crd(&ClusterNetworkProbe::crd());
     api.register_crd(&NetworkProbeNodeReport::crd());
-    api.put("v1", "nodes", json!({"metadata": {"name": "node-a"}}));
+    api.put(
+        "v1",
+        "nodes",
+        json!({"metadata": {"name": "node-a", "labels": {"topology.kubernetes.io/zone": "z1"}},
+               "spec": {"podCIDRs": ["10.244.1.0/24"]},
+               "status": {"addresses": [{"type": "InternalIP", "address": "192.168.0.1"}]}}),
+    );
     for ns in ["netprobe-system", "shop"] {
         api.put("v1", "namespaces", json!({"metadata": {"name": ns}}));
     }
@@ -131,6 +137,17 @@ async fn controllers_reconcile_and_use_exactly_their_rbac() {
             && api
                 .get("v1", "configmaps", Some("netprobe-system"), "cnprobe.c")
                 .is_some()
+    })
+    .await;
+    // The peer index: node-a's compact entry in its shard, for the agents.
+    let shard = netprobe_api::peerindex::shard_name(netprobe_api::peerindex::shard_of("node-a"));
+    netprobe_testutil::eventually("peer index published", || {
+        api.get("v1", "configmaps", Some("netprobe-system"), &shard)
+            .is_some_and(|cm| {
+                cm["metadata"]["labels"][netprobe_api::peerindex::PEER_INDEX_LABEL] == "true"
+                    && cm["data"]["nodes.json"]
+                        == r#"[{"n":"node-a","z":"z1","a":["192.168.0.1"],"c":["10.244.1.0/24"]}]"#
+            })
     })
     .await;
     netprobe_testutil::eventually("status written", || {

@@ -20,6 +20,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use netprobe_api::keys::{self, PLAN_DATA_KEY, PLAN_LABEL};
+use netprobe_api::peerindex::{self, PEER_INDEX_DATA_KEY, PEER_INDEX_LABEL};
 use netprobe_api::{NodeProbeStatus, ProbeId, ProbePlan, SourceKind};
 use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
@@ -27,6 +28,7 @@ use tracing::{info, warn};
 use crate::cluster::status::Reporter;
 use crate::kernel::manager::{ApplyReport, ManagerError};
 use crate::pipeline::desired::Desired;
+use crate::pipeline::peers::PeerWorld;
 use crate::pipeline::selection::{self, PodView};
 use podindex::PodIndex;
 
@@ -38,6 +40,8 @@ pub trait Runner: Send + Sync + 'static {
     /// Plans over their series budget, as the pipeline last admitted them;
     /// a change wakes the status loop.
     fn budget(&self) -> watch::Receiver<BTreeSet<String>>;
+    /// Where peers are, when the peer index or this node's pods change.
+    fn set_peer_world(&self, _world: Arc<PeerWorld>) {}
 }
 
 impl Runner for crate::agent::Agent {
@@ -46,6 +50,9 @@ impl Runner for crate::agent::Agent {
     }
     fn budget(&self) -> watch::Receiver<BTreeSet<String>> {
         self.budget_watch()
+    }
+    fn set_peer_world(&self, world: Arc<PeerWorld>) {
+        crate::agent::Agent::set_peer_world(self, world)
     }
 }
 
@@ -60,6 +67,8 @@ pub struct ClusterConfig {
     pub status_min_interval: Duration,
     /// How often the report's heartbeat is renewed.
     pub heartbeat: Duration,
+    /// The cluster's Service CIDRs (peer kind `service`).
+    pub service_cidrs: Vec<ipnet::IpNet>,
 }
 
 /// A plan ConfigMap read: its plan, or why this agent cannot use it.
@@ -200,6 +209,13 @@ pub async fn run(
         watcher::Config::default().fields(&format!("metadata.name={}", cfg.node)),
         notify.clone(),
     );
+    // The operator's compact index of every node (peer classes): a few
+    // ConfigMaps, not a watch of every Node.
+    let index_cms = spawn_reflector(
+        Api::<ConfigMap>::namespaced(client.clone(), &cfg.namespace),
+        watcher::Config::default().labels(PEER_INDEX_LABEL),
+        notify.clone(),
+    );
     for (what, ready) in [
         ("plans", plans.wait_until_ready().boxed()),
         ("pods", pods.wait_until_ready().boxed()),
@@ -218,6 +234,7 @@ pub async fn run(
     let mut index = PodIndex::new(cfg.cgroup_root.clone(), cfg.proc_root.clone());
     let mut reporter = Reporter::new(client.clone(), &cfg.node, cfg.status_min_interval, cfg.heartbeat);
     let mut budget = runner.budget();
+    let mut world_inputs = None;
     loop {
         // Coalesce bursts (a rollout touching many pods) into one pass.
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -226,6 +243,11 @@ pub async fn run(
         let node_labels = node.map(|n| n.labels().clone()).unwrap_or_default();
         let pod_objs = pods.state();
         let pod_refs: Vec<&Pod> = pod_objs.iter().map(AsRef::as_ref).collect();
+        let now = WorldInputs::read(&index_cms.state(), &pod_refs);
+        if world_inputs.as_ref() != Some(&now) {
+            runner.set_peer_world(now.world(&cfg.node, &cfg.service_cidrs));
+            world_inputs = Some(now);
+        }
         let inputs = Inputs {
             configmaps: plans.state(),
             pods: index.views(&pod_refs),
@@ -250,6 +272,54 @@ pub async fn run(
                 return;
             }
         }
+    }
+}
+
+/// What the peer world is built from: the index shards (by resource
+/// version) and this node's pods' addresses. Compared each pass, so the
+/// world is rebuilt only when one changed.
+#[derive(PartialEq, Eq)]
+struct WorldInputs {
+    shards: Vec<(String, Option<String>, Option<String>)>,
+    pod_ips: BTreeSet<std::net::IpAddr>,
+}
+
+impl WorldInputs {
+    fn read(cms: &[Arc<ConfigMap>], pods: &[&Pod]) -> Self {
+        let mut shards: Vec<(String, Option<String>, Option<String>)> = cms
+            .iter()
+            .map(|cm| {
+                let text = cm.data.as_ref().and_then(|d| d.get(PEER_INDEX_DATA_KEY)).cloned();
+                (cm.name_any(), cm.resource_version(), text)
+            })
+            .collect();
+        shards.sort();
+        let pod_ips = pods
+            .iter()
+            .filter(|p| !p.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false))
+            .filter_map(|p| p.status.as_ref()?.pod_ips.as_ref())
+            .flatten()
+            .filter_map(|ip| ip.ip.parse().ok())
+            .collect();
+        WorldInputs { shards, pod_ips }
+    }
+
+    fn world(&self, node: &str, services: &[ipnet::IpNet]) -> Arc<PeerWorld> {
+        let mut nodes = Vec::new();
+        for (name, _, text) in &self.shards {
+            match peerindex::parse_shard(text.as_deref().unwrap_or("[]")) {
+                Ok(n) => nodes.extend(n),
+                Err(e) => {
+                    warn!(configmap = %name, error = %e, "unreadable peer index shard: its nodes' peers read as external")
+                }
+            }
+        }
+        Arc::new(PeerWorld::new(
+            Some(node),
+            nodes,
+            self.pod_ips.iter().copied(),
+            services.to_vec(),
+        ))
     }
 }
 

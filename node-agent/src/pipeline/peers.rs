@@ -3,8 +3,9 @@
 //! counts per raw peer (address, server port, role; `ebpf/src/bpf/peers.h`);
 //! this turns an address into its kind, node and zone from what the agent
 //! knows of the cluster, compactly: per node its name, zone, addresses and
-//! pod CIDRs (from a Node watch that keeps nothing else), this node's pods'
-//! addresses, and the service CIDRs the agent is given. About 200 bytes a
+//! pod CIDRs (the operator's peer index, `netprobe_api::peerindex`, not a
+//! Node watch), this node's pods' addresses, and the service CIDRs the
+//! agent is given (`--service-cidrs`). About 200 bytes a
 //! node, so 5,000 nodes stay near 1 MiB (the benchmark prints it). Nothing
 //! here knows a pod of another node by name: pods elsewhere are known by
 //! their node's pod CIDR only.
@@ -46,14 +47,8 @@ impl PeerKind {
     }
 }
 
-/// One node as peers need it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct NodeInfo {
-    pub name: String,
-    pub zone: Option<String>,
-    pub addresses: Vec<IpAddr>,
-    pub pod_cidrs: Vec<IpNet>,
-}
+/// One node as peers need it: the operator's peer index entry.
+pub use netprobe_api::peerindex::IndexedNode as NodeInfo;
 
 /// A classified peer: its kind and, for pods, nodes and the host, the node
 /// it is on (an index into the world's nodes).
