@@ -43,5 +43,6 @@ release:
 bench:
 	$(CARGO) bench --locked -p netprobe-agent --bench agent_cost
 	$(CARGO) bench --locked -p netprobe-agent --bench series_flood
+	$(CARGO) bench --locked -p netprobe-agent --bench peer_index
 	$(CARGO) bench --locked -p netprobe-operator --bench reconcile
 	$(CARGO) bench --locked -p netprobe-operator --bench status_scale

@@ -1,7 +1,7 @@
 //! Publishes the peer index (`netprobe_api::peerindex`): the nodes' names,
 //! zones, addresses and pod CIDRs in a few sharded ConfigMaps that every
 //! agent watches instead of every Node. Recomputed from the operator's Node
-//! cache on every node change and every 30 s; a shard is written only when
+//! cache on every node label change and every 10 s; a shard is written only when
 //! its bytes change, so a steady cluster writes nothing.
 
 use std::sync::Arc;
@@ -17,13 +17,24 @@ use tracing::{info, warn};
 
 use crate::reconcile::Context;
 
-const RESYNC: Duration = Duration::from_secs(30);
+/// Node label changes wake the publisher at once; address and pod CIDR
+/// changes (rare) are seen within this.
+const RESYNC: Duration = Duration::from_secs(10);
 
 /// Run until aborted: publish the index whenever it changes.
 pub async fn publish(ctx: Arc<Context>, mut nodes_changed: broadcast::Receiver<()>) {
-    if ctx.nodes.wait_until_ready().await.is_err() {
-        warn!("node cache never became ready: no peer index");
-        return;
+    // Polled with a timeout: the store's readiness is a oneshot receiver
+    // that keeps one waker, and another task (the report follower) waits on
+    // it too, so a waiter that is not polled again may never be woken.
+    loop {
+        match tokio::time::timeout(Duration::from_secs(1), ctx.nodes.wait_until_ready()).await {
+            Ok(Ok(())) => break,
+            Ok(Err(_)) => {
+                warn!("node cache writer dropped: no peer index");
+                return;
+            }
+            Err(_) => continue,
+        }
     }
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     let mut written: Vec<Option<String>> = vec![None; peerindex::PEER_INDEX_SHARDS as usize];

@@ -297,9 +297,12 @@ impl WorldInputs {
         let pod_ips = pods
             .iter()
             .filter(|p| !p.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false))
-            .filter_map(|p| p.status.as_ref()?.pod_ips.as_ref())
-            .flatten()
-            .filter_map(|ip| ip.ip.parse().ok())
+            .filter_map(|p| p.status.as_ref())
+            .flat_map(|st| {
+                let many = st.pod_ips.iter().flatten().map(|ip| ip.ip.as_str());
+                many.chain(st.pod_ip.as_deref())
+            })
+            .filter_map(|ip| ip.parse().ok())
             .collect();
         WorldInputs { shards, pod_ips }
     }

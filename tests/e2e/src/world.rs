@@ -191,13 +191,6 @@ impl World {
         std::fs::write(&kubeconfig, server.kubeconfig()).unwrap_or_else(|e| panic!("kubeconfig: {e}"));
 
         // The cluster as the kubelets and an admin made it: nodes, namespaces, pods.
-        for node in NODES {
-            standin.put(
-                "v1",
-                "nodes",
-                json!({"metadata": {"name": node, "labels": {"kubernetes.io/hostname": node}}}),
-            );
-        }
         standin.put("v1", "namespaces", json!({"metadata": {"name": SYSTEM_NS}}));
         for (ns, labels) in &opts.namespaces {
             standin.put(
@@ -207,6 +200,7 @@ impl World {
             );
         }
         let mut pods = BTreeMap::new();
+        let mut pod_cidrs: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for (i, p) in opts.pods.iter().enumerate() {
             // Every scenario's pods live under the kubelet layouts the agent
             // must find (the kernel tier resolves all of them; these give
@@ -229,7 +223,24 @@ impl World {
                        "spec": {"nodeName": p.node, "containers": [{"name": "app", "image": "python"}]},
                        "status": {"phase": "Running", "podIP": pod.ip4}}),
             );
+            if let Some(cidr) = pod.ip4.rsplit_once('.').map(|(net, _)| format!("{net}.0/24")) {
+                pod_cidrs.entry(p.node).or_default().push(cidr);
+            }
             pods.insert(format!("{}/{}", p.namespace, p.name), TestPod::Local(pod));
+        }
+        // Nodes in zones zone-a and zone-b; each pod's /24 (its address and
+        // its peer's) is in its node's pod CIDRs, as a CNI allocating per
+        // node would have it (peer classes read them from the operator's
+        // peer index).
+        for node in NODES {
+            let zone = format!("zone-{}", node.trim_start_matches("node-"));
+            standin.put(
+                "v1",
+                "nodes",
+                json!({"metadata": {"name": node, "labels": {"kubernetes.io/hostname": node,
+                                                              "topology.kubernetes.io/zone": zone}},
+                       "spec": {"podCIDRs": pod_cidrs.get(node).cloned().unwrap_or_default()}}),
+            );
         }
         World {
             prom,
@@ -540,6 +551,11 @@ impl World {
             addr,
             proc,
         });
+    }
+
+    /// Whether the API is the in-repo stand-in (the test may shape Nodes).
+    pub fn is_standin(&self) -> bool {
+        matches!(self.backend, Backend::StandIn { .. })
     }
 
     /// Run kubectl against this world's API. On a real cluster, manifests

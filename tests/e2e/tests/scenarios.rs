@@ -722,9 +722,13 @@ fn s9_every_dashboard_query_returns_data() {
                 .filter_map(move |t| t["expr"].as_str().map(|e| (title.clone(), e.to_string())))
         })
         .collect();
-    assert!(exprs.len() >= 13, "{exprs:?}");
+    assert!(exprs.len() >= 17, "{exprs:?}");
     // Grafana's variables as a user's default view sets them.
-    let as_grafana = |e: &str| e.replace("$namespace", ".*").replace("$__rate_interval", "2m");
+    let as_grafana = |e: &str| {
+        e.replace("$namespace", ".*")
+            .replace("$zone", ".*")
+            .replace("$__rate_interval", "2m")
+    };
     for (title, expr) in &exprs {
         let q = as_grafana(expr);
         wait_for(&format!("dashboard panel {title:?}: {q}"), 60, || {
@@ -1060,4 +1064,84 @@ fn s14_forged_plans_are_refused_and_removed() {
         }
     });
     wait_nodes(&w, "networkprobe", Some("shop"), PROBE, "Running");
+}
+
+/// Peer classes end to end: the operator publishes the nodes' zones and pod
+/// CIDRs, the agents classify redis-a's peer (an address in node-a's pod
+/// CIDR) as a pod on node-a in zone-a, Prometheus shows the sample's series
+/// with those labels and the kernel's total; when an admin moves the
+/// peer's address into node-b's pod CIDRs, new retransmits are labelled
+/// node-b and zone-b without restarting anything.
+#[test]
+fn s15_peer_classes_name_the_peers_node_and_zone_and_follow_the_nodes() {
+    let Some(mut w) = world("s15", WorldOptions::default()) else {
+        return;
+    };
+    if !w.is_standin() {
+        println!("s15: needs nodes whose pod CIDRs the test sets (the stand-in API); skipped on a real cluster");
+        return;
+    }
+    make_lossy(&mut w, "shop", "redis-a");
+    w.kubectl_ok(&["apply", "-f", &sample(SAMPLE)]);
+    wait_nodes(&w, "networkprobe", Some("shop"), PROBE, "Running");
+    let since = Retrans::start(&w, "shop", "redis-a");
+    assert!(retransmit(&w, "shop", "redis-a") > 0);
+    wait_retransmits(&w, PROBE_LABEL, &since);
+    let by_peer = |node: &str, zone: &str| {
+        w.prom.value(
+            &format!(
+                "sum by (pod, peer_kind, peer_node, peer_zone, role, port, zone) \
+                 (netprobe_tcp_retransmits_total{{probe=\"{PROBE_LABEL}\", peer_node=\"{node}\"}})"
+            ),
+            &[
+                ("pod", "redis-a"),
+                ("peer_kind", "pod"),
+                ("peer_zone", zone),
+                ("role", "client"),
+                ("port", "5001"),
+                ("zone", "zone-a"),
+            ],
+        )
+    };
+    let on_a = wait_for("redis-a's retransmits towards a pod on node-a in zone-a", 30, || {
+        by_peer("node-a", "zone-a").ok_or_else(|| format!("{:?}", w.prom.query("netprobe_tcp_retransmits_total")))
+    });
+    println!("towards node-a: {on_a}");
+    // The peer's address moves into node-b's pod CIDRs (a /32 there is a
+    // longer prefix than node-a's /24).
+    let peer = w.pod("shop", "redis-a").peer_ip4().to_string();
+    w.kubectl_ok(&[
+        "patch",
+        "node",
+        "node-b",
+        "--type=merge",
+        "-p",
+        &format!("{{\"spec\": {{\"podCIDRs\": [\"{peer}/32\"]}}}}"),
+    ]);
+    wait_for("the operator's peer index to hold node-b's new CIDR", 30, || {
+        let out = w.kubectl(&[
+            "get",
+            "configmaps",
+            "-n",
+            SYSTEM_NS,
+            "-l",
+            "netprobe.dev/peer-index",
+            "-o",
+            "json",
+        ])?;
+        if out.contains(&format!("{peer}/32")) {
+            Ok(())
+        } else {
+            Err("not yet".to_string())
+        }
+    });
+    // Give the agents a moment to rebuild their peer world, then retransmit.
+    std::thread::sleep(Duration::from_secs(1));
+    wait_for("new retransmits labelled node-b and zone-b", 60, || {
+        retransmit(&w, "shop", "redis-a");
+        by_peer("node-b", "zone-b").ok_or_else(|| "no series towards node-b yet".to_string())
+    });
+    // The pod's total over all its peer series is the kernel's, since the start.
+    let total = wait_retransmits(&w, PROBE_LABEL, &since);
+    println!("redis-a: {total} retransmits in all, towards node-a then node-b");
 }
