@@ -45,6 +45,7 @@ fn all_on() -> serde_json::Value {
         "serviceMonitor": {"enabled": true, "labels": {"release": "kube-prometheus-stack"}},
         "prometheusRule": {"enabled": true, "labels": {"release": "kube-prometheus-stack"}},
         "dashboard": {"enabled": true},
+        "agent": {"serviceCIDRs": ["10.96.0.0/12", "fd00:10:96::/112"]},
         "metrics": {"readers": [{"name": "prometheus-k8s", "namespace": "monitoring"}],
                     "tls": {"secretName": "netprobe-metrics-tls"}},
     })
@@ -107,6 +108,12 @@ fn metrics_are_served_over_https_to_reviewed_tokens_only() {
         assert_eq!(sm["tlsConfig"]["ca"]["secret"]["name"], "netprobe-metrics-tls");
         assert!(sm["bearerTokenFile"].is_string(), "{sm}");
     }
+    // Peer classes: the Service CIDRs reach the agent.
+    let agent = container(&docs, "DaemonSet", "netprobe-agent");
+    assert!(
+        has_arg(&agent, "--service-cidrs=10.96.0.0/12,fd00:10:96::/112"),
+        "{agent}"
+    );
     let binding = object(
         &docs,
         "ClusterRoleBinding",
