@@ -11,6 +11,7 @@ use crate::probes::packet_drops::PacketDropsOptions;
 use crate::probes::tcp_connect_latency::TcpConnectLatencyOptions;
 use crate::probes::tcp_resets::TcpResetsOptions;
 use crate::probes::tcp_retransmits::TcpRetransmitsOptions;
+use crate::probes::traffic::TrafficOptions;
 use crate::status::ProbeStatus;
 
 /// NetworkProbeSpec declares which kernel network events to observe and for
@@ -210,6 +211,7 @@ impl std::fmt::Display for ProbeType {
 #[x_kube(validation = Rule::new("!has(self.tcpConnectLatency) || self.type == 'TcpConnectLatency'").message("tcpConnectLatency options are only allowed when type is TcpConnectLatency").field_path(".tcpConnectLatency"))]
 #[x_kube(validation = Rule::new("!has(self.tcpRtt) || self.type == 'TcpRtt'").message("tcpRtt options are only allowed when type is TcpRtt").field_path(".tcpRtt"))]
 #[x_kube(validation = Rule::new("!has(self.packetDrops) || self.type == 'PacketDrops'").message("packetDrops options are only allowed when type is PacketDrops").field_path(".packetDrops"))]
+#[x_kube(validation = Rule::new("!has(self.traffic) || self.type == 'Traffic'").message("traffic options are only allowed when type is Traffic").field_path(".traffic"))]
 #[x_kube(validation = Rule::new("!has(self.dns) || self.type == 'Dns'").message("dns options are only allowed when type is Dns").field_path(".dns"))]
 pub struct Probe {
     /// The probe type: TcpRetransmits, TcpResets, TcpConnectLatency, TcpRtt,
@@ -237,6 +239,10 @@ pub struct Probe {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub packet_drops: Option<PacketDropsOptions>,
 
+    /// Options of a Traffic probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<TrafficOptions>,
+
     /// Options of a Dns probe: the response-time buckets and the query-type
     /// label. The server ports and the timeout are the agent's
     /// (`--dns-ports`, `--dns-timeout`), the same for every tenant on a node.
@@ -254,6 +260,7 @@ impl Probe {
             tcp_connect_latency: None,
             tcp_rtt: None,
             packet_drops: None,
+            traffic: None,
             dns: None,
         }
     }

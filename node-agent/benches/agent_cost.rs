@@ -18,6 +18,55 @@ use support::{Driver, Pod, kernel_available, sh};
 /// The pod plus `extra` registered pods that never see traffic (the filter
 /// map holding 1 or 1,000 pods).
 fn desired(types: &[ProbeType], pod: &Target, extra: usize) -> Desired {
+    desired_probes(types.iter().map(|t| Probe::new(*t)).collect(), pod, extra)
+}
+
+/// Every type, those that have them with peer classes (#17): what a pod
+/// whose probes ask for peers costs per event.
+fn with_peers() -> Vec<Probe> {
+    use netprobe_api::probes::peers::{PeerLabel, PeersOptions};
+    let peers = || {
+        Some(PeersOptions {
+            labels: Some(vec![
+                PeerLabel::PeerKind,
+                PeerLabel::PeerZone,
+                PeerLabel::Role,
+                PeerLabel::Port,
+            ]),
+            classes: Vec::new(),
+        })
+    };
+    ProbeType::ALL
+        .iter()
+        .map(|t| {
+            let mut p = Probe::new(*t);
+            match t {
+                ProbeType::TcpRetransmits => {
+                    p.tcp_retransmits = Some(netprobe_api::TcpRetransmitsOptions {
+                        peers: peers(),
+                        peer_labels: None,
+                    })
+                }
+                ProbeType::TcpResets => {
+                    p.tcp_resets = Some(netprobe_api::probes::tcp_resets::TcpResetsOptions { peers: peers() })
+                }
+                ProbeType::TcpConnectLatency => {
+                    p.tcp_connect_latency = Some(netprobe_api::probes::tcp_connect_latency::TcpConnectLatencyOptions {
+                        histogram: Default::default(),
+                        peers: peers(),
+                    })
+                }
+                ProbeType::Traffic => {
+                    p.traffic = Some(netprobe_api::probes::traffic::TrafficOptions { peers: peers() })
+                }
+                _ => {}
+            }
+            p
+        })
+        .collect()
+}
+
+fn desired_probes(probes: Vec<Probe>, pod: &Target, extra: usize) -> Desired {
     let fakes: Vec<Target> = (0..extra)
         .map(|i| Target {
             key: format!("fake-{i}"),
@@ -32,11 +81,7 @@ fn desired(types: &[ProbeType], pod: &Target, extra: usize) -> Desired {
         .collect();
     let mut selected = vec![pod.clone()];
     selected.extend(fakes);
-    support::desired_of(
-        support::plan_in("bench", "bench", types.iter().map(|t| Probe::new(*t)).collect()),
-        &selected,
-        &[],
-    )
+    support::desired_of(support::plan_in("bench", "bench", probes), &selected, &[])
 }
 
 fn workloads(pod: &Pod) -> Vec<(&'static str, String)> {
@@ -243,12 +288,14 @@ fn kernel_cost(agent: &Agent, pod: &Pod, target: &Target) {
     println!("floor = an empty program on the same tracepoint, same events, same passes");
     let mut refs: Option<References> = None;
     let mut bpftrace: Option<Option<Bpftrace>> = None;
-    // (program or reference) -> (probe type, [median 1 pod, median 1000 pods])
-    let mut table: BTreeMap<String, (String, [f64; 2])> = BTreeMap::new();
-    for (col, extra) in [(0, 0usize), (1, 999)] {
-        agent
-            .set_desired(desired(&ProbeType::ALL, target, extra))
-            .expect("apply");
+    // (program or reference) -> (probe type, [median 1 pod, 1000 pods, 1000 pods with peers])
+    let mut table: BTreeMap<String, (String, [f64; 3])> = BTreeMap::new();
+    for (col, extra, peers) in [(0, 0usize, false), (1, 999, false), (2, 999, true)] {
+        let probes = match peers {
+            true => with_peers(),
+            false => ProbeType::ALL.iter().map(|t| Probe::new(*t)).collect(),
+        };
+        agent.set_desired(desired_probes(probes, target, extra)).expect("apply");
         // After ours: programs on one tracepoint run in attach order, and
         // the first to touch a cold socket or cgroup pays the cache misses.
         let refs = &*refs.get_or_insert_with(References::attach);
@@ -292,16 +339,16 @@ fn kernel_cost(agent: &Agent, pod: &Pod, target: &Target) {
             }
         }
         for (name, (probe, v)) in samples {
-            table.entry(name).or_insert((probe, [f64::NAN; 2])).1[col] = median(v);
+            table.entry(name).or_insert((probe, [f64::NAN; 3])).1[col] = median(v);
         }
     }
     agent.set_desired(Desired::default()).expect("detach");
     println!(
-        "{:<34} {:>18} {:>12} {:>15} {:>10} {:>22}",
-        "program", "type", "1 pod ns/ev", "1000 pods ns/ev", "floor ns", "above floor (1000 pods)"
+        "{:<34} {:>18} {:>12} {:>15} {:>10} {:>22} {:>16}",
+        "program", "type", "1 pod ns/ev", "1000 pods ns/ev", "floor ns", "above floor (1000 pods)", "with peers ns/ev"
     );
     let floor = |tp: &str| table.get(&format!("ref: empty on {tp}")).map(|(_, v)| v[1]);
-    for (name, (probe, [a, b])) in &table {
+    for (name, (probe, [a, b, p])) in &table {
         let f = tracepoint_of(name)
             .or_else(|| name.strip_prefix("ref: bpftrace on "))
             .and_then(floor)
@@ -310,7 +357,7 @@ fn kernel_cost(agent: &Agent, pod: &Pod, target: &Target) {
             Some(f) => (format!("{f:.1}"), format!("{:.1}", b - f)),
             None => ("-".into(), "-".into()),
         };
-        println!("{name:<34} {probe:>18} {a:>12.1} {b:>15.1} {f_s:>10} {above:>22}");
+        println!("{name:<34} {probe:>18} {a:>12.1} {b:>15.1} {f_s:>10} {above:>22} {p:>16.1}");
     }
 }
 

@@ -118,3 +118,148 @@ fn nested_targets_get_traffic_at_the_deepest() {
     assert_eq!(pods, BTreeSet::from(["inner".to_string()]));
     agent.set_desired(Desired::default()).expect("apply");
 }
+
+/// Traffic with peer classes: the pod is a client of its peer (TCP bulk to
+/// 5001, UDP echoes to 5002, IPv4 and IPv6) and a TCP server to it (port
+/// 7000, three connections). The peer's IPv4 address is a pod of node n2
+/// (zone z2) by the agent's peer world, its IPv6 one the user's class.
+/// Per direction and protocol the series sum to netfilter's counters; each
+/// carries the server's port and the pod's role; the server's three
+/// connections make one series per direction.
+#[test]
+fn traffic_by_peer_sums_to_netfilter_with_role_and_server_port() {
+    use netprobe_agent::pipeline::peers::{NodeInfo, PeerWorld};
+    use netprobe_api::probes::peers::{PeerClass, PeerLabel, PeersOptions};
+    use netprobe_api::probes::traffic::TrafficOptions;
+    if !kernel_available("traffic by peer") {
+        return;
+    }
+    let _s = serial();
+    let agent = Agent::new(false).expect("agent loads");
+    let mut pod = Pod::new(Driver::Systemd);
+    let other = Pod::new(Driver::Cgroupfs);
+    pod.peer_spawn(&traffic_peer());
+    agent.set_peer_world(std::sync::Arc::new(PeerWorld::new(
+        Some("n1"),
+        vec![NodeInfo {
+            name: "n2".into(),
+            zone: Some("z2".into()),
+            addresses: vec![],
+            pod_cidrs: vec![format!("{}/32", pod.peer_ip4).parse().expect("cidr")],
+        }],
+        [],
+        vec![],
+    )));
+    let probe = Probe {
+        traffic: Some(TrafficOptions {
+            peers: Some(PeersOptions {
+                labels: Some(vec![
+                    PeerLabel::PeerKind,
+                    PeerLabel::PeerZone,
+                    PeerLabel::PeerClass,
+                    PeerLabel::Role,
+                    PeerLabel::Port,
+                ]),
+                classes: vec![PeerClass {
+                    name: "payments-vpc".into(),
+                    cidrs: vec![format!("{}/128", pod.peer_ip6)],
+                }],
+            }),
+        }),
+        ..Probe::new(ProbeType::Traffic)
+    };
+    support::apply_one_type(&agent, probe, &pod, &other);
+    Pod::nft(&pod.ns, NFT_TRAFFIC);
+    let mut server = pod.spawn(
+        r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 7000)); s.listen(8); print("ready", flush=True)
+for _ in range(3):
+    c, _ = s.accept()
+    while c.recv(65536):
+        pass
+    c.sendall(b"z" * 100000)
+    c.close()
+"#,
+    );
+    support::read_ready(&mut server);
+    pod.peer_run(&format!(
+        r#"
+import socket
+for _ in range(3):
+    s = socket.socket(); s.settimeout(30); s.connect(("{}", 7000))
+    s.sendall(b"q" * 200000); s.shutdown(socket.SHUT_WR)
+    while s.recv(65536):
+        pass
+    s.close()
+"#,
+        pod.ip4
+    ));
+    let _ = server.wait();
+    pod.run(&traffic_client(&pod, 20));
+    let mut last = String::new();
+    for _ in 0..15 {
+        std::thread::sleep(Duration::from_millis(200));
+        let fams = agent.render();
+        let oracle = nft_traffic(&pod.ns);
+        let mut diffs = Vec::new();
+        for ((dir, proto), (packets, bytes)) in &oracle {
+            let want = [("direction", dir.as_str()), ("protocol", proto.as_str())];
+            let got_b = counter(&fams, "netprobe_traffic_bytes_total", &want).unwrap_or(0.0) as u64;
+            let got_p = counter(&fams, "netprobe_traffic_packets_total", &want).unwrap_or(0.0) as u64;
+            if (got_p, got_b) != (*packets, *bytes) {
+                diffs.push(format!(
+                    "{dir} {proto}: netprobe {got_p} packets {got_b} B, nft {packets} packets {bytes} B"
+                ));
+            }
+        }
+        if !diffs.is_empty() {
+            last = diffs.join("; ");
+            continue;
+        }
+        let series = support::counter_series(&fams, "netprobe_traffic_bytes_total");
+        for (l, v) in &series {
+            let get = |k: &str| l.get(k).map(String::as_str).unwrap_or("");
+            println!(
+                "  bytes {} {} kind={} zone={} class={} role={} port={} : {v}",
+                get("direction"),
+                get("protocol"),
+                get("peer_kind"),
+                get("peer_zone"),
+                get("peer_class"),
+                get("role"),
+                get("port")
+            );
+        }
+        let find = |want: &[(&str, &str)]| {
+            series
+                .iter()
+                .filter(|(l, _)| want.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
+                .count()
+        };
+        for (role, port, proto) in [
+            ("client", "5001", "tcp"),
+            ("client", "5002", "udp"),
+            ("server", "7000", "tcp"),
+        ] {
+            for dir in ["tx", "rx"] {
+                let base = [("direction", dir), ("protocol", proto), ("role", role), ("port", port)];
+                let to_pod = [base.as_slice(), &[("peer_kind", "pod"), ("peer_zone", "z2")]].concat();
+                assert_eq!(find(&to_pod), 1, "{dir} {proto} {role} {port} towards the pod on n2");
+                if role == "client" {
+                    let to_class = [base.as_slice(), &[("peer_class", "payments-vpc")]].concat();
+                    assert_eq!(find(&to_class), 1, "{dir} {proto} {role} {port} towards payments-vpc");
+                }
+            }
+        }
+        for (l, _) in &series {
+            assert!(
+                matches!(l.get("port").map(String::as_str), Some("5001" | "5002" | "7000")),
+                "a series with a port that is no server's: {l:?}"
+            );
+        }
+        return;
+    }
+    panic!("traffic by peer does not sum to netfilter's counters: {last}");
+}

@@ -61,6 +61,7 @@ impl PlannedProbe {
             PlannedProbe::TcpRetransmits(o) => o.peers.as_ref(),
             PlannedProbe::TcpResets(o) => o.peers.as_ref(),
             PlannedProbe::TcpConnectLatency(o) => o.peers.as_ref(),
+            PlannedProbe::Traffic(o) => o.peers.as_ref(),
             _ => None,
         }
     }
@@ -102,7 +103,7 @@ pub(crate) fn plan(p: &Probe, field: &str) -> Result<PlannedProbe, Vec<FieldErro
         }
         ProbeType::TcpRtt => tcp_rtt::plan(p.tcp_rtt.as_ref(), &options).map(PlannedProbe::TcpRtt),
         ProbeType::PacketDrops => packet_drops::plan(p.packet_drops.as_ref(), &options).map(PlannedProbe::PacketDrops),
-        ProbeType::Traffic => traffic::plan(&options).map(PlannedProbe::Traffic),
+        ProbeType::Traffic => traffic::plan(p.traffic.as_ref(), &options).map(PlannedProbe::Traffic),
         ProbeType::Dns => dns::plan(p.dns.as_ref(), &options).map(PlannedProbe::Dns),
     };
     match planned {
@@ -116,7 +117,7 @@ pub(crate) fn plan(p: &Probe, field: &str) -> Result<PlannedProbe, Vec<FieldErro
 }
 
 /// Which types' options an entry sets.
-fn options_present(p: &Probe) -> [(ProbeType, bool); 6] {
+fn options_present(p: &Probe) -> [(ProbeType, bool); 7] {
     [
         (ProbeType::TcpRetransmits, p.tcp_retransmits.is_some()),
         (ProbeType::TcpResets, p.tcp_resets.is_some()),
@@ -124,5 +125,6 @@ fn options_present(p: &Probe) -> [(ProbeType, bool); 6] {
         (ProbeType::TcpRtt, p.tcp_rtt.is_some()),
         (ProbeType::PacketDrops, p.packet_drops.is_some()),
         (ProbeType::Dns, p.dns.is_some()),
+        (ProbeType::Traffic, p.traffic.is_some()),
     ]
 }

@@ -10,7 +10,7 @@ use netprobe_api::plan::PlannedProbe;
 use netprobe_ebpf::layout::{TRAFFIC_DIRECTIONS, TRAFFIC_PROTOCOLS, TYPE_TRAFFIC, metric};
 use netprobe_ebpf::programs;
 
-use super::{FamilySpec, Fill, Hook, KernelFacts, ProbeKind};
+use super::{FamilySpec, Fill, Hook, KernelFacts, Needs, ProbeKind, peers};
 
 pub struct Traffic;
 
@@ -42,21 +42,27 @@ impl ProbeKind for Traffic {
         TYPE_TRAFFIC
     }
 
-    fn families(&self, _p: &PlannedProbe, _bounds: &BTreeMap<u32, Vec<u64>>) -> Vec<FamilySpec> {
+    fn needs(&self, p: &PlannedProbe, needs: &mut Needs) {
+        peers::needs(p.peers(), needs);
+    }
+
+    fn families(&self, p: &PlannedProbe, _bounds: &BTreeMap<u32, Vec<u64>>) -> Vec<FamilySpec> {
         vec![
             FamilySpec::counter(
                 ProbeType::Traffic,
                 BYTES,
                 "IP bytes the pod's sockets sent (tx) and received (rx), by protocol.",
                 &["direction", "protocol"],
-            ),
+            )
+            .with_peers(p.peers()),
             FamilySpec::counter(
                 ProbeType::Traffic,
                 PACKETS,
                 "IP packets the pod's sockets sent (tx) and received (rx), by protocol; a GSO or GRO \
                  aggregate counts once, as netfilter counts it.",
                 &["direction", "protocol"],
-            ),
+            )
+            .with_peers(p.peers()),
         ]
     }
 
@@ -65,14 +71,21 @@ impl ProbeKind for Traffic {
             BYTES => metric::TRAFFIC_BYTES,
             _ => metric::TRAFFIC_PACKETS,
         };
-        let values: Vec<(u16, u64)> = out.counters.of(m).collect();
-        for (sub, v) in values {
+        let labels = |sub: u16| -> Option<[&'static str; 2]> {
             let (dir, proto) = (
                 usize::from(sub) / TRAFFIC_PROTOCOLS.len(),
                 usize::from(sub) % TRAFFIC_PROTOCOLS.len(),
             );
-            if let Some(dir) = TRAFFIC_DIRECTIONS.get(dir) {
-                out.add(&[dir, TRAFFIC_PROTOCOLS[proto]], v);
+            Some([TRAFFIC_DIRECTIONS.get(dir)?, TRAFFIC_PROTOCOLS[proto]])
+        };
+        if let Some(plan) = &f.peers {
+            let own = |sub: u16| labels(sub).map(Vec::from).unwrap_or_else(|| vec!["unknown", "unknown"]);
+            return peers::fill_counter(out, plan, m, &own);
+        }
+        let values: Vec<(u16, u64)> = out.counters.of(m).collect();
+        for (sub, v) in values {
+            if let Some(l) = labels(sub) {
+                out.add(&l, v);
             }
         }
     }

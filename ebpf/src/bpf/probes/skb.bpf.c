@@ -22,7 +22,7 @@ static __always_inline void on_packet(struct __sk_buff *skb, __u32 dir)
 	if (!pod_of_skb_cgroup(skb, &pod))
 		return;
 	if (types & NP_TYPE_TRAFFIC)
-		count_traffic(skb, &pod, dir, proto);
+		count_traffic(skb, &pod, dir, proto, l4);
 	if (dir == NP_TX && (types & NP_TYPE_DNS) && proto)
 		dns_egress(skb, &pod, proto, l4);
 }
