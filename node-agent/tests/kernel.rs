@@ -243,33 +243,9 @@ fn resets_sent_and_received_match_the_kernel() {
         .expect("apply");
     let (pod_out, peer_out) = (pod.nstat("TcpOutRsts"), pod.peer_nstat("TcpOutRsts"));
     // Received: connects to a closed port of the peer, both families.
-    pod.run(&format!(
-        r#"
-import socket
-for fam, addr in [(socket.AF_INET, "{}"), (socket.AF_INET6, "{}")] * 4:
-    s = socket.socket(fam, socket.SOCK_STREAM)
-    try:
-        s.connect((addr, 5999))
-    except ConnectionRefusedError:
-        pass
-    s.close()
-"#,
-        pod.peer_ip4, pod.peer_ip6
-    ));
+    pod.run(&support::refused_connects(&[&pod.peer_ip4, &pod.peer_ip6], 4, 5999));
     // Sent without a socket: the peer knocks on a closed port of the pod.
-    pod.peer_run(&format!(
-        r#"
-import socket
-for fam, addr in [(socket.AF_INET, "{}"), (socket.AF_INET6, "{}")] * 3:
-    s = socket.socket(fam, socket.SOCK_STREAM)
-    try:
-        s.connect((addr, 5998))
-    except ConnectionRefusedError:
-        pass
-    s.close()
-"#,
-        pod.ip4, pod.ip6
-    ));
+    pod.peer_run(&support::refused_connects(&[&pod.ip4, &pod.ip6], 3, 5998));
     // Sent with a socket: the pod aborts accepted connections (SO_LINGER 0).
     let server = r#"
 import socket, struct, sys

@@ -146,64 +146,22 @@ fn peer_classes_carry_kind_zone_class_role_and_server_port_and_sum_to_the_kernel
     let since = RetransOracle::start(|c| pod.nstat(c));
     let (pod_rst0, peer_rst0) = (pod.nstat("TcpOutRsts"), pod.peer_nstat("TcpOutRsts"));
     // The pod serves 768 KiB on port 7000 to each of 6 connections.
-    let mut server = pod.spawn(
-        r#"
-import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", 7000)); s.listen(16); print("ready", flush=True)
-for _ in range(6):
-    c, _ = s.accept()
-    c.sendall(b"y" * 786432)
-    c.shutdown(socket.SHUT_WR)
-    while c.recv(65536):
-        pass
-    c.close()
-"#,
-    );
+    let mut server = pod.spawn(&support::tcp_server(7000, 6, 786432));
     support::read_ready(&mut server);
-    pod.peer_run(&format!(
-        r#"
-import socket
-for _ in range(6):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM); s.settimeout(120); s.connect(("{}", 7000))
-    while s.recv(65536):
-        pass
-    s.close()
-"#,
-        pod.ip4
-    ));
+    pod.peer_run(&support::tcp_clients(&pod.ip4, 7000, 6, 1000));
     let _ = server.wait();
     // The pod as a client: bulk to 5001 over IPv4, IPv6 and v4-mapped.
     pod.run(&bulk_client(&pod));
     // Refused connects (resets received, connect failures) to the peer's
     // closed port 5999; resets sent without a socket for the peer's
     // connects to the pod's closed port 5998.
-    pod.run(&format!(
-        r#"
-import socket
-for fam, addr in [(socket.AF_INET, "{0}"), (socket.AF_INET6, "{1}"), (socket.AF_INET6, "::ffff:{0}")] * 2:
-    s = socket.socket(fam, socket.SOCK_STREAM)
-    try:
-        s.connect((addr, 5999))
-    except ConnectionRefusedError:
-        pass
-    s.close()
-"#,
-        pod.peer_ip4, pod.peer_ip6
+    let mapped = format!("::ffff:{}", pod.peer_ip4);
+    pod.run(&support::refused_connects(
+        &[&pod.peer_ip4, &pod.peer_ip6, &mapped],
+        2,
+        5999,
     ));
-    pod.peer_run(&format!(
-        r#"
-import socket
-for _ in range(3):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.connect(("{}", 5998))
-    except ConnectionRefusedError:
-        pass
-    s.close()
-"#,
-        pod.ip4
-    ));
+    pod.peer_run(&support::refused_connects(&[&pod.ip4], 3, 5998));
     // Late retransmits (a lost FIN) arrive after the clients exit.
     let mut fams: Vec<MetricFamily> = Vec::new();
     let mut last = String::new();

@@ -170,32 +170,9 @@ fn traffic_by_peer_sums_to_netfilter_with_role_and_server_port() {
     };
     support::apply_one_type(&agent, probe, &pod, &other);
     Pod::nft(&pod.ns, NFT_TRAFFIC);
-    let mut server = pod.spawn(
-        r#"
-import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", 7000)); s.listen(8); print("ready", flush=True)
-for _ in range(3):
-    c, _ = s.accept()
-    while c.recv(65536):
-        pass
-    c.sendall(b"z" * 100000)
-    c.close()
-"#,
-    );
+    let mut server = pod.spawn(&support::tcp_server(7000, 3, 100000));
     support::read_ready(&mut server);
-    pod.peer_run(&format!(
-        r#"
-import socket
-for _ in range(3):
-    s = socket.socket(); s.settimeout(30); s.connect(("{}", 7000))
-    s.sendall(b"q" * 200000); s.shutdown(socket.SHUT_WR)
-    while s.recv(65536):
-        pass
-    s.close()
-"#,
-        pod.ip4
-    ));
+    pod.peer_run(&support::tcp_clients(&pod.ip4, 7000, 3, 200000));
     let _ = server.wait();
     pod.run(&traffic_client(&pod, 20));
     let mut last = String::new();

@@ -398,17 +398,16 @@ static __always_inline __u16 bucket_of(__u32 which, __u64 v)
 	return lo;
 }
 
-/* One observation: one lookup, bucket and sum updated together. */
-/* One observation `v` of latency type `which` for a slot, in the histogram
- * of that type's `sub` value (DNS: the query type; else 0). */
-static __always_inline void observe_sub(__u32 slot, __u32 which, __u32 sub, __u64 v)
+/* One observation `v` (ns) in the histogram `key` of the per-CPU hash
+ * `map` (bounds `which`), created zeroed on its first observation; a full
+ * map is counted as `error`. One lookup: bucket and sum updated together. */
+static __always_inline void hist_add(void *map, const void *key, __u32 which, __u64 v, __u32 error)
 {
-	struct np_hist_key key = { .slot = slot, .which = which | (sub << NP_HIST_SUB_SHIFT) };
 	__u32 zero = 0;
 	struct np_hist *z = bpf_map_lookup_elem(&hist_zero, &zero);
 	if (!z)
 		return;
-	struct np_hist *h = lookup_or_init(&hists, &key, z, NP_E_HISTS_FULL);
+	struct np_hist *h = lookup_or_init(map, key, z, error);
 	if (!h)
 		return;
 	__u32 b = bucket_of(which, v);
@@ -416,6 +415,14 @@ static __always_inline void observe_sub(__u32 slot, __u32 which, __u32 sub, __u6
 		b = NP_MAX_BOUNDS;
 	NP_ADD(h->buckets[b], 1);
 	NP_ADD(h->sum_ns, v);
+}
+
+/* One observation `v` of latency type `which` for a slot, in the histogram
+ * of that type's `sub` value (DNS: the query type; else 0). */
+static __always_inline void observe_sub(__u32 slot, __u32 which, __u32 sub, __u64 v)
+{
+	struct np_hist_key key = { .slot = slot, .which = which | (sub << NP_HIST_SUB_SHIFT) };
+	hist_add(&hists, &key, which, v, NP_E_HISTS_FULL);
 }
 
 static __always_inline void observe(__u32 slot, __u32 which, __u64 v)

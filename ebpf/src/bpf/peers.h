@@ -110,18 +110,7 @@ static __always_inline void observe_peer(struct np_peer_key *k, __u32 slot, __u6
 	k->slot = slot;
 	k->metric = NP_M_CONNECT_BUCKET;
 	k->sub = 0;
-	__u32 zero = 0;
-	struct np_hist *z = bpf_map_lookup_elem(&hist_zero, &zero);
-	if (!z)
-		return;
-	struct np_hist *h = lookup_or_init(&peer_hists, k, z, NP_E_PEERS_FULL);
-	if (!h)
-		return;
-	__u32 b = bucket_of(NP_B_CONNECT, v);
-	if (b > NP_MAX_BOUNDS)
-		b = NP_MAX_BOUNDS;
-	NP_ADD(h->buckets[b], 1);
-	NP_ADD(h->sum_ns, v);
+	hist_add(&peer_hists, k, NP_B_CONNECT, v, NP_E_PEERS_FULL);
 }
 
 #endif

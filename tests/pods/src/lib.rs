@@ -579,3 +579,58 @@ pub fn read_ready(child: &mut Child) {
         "child did not get ready: {line:?}"
     );
 }
+
+/// A python script connecting `times` times to each of `addrs` (IPv6 when
+/// it has a `:`) on `port`, where nothing listens: each connect is refused
+/// (a reset received, a failed connect).
+pub fn refused_connects(addrs: &[&str], times: usize, port: u16) -> String {
+    let list: Vec<String> = addrs.iter().map(|a| format!("{a:?}")).collect();
+    format!(
+        r#"
+import socket
+for addr in [{}] * {times}:
+    s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.connect((addr, {port}))
+    except ConnectionRefusedError:
+        pass
+    s.close()
+"#,
+        list.join(", ")
+    )
+}
+
+/// A TCP server script on IPv4 `port` for `conns` connections, one after
+/// the other: each reads to the client's end, sends `send` bytes and
+/// closes; prints "ready" once listening (see [`read_ready`]).
+pub fn tcp_server(port: u16, conns: usize, send: usize) -> String {
+    format!(
+        r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", {port})); s.listen(16); print("ready", flush=True)
+for _ in range({conns}):
+    c, _ = s.accept()
+    while c.recv(65536):
+        pass
+    c.sendall(b"y" * {send})
+    c.close()
+"#
+    )
+}
+
+/// Its client: `conns` connections to `addr`:`port`, each sending `send`
+/// bytes, then reading to the server's end.
+pub fn tcp_clients(addr: &str, port: u16, conns: usize, send: usize) -> String {
+    format!(
+        r#"
+import socket
+for _ in range({conns}):
+    s = socket.socket(); s.settimeout(120); s.connect(("{addr}", {port}))
+    s.sendall(b"q" * {send}); s.shutdown(socket.SHUT_WR)
+    while s.recv(65536):
+        pass
+    s.close()
+"#
+    )
+}
