@@ -243,9 +243,10 @@ pub async fn run(
         let node_labels = node.map(|n| n.labels().clone()).unwrap_or_default();
         let pod_objs = pods.state();
         let pod_refs: Vec<&Pod> = pod_objs.iter().map(AsRef::as_ref).collect();
-        let now = WorldInputs::read(&index_cms.state(), &pod_refs);
+        let shards = index_cms.state();
+        let now = WorldInputs::read(&shards, &pod_refs);
         if world_inputs.as_ref() != Some(&now) {
-            runner.set_peer_world(now.world(&cfg.node, &cfg.service_cidrs));
+            runner.set_peer_world(now.world(&shards, &cfg.node, &cfg.service_cidrs));
             world_inputs = Some(now);
         }
         let inputs = Inputs {
@@ -275,24 +276,20 @@ pub async fn run(
     }
 }
 
-/// What the peer world is built from: the index shards (by resource
-/// version) and this node's pods' addresses. Compared each pass, so the
-/// world is rebuilt only when one changed.
+/// What the peer world is built from: the index shards (by name and
+/// resource version; their text stays in the watch cache) and this node's
+/// pods' addresses. Compared each pass, so the world is rebuilt (and the
+/// shards parsed) only when one changed.
 #[derive(PartialEq, Eq)]
 struct WorldInputs {
-    shards: Vec<(String, Option<String>, Option<String>)>,
+    shards: Vec<(String, Option<String>)>,
     pod_ips: BTreeSet<std::net::IpAddr>,
 }
 
 impl WorldInputs {
     fn read(cms: &[Arc<ConfigMap>], pods: &[&Pod]) -> Self {
-        let mut shards: Vec<(String, Option<String>, Option<String>)> = cms
-            .iter()
-            .map(|cm| {
-                let text = cm.data.as_ref().and_then(|d| d.get(PEER_INDEX_DATA_KEY)).cloned();
-                (cm.name_any(), cm.resource_version(), text)
-            })
-            .collect();
+        let mut shards: Vec<(String, Option<String>)> =
+            cms.iter().map(|cm| (cm.name_any(), cm.resource_version())).collect();
         shards.sort();
         let pod_ips = pods
             .iter()
@@ -307,13 +304,14 @@ impl WorldInputs {
         WorldInputs { shards, pod_ips }
     }
 
-    fn world(&self, node: &str, services: &[ipnet::IpNet]) -> Arc<PeerWorld> {
+    fn world(&self, cms: &[Arc<ConfigMap>], node: &str, services: &[ipnet::IpNet]) -> Arc<PeerWorld> {
         let mut nodes = Vec::new();
-        for (name, _, text) in &self.shards {
-            match peerindex::parse_shard(text.as_deref().unwrap_or("[]")) {
+        for cm in cms {
+            let text = cm.data.as_ref().and_then(|d| d.get(PEER_INDEX_DATA_KEY));
+            match peerindex::parse_shard(text.map_or("[]", String::as_str)) {
                 Ok(n) => nodes.extend(n),
                 Err(e) => {
-                    warn!(configmap = %name, error = %e, "unreadable peer index shard: its nodes' peers read as external")
+                    warn!(configmap = %cm.name_any(), error = %e, "unreadable peer index shard: its nodes' peers read as external")
                 }
             }
         }

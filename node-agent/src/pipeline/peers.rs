@@ -10,7 +10,7 @@
 //! here knows a pod of another node by name: pods elsewhere are known by
 //! their node's pod CIDR only.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -220,12 +220,6 @@ pub fn addr_of(k: &PeerKey) -> Option<IpAddr> {
         10 => Some(canonical(IpAddr::V6(Ipv6Addr::from(k.addr)))),
         _ => None,
     }
-}
-
-/// The distinct values a world can give `peer_node` and `peer_zone`: with
-/// the spec's classes, what bounds a probe's series (docs/probes.md).
-pub fn zones(world: &PeerWorld) -> BTreeSet<&str> {
-    world.nodes.iter().filter_map(|n| n.zone.as_deref()).collect()
 }
 
 #[cfg(test)]
