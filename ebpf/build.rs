@@ -15,6 +15,20 @@ fn main() {
     if std::env::var_os("CARGO_FEATURE_TESTING").is_some() {
         compile(&src, "testing.bpf.c", &out_dir.join("testing.bpf.o"));
     }
+    // The sample user programs (config/samples/programs), against the
+    // public header alone, as a user builds them: they must keep compiling.
+    let include = PathBuf::from("include");
+    rerun_for(&include);
+    let samples = PathBuf::from("../config/samples/programs");
+    rerun_for(&samples);
+    let programs = out_dir.join("programs");
+    std::fs::create_dir_all(&programs).expect("creating OUT_DIR/programs");
+    for e in std::fs::read_dir(&samples).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(stem) = name.strip_suffix(".bpf.c") {
+            compile_with(&samples, &name, &programs.join(format!("{stem}.bpf.o")), &[&include]);
+        }
+    }
 }
 
 /// Every C source and header under `dir`.
@@ -30,6 +44,10 @@ fn rerun_for(dir: &Path) {
 }
 
 fn compile(src: &Path, file: &str, out: &Path) {
+    compile_with(src, file, out, &[])
+}
+
+fn compile_with(src: &Path, file: &str, out: &Path, includes: &[&Path]) {
     let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".into());
     let arch = match std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() {
         Ok("x86_64") => "x86",
@@ -46,6 +64,7 @@ fn compile(src: &Path, file: &str, out: &Path) {
         .arg(format!("-D__TARGET_ARCH_{arch}"))
         .arg(format!("-I{multiarch}"))
         .arg(format!("-I{}", src.display()))
+        .args(includes.iter().map(|i| format!("-I{}", i.display())))
         .arg("-c")
         .arg(src.join(file))
         .arg("-o")
@@ -54,8 +73,9 @@ fn compile(src: &Path, file: &str, out: &Path) {
     match result {
         Ok(s) if s.success() => {}
         Ok(s) => panic!(
-            "netprobe-ebpf: `{clang}` failed ({s}) compiling src/bpf/{file}; it needs the libbpf headers \
-             (Debian: libbpf-dev) and linux-libc-dev"
+            "netprobe-ebpf: `{clang}` failed ({s}) compiling {}/{file}; it needs the libbpf headers \
+             (Debian: libbpf-dev) and linux-libc-dev",
+            src.display()
         ),
         Err(e) => panic!(
             "netprobe-ebpf: cannot run `{clang}` ({e}). clang is required to build the eBPF programs \

@@ -17,6 +17,9 @@ use crate::spec::{Granularity, NetworkProbeSpec, ProbeType};
 /// does not know instead of guessing; bump on any incompatible change.
 pub const PLAN_FORMAT_VERSION: u32 = 1;
 
+/// Why a NetworkProbe may not have a Program probe.
+pub const PROGRAM_CLUSTER_ONLY: &str = "Program probes are allowed only in a ClusterNetworkProbe: loading code into every node's kernel is a cluster-admin power";
+
 /// Default series budget per probe per node.
 pub const DEFAULT_MAX_SERIES_PER_NODE: u32 = 1000;
 
@@ -186,7 +189,17 @@ impl ProbePlan {
             (SourceKind::Cluster, _) => Selector::parse(namespace_selector, "spec.namespaceSelector")
                 .map(|namespace_selector| PlanScope::Cluster { namespace_selector }),
         };
-        match (PlanBody::check(spec), scope) {
+        let body = PlanBody::check(spec).and_then(|b| match source.id.kind {
+            SourceKind::Namespaced => match spec.probes.iter().position(|p| p.type_ == ProbeType::Program) {
+                Some(i) => Err(vec![FieldError::new(
+                    format!("spec.probes[{i}].type"),
+                    PROGRAM_CLUSTER_ONLY,
+                )]),
+                None => Ok(b),
+            },
+            SourceKind::Cluster => Ok(b),
+        });
+        match (body, scope) {
             (Ok(body), Ok(scope)) => Ok(ProbePlan {
                 format_version: PLAN_FORMAT_VERSION,
                 source,
@@ -254,6 +267,11 @@ impl ProbePlan {
                     "a ClusterNetworkProbe's plan has a namespaceSelector scope; this one says {scope:?}"
                 )));
             }
+        }
+        if id.kind == SourceKind::Namespaced && self.probe_types().contains(&ProbeType::Program) {
+            return Err(PlanError::Refused(format!(
+                "a NetworkProbe's plan has a Program: {PROGRAM_CLUSTER_ONLY}"
+            )));
         }
         let grid = crate::probes::histogram::bound_grid_ns();
         for p in &self.probes {
@@ -559,6 +577,52 @@ mod tests {
         })];
         let err = ProbePlan::from_json(&off.to_json()).unwrap_err();
         assert!(err.to_string().contains("0.004"), "{err}");
+    }
+
+    #[test]
+    fn programs_are_a_cluster_power_at_every_step() {
+        use crate::probes::program::{
+            ConfigMapKey, Decoder, ProgramLabel, ProgramMetric, ProgramObject, ProgramOptions,
+        };
+        let program = Probe {
+            program: Some(ProgramOptions {
+                object: ProgramObject {
+                    config_map: Some(ConfigMapKey {
+                        name: "aborts".into(),
+                        key: "prog.bpf.o".into(),
+                    }),
+                    sha256: Some("0".repeat(64)),
+                    path: None,
+                },
+                metrics: vec![ProgramMetric {
+                    name: "app_aborts_total".into(),
+                    map: "aborts".into(),
+                    labels: vec![ProgramLabel {
+                        name: "pod".into(),
+                        size: 4,
+                        decoder: Decoder::Pod,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+            }),
+            ..Probe::new(ProbeType::Program)
+        };
+        // The operator refuses it in a NetworkProbe, naming the field...
+        let err = ProbePlan::build(source(Some("shop")), &spec(vec![program.clone()]), None).unwrap_err();
+        assert_eq!(err[0].field, "spec.probes[0].type");
+        // ...builds it in a ClusterNetworkProbe...
+        let plan = ProbePlan::build(source(None), &spec(vec![program]), None).unwrap();
+        assert!(ProbePlan::from_json(&plan.to_json()).is_ok());
+        // ...and an agent refuses a NetworkProbe's plan that claims one,
+        // whoever wrote the ConfigMap.
+        let mut forged = plan.clone();
+        forged.source = source(Some("shop"));
+        forged.scope = PlanScope::Namespace {
+            namespace: "shop".into(),
+        };
+        let err = ProbePlan::from_json(&forged.to_json()).unwrap_err();
+        assert!(err.to_string().contains("only in a ClusterNetworkProbe"), "{err}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::probes::dns::DnsOptions;
 use crate::probes::histogram::HistogramOptions;
 use crate::probes::packet_drops::PacketDropsOptions;
+use crate::probes::program::ProgramOptions;
 use crate::probes::tcp_connect_latency::TcpConnectLatencyOptions;
 use crate::probes::tcp_resets::TcpResetsOptions;
 use crate::probes::tcp_retransmits::TcpRetransmitsOptions;
@@ -28,6 +29,7 @@ use crate::status::ProbeStatus;
     category = "netprobe",
     namespaced,
     status = "ProbeStatus",
+    validation = Rule::new("self.spec.probes.all(p, p.type != 'Program')").message("Program probes are allowed only in a ClusterNetworkProbe: loading code into every node's kernel is a cluster-admin power").field_path(".spec.probes"),
     printcolumn(
         name = "Types",
         type_ = "string",
@@ -154,11 +156,14 @@ pub enum ProbeType {
     /// DNS queries the pod sends: response time (histogram), responses by
     /// response code, timeouts (`netprobe_dns_*`).
     Dns,
+    /// A user's own eBPF object whose maps become metrics, with netprobe's
+    /// pod filter (`program`). Only in a ClusterNetworkProbe.
+    Program,
 }
 
 impl ProbeType {
     /// Every type, in a stable order (the order of the plan and of metrics).
-    pub const ALL: [ProbeType; 7] = [
+    pub const ALL: [ProbeType; 8] = [
         ProbeType::TcpRetransmits,
         ProbeType::TcpResets,
         ProbeType::TcpConnectLatency,
@@ -166,6 +171,7 @@ impl ProbeType {
         ProbeType::PacketDrops,
         ProbeType::Traffic,
         ProbeType::Dns,
+        ProbeType::Program,
     ];
 
     /// The name used in the spec, in status and in logs.
@@ -178,6 +184,7 @@ impl ProbeType {
             ProbeType::PacketDrops => "PacketDrops",
             ProbeType::Traffic => "Traffic",
             ProbeType::Dns => "Dns",
+            ProbeType::Program => "Program",
         }
     }
 
@@ -191,6 +198,7 @@ impl ProbeType {
             ProbeType::PacketDrops => "packetDrops",
             ProbeType::Traffic => "traffic",
             ProbeType::Dns => "dns",
+            ProbeType::Program => "program",
         }
     }
 }
@@ -213,9 +221,11 @@ impl std::fmt::Display for ProbeType {
 #[x_kube(validation = Rule::new("!has(self.packetDrops) || self.type == 'PacketDrops'").message("packetDrops options are only allowed when type is PacketDrops").field_path(".packetDrops"))]
 #[x_kube(validation = Rule::new("!has(self.traffic) || self.type == 'Traffic'").message("traffic options are only allowed when type is Traffic").field_path(".traffic"))]
 #[x_kube(validation = Rule::new("!has(self.dns) || self.type == 'Dns'").message("dns options are only allowed when type is Dns").field_path(".dns"))]
+#[x_kube(validation = Rule::new("!has(self.program) || self.type == 'Program'").message("program options are only allowed when type is Program").field_path(".program"))]
+#[x_kube(validation = Rule::new("self.type != 'Program' || has(self.program)").message("a Program probe needs its program options").field_path(".program"))]
 pub struct Probe {
     /// The probe type: TcpRetransmits, TcpResets, TcpConnectLatency, TcpRtt,
-    /// PacketDrops, Traffic or Dns.
+    /// PacketDrops, Traffic, Dns or Program (ClusterNetworkProbe only).
     #[serde(rename = "type")]
     pub type_: ProbeType,
 
@@ -248,6 +258,11 @@ pub struct Probe {
     /// (`--dns-ports`, `--dns-timeout`), the same for every tenant on a node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsOptions>,
+
+    /// Options of a Program probe: the user's compiled eBPF object and how
+    /// its maps become metrics. Only in a ClusterNetworkProbe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<ProgramOptions>,
 }
 
 impl Probe {
@@ -262,6 +277,7 @@ impl Probe {
             packet_drops: None,
             traffic: None,
             dns: None,
+            program: None,
         }
     }
 }

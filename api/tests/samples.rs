@@ -17,8 +17,11 @@ fn samples_dir() -> PathBuf {
 fn every_sample_is_admitted_and_valid() {
     let mut kinds = Vec::new();
     let mut types = std::collections::BTreeSet::new();
+    let mut cluster_types = std::collections::BTreeSet::new();
+    // The samples, and the Program samples beside their C sources.
     let mut entries: Vec<_> = std::fs::read_dir(samples_dir())
         .unwrap()
+        .chain(std::fs::read_dir(samples_dir().join("programs")).unwrap())
         .map(|e| e.unwrap().path())
         .collect();
     entries.sort();
@@ -47,6 +50,7 @@ fn every_sample_is_admitted_and_valid() {
                 validate_cel(&p).unwrap_or_else(|e| panic!("{}: CEL: {e:?}", path.display()));
                 let errs = validate_spec(&p.spec.probe, p.spec.namespace_selector.as_ref());
                 assert!(errs.is_empty(), "{}: {errs:?}", path.display());
+                cluster_types.extend(p.spec.probe.probes.iter().map(|p| p.type_));
             }
             other => panic!("{}: unexpected kind {other}", path.display()),
         }
@@ -56,9 +60,11 @@ fn every_sample_is_admitted_and_valid() {
         kinds.iter().any(|k| k == "ClusterNetworkProbe"),
         "need a ClusterNetworkProbe sample"
     );
-    for t in ProbeType::ALL {
+    // Program probes exist only in ClusterNetworkProbes.
+    for t in ProbeType::ALL.into_iter().filter(|t| *t != ProbeType::Program) {
         assert!(types.contains(&t), "no NetworkProbe sample of type {t}");
     }
+    assert!(cluster_types.contains(&ProbeType::Program), "no Program sample");
 }
 
 fn probe(spec: serde_json::Value) -> NetworkProbe {
@@ -101,6 +107,16 @@ fn cel_rules_reject_cross_field_mistakes() {
         (
             serde_json::json!({"probes": [{"type": "TcpConnectLatency", "tcpConnectLatency": {"buckets": [1e-12]}}]}),
             "power of ten",
+        ),
+        // Loading code is a cluster-admin power: never in a NetworkProbe.
+        (
+            serde_json::json!({"probes": [{"type": "Program", "program": {"object": {"path": "/x.o"}, "metrics": [
+                {"name": "a_total", "map": "m", "labels": [{"name": "pod", "size": 4, "decoder": "pod"}]}]}}]}),
+            "only in a ClusterNetworkProbe",
+        ),
+        (
+            serde_json::json!({"probes": [{"type": "Program"}]}),
+            "needs its program options",
         ),
     ];
     for (spec, want) in bad {

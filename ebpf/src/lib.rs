@@ -11,6 +11,7 @@
 
 pub mod btf;
 pub mod layout;
+pub mod user_object;
 
 /// The compiled object, aligned for the ELF parser.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netprobe.bpf.o"));
@@ -20,6 +21,18 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 /// object the agent never loads.
 #[cfg(feature = "testing")]
 pub static TESTING_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/testing.bpf.o"));
+
+/// The sample user programs of `config/samples/programs`, compiled by the
+/// build against `include/netprobe.h` (the tests load them as a user's
+/// `Program` probe would).
+#[cfg(feature = "testing")]
+pub mod sample_programs {
+    /// Where the build wrote them (`<name>.bpf.o`).
+    pub const DIR: &str = concat!(env!("OUT_DIR"), "/programs");
+    pub static TCP_ABORTS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/programs/tcp_aborts.bpf.o"));
+    pub static SOCK_STATES: &[u8] =
+        aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/programs/sock_states.bpf.o"));
+}
 
 /// Program names in the object (the C function names).
 pub mod programs {

@@ -61,7 +61,7 @@ fetch() {
 }
 
 echo "kernel matrix: building the kernel tier's test binaries"
-bins=$(cd "$root" && cargo test --locked -p netprobe-agent --test kernel --test kernel_agent --test kernel_traffic --test kernel_dns --test kernel_peers --no-run \
+bins=$(cd "$root" && cargo test --locked -p netprobe-agent --test kernel --test kernel_agent --test kernel_traffic --test kernel_dns --test kernel_peers --test kernel_programs --no-run \
   --message-format=json 2>/dev/null | python3 -c '
 import json, sys
 for line in sys.stdin:

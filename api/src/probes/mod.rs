@@ -7,6 +7,7 @@ pub mod dns;
 pub mod histogram;
 pub mod packet_drops;
 pub mod peers;
+pub mod program;
 pub mod tcp_connect_latency;
 pub mod tcp_resets;
 pub mod tcp_retransmits;
@@ -22,6 +23,7 @@ pub use dns::{DnsOptions, DnsPlan};
 pub use histogram::HistogramPlan;
 pub use packet_drops::PacketDropsPlan;
 pub use peers::{PeerLabel, PeersPlan};
+pub use program::{ProgramMetricPlan, ProgramPlan};
 pub use tcp_connect_latency::TcpConnectLatencyPlan;
 pub use tcp_resets::TcpResetsPlan;
 pub use tcp_retransmits::TcpRetransmitsPlan;
@@ -40,6 +42,7 @@ pub enum PlannedProbe {
     PacketDrops(PacketDropsPlan),
     Traffic(TrafficPlan),
     Dns(DnsPlan),
+    Program(ProgramPlan),
 }
 
 impl PlannedProbe {
@@ -52,6 +55,7 @@ impl PlannedProbe {
             PlannedProbe::PacketDrops(_) => ProbeType::PacketDrops,
             PlannedProbe::Traffic(_) => ProbeType::Traffic,
             PlannedProbe::Dns(_) => ProbeType::Dns,
+            PlannedProbe::Program(_) => ProbeType::Program,
         }
     }
 
@@ -105,6 +109,7 @@ pub(crate) fn plan(p: &Probe, field: &str) -> Result<PlannedProbe, Vec<FieldErro
         ProbeType::PacketDrops => packet_drops::plan(p.packet_drops.as_ref(), &options).map(PlannedProbe::PacketDrops),
         ProbeType::Traffic => traffic::plan(p.traffic.as_ref(), &options).map(PlannedProbe::Traffic),
         ProbeType::Dns => dns::plan(p.dns.as_ref(), &options).map(PlannedProbe::Dns),
+        ProbeType::Program => program::plan(p.program.as_ref(), &options).map(PlannedProbe::Program),
     };
     match planned {
         Ok(pp) if errors.is_empty() => Ok(pp),
@@ -117,7 +122,7 @@ pub(crate) fn plan(p: &Probe, field: &str) -> Result<PlannedProbe, Vec<FieldErro
 }
 
 /// Which types' options an entry sets.
-fn options_present(p: &Probe) -> [(ProbeType, bool); 7] {
+fn options_present(p: &Probe) -> [(ProbeType, bool); 8] {
     [
         (ProbeType::TcpRetransmits, p.tcp_retransmits.is_some()),
         (ProbeType::TcpResets, p.tcp_resets.is_some()),
@@ -126,5 +131,6 @@ fn options_present(p: &Probe) -> [(ProbeType, bool); 7] {
         (ProbeType::PacketDrops, p.packet_drops.is_some()),
         (ProbeType::Dns, p.dns.is_some()),
         (ProbeType::Traffic, p.traffic.is_some()),
+        (ProbeType::Program, p.program.is_some()),
     ]
 }

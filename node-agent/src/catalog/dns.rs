@@ -102,12 +102,12 @@ impl ProbeKind for Dns {
     /// The kernel keeps every DNS counter by query type; a probe without
     /// the `qtype` label gets their sums.
     fn fill(&self, f: &FamilySpec, out: &mut Fill<'_>) {
-        let by_qtype = f.extra_labels.contains(&"qtype");
+        let by_qtype = f.extra_labels.iter().any(|l| l == "qtype");
         let add = |out: &mut Fill<'_>, first: Option<&str>, q: u16, v: u64| {
             let extra: Vec<&str> = first.into_iter().chain(by_qtype.then(|| qtype_name(q))).collect();
             out.add(&extra, v);
         };
-        match f.name {
+        match f.name.as_ref() {
             DURATION => histogram::fill_parts(
                 out,
                 metric::DNS_BUCKET,

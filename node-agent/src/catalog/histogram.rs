@@ -29,13 +29,14 @@ pub(super) fn family(
 ) -> FamilySpec {
     FamilySpec {
         probe,
-        name,
-        help,
+        name: name.into(),
+        help: help.into(),
         kind: MetricType::HISTOGRAM,
-        extra_labels: extra_labels.to_vec(),
+        extra_labels: extra_labels.iter().map(|l| (*l).into()).collect(),
         peers: None,
         bounds: Some((plan_buckets.to_vec(), bounds.get(&index).cloned().unwrap_or_default())),
         allow: None,
+        program: None,
     }
 }
 

@@ -11,18 +11,21 @@ pub mod dns;
 mod histogram;
 pub mod packet_drops;
 mod peers;
+pub mod program;
 pub mod tcp_connect_latency;
 pub mod tcp_resets;
 pub mod tcp_retransmits;
 pub mod tcp_rtt;
 pub mod traffic;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use aya::Ebpf;
 use netprobe_api::ProbeType;
 use netprobe_api::plan::PlannedProbe;
-use netprobe_api::probes::PeersPlan;
+use netprobe_api::probes::{PeersPlan, ProgramMetricPlan};
 use netprobe_ebpf::btf::Btf as KernelBtf;
 use netprobe_ebpf::layout::{CounterKey, PeerKey};
 use prometheus::proto::MetricType;
@@ -42,6 +45,7 @@ pub fn of(t: ProbeType) -> &'static dyn ProbeKind {
         ProbeType::PacketDrops => &packet_drops::PacketDrops,
         ProbeType::Traffic => &traffic::Traffic,
         ProbeType::Dns => &dns::Dns,
+        ProbeType::Program => &program::Program,
     }
 }
 
@@ -109,17 +113,21 @@ pub struct Needs {
 pub struct FamilySpec {
     /// The type whose counters fill it.
     pub probe: ProbeType,
-    pub name: &'static str,
-    pub help: &'static str,
+    /// Built-in families have static names; a user program's come from its
+    /// spec.
+    pub name: Cow<'static, str>,
+    pub help: Cow<'static, str>,
     pub kind: MetricType,
     /// Labels after the owner labels (the peer labels last).
-    pub extra_labels: Vec<&'static str>,
+    pub extra_labels: Vec<Cow<'static, str>>,
     /// The probe's peer classes, when its series carry peer labels.
     pub peers: Option<PeersPlan>,
     /// Histogram bounds of the plan (seconds) and the kernel's union bounds (ns).
     pub bounds: Option<(Vec<f64>, Vec<u64>)>,
     /// Label values this family may export (the drop-reason allow-list).
     pub allow: Option<Vec<String>>,
+    /// The user program's metric this family exports (Program only).
+    pub program: Option<Arc<ProgramMetricPlan>>,
 }
 
 impl FamilySpec {
@@ -131,20 +139,22 @@ impl FamilySpec {
     ) -> Self {
         FamilySpec {
             probe,
-            name,
-            help,
+            name: Cow::Borrowed(name),
+            help: Cow::Borrowed(help),
             kind: MetricType::COUNTER,
-            extra_labels: extra_labels.to_vec(),
+            extra_labels: extra_labels.iter().map(|l| Cow::Borrowed(*l)).collect(),
             peers: None,
             bounds: None,
             allow: None,
+            program: None,
         }
     }
 
     /// The same family with the peer labels `p` asks for after its own.
     pub fn with_peers(mut self, p: Option<&PeersPlan>) -> Self {
         if let Some(p) = p {
-            self.extra_labels.extend(p.labels.iter().map(|l| l.as_str()));
+            self.extra_labels
+                .extend(p.labels.iter().map(|l| Cow::Borrowed(l.as_str())));
             self.peers = Some(p.clone());
         }
         self
@@ -165,6 +175,8 @@ pub struct Acc {
 pub struct TargetCounters<'a> {
     pub counters: &'a [(&'a CounterKey, u64)],
     pub peers: &'a [(&'a PeerKey, u64)],
+    /// The target's entries in the plan's user program's maps, if any.
+    pub program: Option<&'a program::SlotEntries>,
 }
 
 impl TargetCounters<'_> {

@@ -67,7 +67,7 @@ impl ProbeKind for Traffic {
     }
 
     fn fill(&self, f: &FamilySpec, out: &mut Fill<'_>) {
-        let m = match f.name {
+        let m = match f.name.as_ref() {
             BYTES => metric::TRAFFIC_BYTES,
             _ => metric::TRAFFIC_PACKETS,
         };

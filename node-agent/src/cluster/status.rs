@@ -34,11 +34,16 @@ pub fn entry_for(
         .iter()
         .filter_map(|t| report.partial.get(t).map(|why| format!("{t}: {why}")))
         .collect();
-    let attached = types.iter().all(|t| report.attached.contains_key(t));
-    let programs: Vec<String> = types
+    let own = report.programs.get(&plan.source.key());
+    let attached = types.iter().all(|t| report.attached.contains_key(t))
+        && (!types.contains(&ProbeType::Program) || matches!(own, Some(Ok(_))));
+    let mut programs: Vec<String> = types
         .iter()
         .flat_map(|t| report.attached.get(t).cloned().unwrap_or_default())
         .collect();
+    if let Some(Ok(user)) = own {
+        programs.extend(user.iter().cloned());
+    }
     let mut notes = Vec::new();
     if outcome.pods_waiting > 0 {
         notes.push(format!(
@@ -52,7 +57,11 @@ pub fn entry_for(
             report.target_errors.len()
         ));
     }
-    let (phase, reason, mut message) = if !unsupported.is_empty() {
+    let (phase, reason, mut message) = if let Some(Err(why)) = own {
+        // The user's object does not run here (digest, limits, verifier):
+        // only this probe fails, with the kernel's words, bounded.
+        (NodePhase::Failed, "ProgramFailed", bounded(why, 1024))
+    } else if !unsupported.is_empty() {
         (NodePhase::Unsupported, "KernelUnsupported", unsupported.join("; "))
     } else if !attached && outcome.pods_matched > 0 {
         (
@@ -104,6 +113,18 @@ pub fn entry_for(
         message: (!plain).then_some(message),
         last_transition_time: None,
     }
+}
+
+/// `s` cut to at most `max` bytes on a character boundary.
+fn bounded(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
 }
 
 /// This node's entry for a plan ConfigMap it cannot use.

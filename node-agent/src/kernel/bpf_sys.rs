@@ -1,7 +1,9 @@
 //! The few bpf(2) commands aya 0.14 does not expose: creating an iterator
 //! link over a map, opening an iterator, and a program's recursion misses
 //! (runs the kernel skipped because the program was already running on that
-//! CPU — events netprobe did not see, which users must be able to see).
+//! CPU — events netprobe did not see, which users must be able to see); and
+//! the map element commands on byte keys, for user programs' maps, whose
+//! key layout is known only at run time.
 
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
@@ -44,4 +46,62 @@ pub fn recursion_misses(prog: BorrowedFd<'_>) -> std::io::Result<u64> {
     let mut v = [0u8; 8];
     v.copy_from_slice(&info[PROG_INFO_RECURSION_MISSES..]);
     Ok(u64::from_ne_bytes(v))
+}
+
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
+
+/// `union bpf_attr` for the map element commands: the map, a key and a
+/// value (or next key) buffer.
+fn elem_attr(map: BorrowedFd<'_>, key: Option<&[u8]>, out: Option<&mut [u8]>) -> [u8; 128] {
+    let mut attr = [0u8; 128];
+    attr[0..4].copy_from_slice(&(map.as_raw_fd() as u32).to_ne_bytes());
+    let k = key.map_or(0, |k| k.as_ptr() as u64);
+    attr[8..16].copy_from_slice(&k.to_ne_bytes());
+    let v = out.map_or(0, |v| v.as_mut_ptr() as u64);
+    attr[16..24].copy_from_slice(&v.to_ne_bytes());
+    attr
+}
+
+/// Every key of a map whose keys are `key_size` bytes (a user program's
+/// map: its key layout is known only from the spec, at run time). Keys the
+/// program adds or deletes during the walk may be missed or repeated, as
+/// with any bpf(2) walk; at most `max` keys are returned.
+pub fn map_keys(map: BorrowedFd<'_>, key_size: usize, max: usize) -> std::io::Result<Vec<Vec<u8>>> {
+    let mut keys = Vec::new();
+    let mut next = vec![0u8; key_size];
+    let mut cur: Option<Vec<u8>> = None;
+    while keys.len() < max {
+        let mut attr = elem_attr(map, cur.as_deref(), Some(&mut next));
+        match sys_bpf(BPF_MAP_GET_NEXT_KEY, &mut attr) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => break,
+            Err(e) => return Err(e),
+        }
+        keys.push(next.clone());
+        cur = Some(next.clone());
+    }
+    Ok(keys)
+}
+
+/// The value at `key` (`out` holds it: `value_size` bytes, or one 8-byte
+/// aligned slot per possible CPU for a per-CPU map); false when absent.
+pub fn map_lookup(map: BorrowedFd<'_>, key: &[u8], out: &mut [u8]) -> std::io::Result<bool> {
+    let mut attr = elem_attr(map, Some(key), Some(out));
+    match sys_bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Delete `key` (absent is not an error).
+pub fn map_delete(map: BorrowedFd<'_>, key: &[u8]) -> std::io::Result<()> {
+    let mut attr = elem_attr(map, Some(key), None);
+    match sys_bpf(BPF_MAP_DELETE_ELEM, &mut attr) {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(e) => Err(e),
+    }
 }

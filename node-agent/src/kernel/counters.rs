@@ -20,6 +20,8 @@ pub struct Snapshot {
     pub peers: BTreeMap<PeerKey, u64>,
     /// Per `layout::ERROR_NAMES` index.
     pub errors: Vec<u64>,
+    /// User programs' metric maps, by plan key.
+    pub programs: BTreeMap<String, crate::catalog::program::ProgramCounters>,
 }
 
 impl Snapshot {

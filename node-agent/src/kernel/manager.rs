@@ -23,6 +23,8 @@ pub use crate::kernel::counters::Snapshot;
 pub use crate::kernel::error::ManagerError;
 use crate::kernel::error::{map_err, map_mut, remove_from_hash};
 use crate::kernel::iter::MapIterLink;
+pub use crate::kernel::programs::ProgramLimits;
+use crate::kernel::programs::UserPrograms;
 use crate::kernel::slots::{QUARANTINE, Slots};
 use crate::pipeline::desired::{KernelState, Op, TargetEntry, diff};
 
@@ -59,6 +61,9 @@ pub struct ApplyReport {
     /// Drop reasons a plan's `packetDrops.reasons` names that this kernel
     /// does not have, by plan key: those filters can never match here.
     pub unknown_drop_reasons: BTreeMap<String, Vec<String>>,
+    /// Each Program plan's programs attached, or why its object does not
+    /// run here, by plan key.
+    pub programs: BTreeMap<String, Result<Vec<String>, String>>,
 }
 
 pub struct ProbeManager {
@@ -82,6 +87,8 @@ pub struct ProbeManager {
     dns_unanswered: BTreeMap<(u32, u32), u64>,
     /// How long a DNS query may wait for its response (`--dns-timeout`).
     dns_timeout: std::time::Duration,
+    /// Users' objects, one per Program plan.
+    user: UserPrograms,
     report: ApplyReport,
 }
 
@@ -103,6 +110,7 @@ impl ProbeManager {
             cgroup_root: None,
             dns_unanswered: BTreeMap::new(),
             dns_timeout: std::time::Duration::from_secs(5),
+            user: UserPrograms::default(),
             report: ApplyReport::default(),
         };
         m.set_dns(&[53], std::time::Duration::from_secs(5))?;
@@ -138,6 +146,7 @@ impl ProbeManager {
     /// response, the DNS sweep nor the RTT sampler counts them for the
     /// slot's next pod.
     fn forget_slot_state(&mut self, slot: u32) -> Result<(), ManagerError> {
+        self.user.forget_slot(slot);
         self.dns_unanswered.retain(|(s, _), _| *s != slot);
         remove_from_hash::<layout::DnsKey, layout::DnsQuery>(&mut self.ebpf, maps::DNS_PENDING, |_, q| q.slot == slot)?;
         remove_from_hash::<u64, layout::RttSock>(&mut self.ebpf, maps::RTT_SOCKS, |_, v| v.slot == slot)
@@ -397,6 +406,15 @@ impl ProbeManager {
                 }
             }
         }
+        // User programs after the targets (their slots) and before the
+        // generation moves on.
+        self.user.sync(
+            &desired.programs,
+            &self.current.targets,
+            self.slots.by_key(),
+            self.cgroup_root.as_deref(),
+        );
+        self.report.programs = self.user.status();
         let types = self.attached.keys().fold(0, |m, t| m | catalog::of(*t).config_bit());
         if targets_changed || types != self.types_mask {
             if targets_changed {
@@ -516,6 +534,7 @@ impl ProbeManager {
     /// Read every counter of the current pods, summed over CPUs.
     pub fn snapshot(&self) -> Result<Snapshot, ManagerError> {
         let mut snap = counters::snapshot(&self.ebpf, self.slots.by_key().values().copied())?;
+        snap.programs = self.user.read();
         for ((slot, qtype), n) in &self.dns_unanswered {
             let qtype = u16::try_from(*qtype).unwrap_or(0);
             snap.add(*slot, layout::metric::DNS_UNANSWERED, qtype, *n);
@@ -575,6 +594,11 @@ impl ProbeManager {
         out
     }
 
+    /// What the agent allows users' programs (its flags).
+    pub fn set_program_limits(&mut self, limits: ProgramLimits) {
+        self.user.set_limits(limits);
+    }
+
     /// Probe types currently attached.
     pub fn attached_types(&self) -> BTreeSet<ProbeType> {
         self.attached.keys().copied().collect()
@@ -583,7 +607,7 @@ impl ProbeManager {
 
 /// A short reason from a load error: the verifier's last lines name what the
 /// kernel refused (a helper, a context access).
-fn verifier_reason(name: &str, e: &aya::programs::ProgramError) -> String {
+pub(crate) fn verifier_reason(name: &str, e: &aya::programs::ProgramError) -> String {
     let text = match e {
         aya::programs::ProgramError::LoadError { verifier_log, .. } => {
             // The error is the last line before the verifier's summary

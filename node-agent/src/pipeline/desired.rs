@@ -6,7 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use netprobe_api::{ProbePlan, ProbeType};
+use netprobe_api::probes::ProgramPlan;
+use netprobe_api::{PlannedProbe, ProbePlan, ProbeType};
 use netprobe_ebpf::layout::MAX_BOUNDS;
 
 use crate::catalog::{self, Needs};
@@ -44,11 +45,28 @@ pub struct PlanTargets {
     pub targets: BTreeSet<String>,
 }
 
+/// A user program's object as fetched (cluster mode: from its ConfigMap),
+/// or why it could not be.
+pub type ObjectBytes = Result<Arc<Vec<u8>>, String>;
+
 /// Everything the agent wants, keyed by plan key (`ProbePlan::source.key()`).
 #[derive(Clone, Debug, Default)]
 pub struct Desired {
     pub targets: BTreeMap<String, Target>,
     pub plans: BTreeMap<String, PlanTargets>,
+    /// Objects of Program plans whose object is in a ConfigMap, by plan key.
+    /// A plan whose object is a path has none: the manager reads the file.
+    pub objects: BTreeMap<String, ObjectBytes>,
+}
+
+/// What one Program plan wants of the kernel: its object loaded and its
+/// selected targets in the object's own target maps.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProgramWant {
+    pub plan: Arc<ProgramPlan>,
+    /// The fetched object, when it is not a path (see [`Desired::objects`]).
+    pub object: Option<ObjectBytes>,
+    pub targets: BTreeSet<String>,
 }
 
 /// What a target needs from the kernel.
@@ -68,6 +86,8 @@ pub struct KernelState {
     /// Histogram bounds (ns) by `np_bounds` index (one per histogram probe
     /// type): the whole grid when any plan has that type, absent otherwise.
     pub bounds: BTreeMap<u32, Vec<u64>>,
+    /// User programs by plan key (each runs for its own plan's targets).
+    pub programs: BTreeMap<String, ProgramWant>,
 }
 
 impl KernelState {
@@ -83,7 +103,21 @@ impl Desired {
     pub fn kernel(&self) -> KernelState {
         let mut k = KernelState::default();
         let mut union: BTreeMap<u32, BTreeSet<u64>> = BTreeMap::new();
-        for pt in self.plans.values() {
+        for (key, pt) in &self.plans {
+            // A program loads whether or not it selects a pod yet: its
+            // verdict on this node is known before the first pod arrives.
+            for p in &pt.plan.probes {
+                if let PlannedProbe::Program(pp) = p {
+                    k.programs.insert(
+                        key.clone(),
+                        ProgramWant {
+                            plan: Arc::new(pp.clone()),
+                            object: self.objects.get(key).cloned(),
+                            targets: pt.targets.clone(),
+                        },
+                    );
+                }
+            }
             if pt.targets.is_empty() {
                 continue;
             }
@@ -177,6 +211,7 @@ pub(crate) mod testing {
     /// Desired state: each plan selects the listed target keys.
     pub fn desired(plans: Vec<(Arc<ProbePlan>, Vec<&str>)>, targets: Vec<Target>) -> Desired {
         Desired {
+            objects: Default::default(),
             targets: targets.into_iter().map(|t| (t.key.clone(), t)).collect(),
             plans: plans
                 .into_iter()

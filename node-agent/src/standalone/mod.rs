@@ -252,6 +252,7 @@ fn common_prefix(a: &[String], b: &str) -> Vec<String> {
 pub fn desired(plans: &[ProbePlan], targets: BTreeMap<String, Target>) -> Desired {
     let keys: std::collections::BTreeSet<String> = targets.keys().cloned().collect();
     let mut d = Desired {
+        objects: Default::default(),
         targets,
         plans: BTreeMap::new(),
     };

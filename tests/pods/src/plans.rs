@@ -9,7 +9,7 @@ use netprobe_api::ProbePlan;
 use crate::Pod;
 
 /// A NetworkProbe plan `shop/<name>` (namespace `ns`) of `probes`.
-pub use netprobe_testutil::plans::plan_in;
+pub use netprobe_testutil::plans::{plan_cluster, plan_in};
 
 /// Desired state: `plan` selects `selected`; `others` exist unselected.
 pub fn desired_of(plan: ProbePlan, selected: &[Target], others: &[Target]) -> Desired {
@@ -19,6 +19,7 @@ pub fn desired_of(plan: ProbePlan, selected: &[Target], others: &[Target]) -> De
     }
     let keys = selected.iter().map(|t| t.key.clone()).collect();
     Desired {
+        objects: Default::default(),
         targets,
         plans: BTreeMap::from([(
             plan.source.key(),

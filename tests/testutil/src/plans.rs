@@ -54,3 +54,9 @@ pub fn planned(name: &str, probes: Vec<PlannedProbe>, granularity: Granularity, 
         },
     }
 }
+
+/// The plan of ClusterNetworkProbe `<name>` with `spec` (uid `<name>`,
+/// generation 1), over every namespace.
+pub fn plan_cluster(name: &str, spec: &NetworkProbeSpec) -> ProbePlan {
+    build(source(None, name, name, 1), spec, None)
+}

@@ -9,6 +9,7 @@ use netprobe_api::{Granularity, ProbePlan};
 use netprobe_ebpf::layout::{CounterKey, PeerKey};
 use prometheus::proto::{Bucket, Counter, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 
+use crate::catalog::program::SlotEntries;
 use crate::catalog::{self, Acc, FamilySpec, Fill, Series, TargetCounters};
 pub use crate::catalog::{ReasonNames, drop_reason_names};
 use crate::kernel::manager::Snapshot;
@@ -172,17 +173,20 @@ pub fn series(
         let plan = &pt.plan;
         let g = plan.metrics.granularity;
         let mut fams = plan_families(plan, kernel);
+        let program = snap.programs.get(plan_key);
         for target_key in &pt.targets {
             let (Some(t), Some(slot)) = (desired.targets.get(target_key), slots.get(target_key)) else {
                 continue;
             };
+            // A user program's maps are its plan's own (no baseline: the
+            // agent deletes a slot's entries when the slot leaves the plan).
+            let program = program.and_then(|p| p.by_slot.get(slot));
             match baselines.get(&(plan_key.clone(), target_key.clone())) {
                 None => add_target(
                     &mut fams,
                     t,
                     g,
-                    by_slot.get(slot),
-                    peers_by_slot.get(slot),
+                    (by_slot.get(slot), peers_by_slot.get(slot), program),
                     reasons,
                     world,
                 ),
@@ -206,7 +210,14 @@ pub fn series(
                         .map(|(k, v)| (*k, v.saturating_sub(base.peers.get(*k).copied().unwrap_or(0))))
                         .filter(|(_, v)| *v > 0)
                         .collect();
-                    add_target(&mut fams, t, g, Some(&counters), Some(&peers), reasons, world);
+                    add_target(
+                        &mut fams,
+                        t,
+                        g,
+                        (Some(&counters), Some(&peers), program),
+                        reasons,
+                        world,
+                    );
                 }
             }
         }
@@ -241,7 +252,7 @@ pub fn admit(series: &mut [PlanSeries], budget: &mut Budget, standalone: bool) {
         let present: BTreeSet<Vec<String>> = ps
             .fams
             .iter()
-            .flat_map(|f| f.series.keys().map(|k| series_id(f.spec.name, k)))
+            .flat_map(|f| f.series.keys().map(|k| series_id(&f.spec.name, k)))
             .collect();
         budget
             .admitted
@@ -274,7 +285,7 @@ pub fn admit(series: &mut [PlanSeries], budget: &mut Budget, standalone: bool) {
             let mut any_overflow = false;
             let keys: Vec<Vec<String>> = f.series.keys().cloned().collect();
             for k in keys {
-                let id = series_id(f.spec.name, &k);
+                let id = series_id(&f.spec.name, &k);
                 if admitted.contains(&id) {
                     continue;
                 }
@@ -306,26 +317,39 @@ pub fn admit(series: &mut [PlanSeries], budget: &mut Budget, standalone: bool) {
 
 /// The Prometheus families of admitted series.
 pub fn families(series: Vec<PlanSeries>, standalone: bool) -> Vec<MetricFamily> {
-    let mut out: BTreeMap<&'static str, MetricFamily> = BTreeMap::new();
+    let mut out: BTreeMap<String, MetricFamily> = BTreeMap::new();
     for ps in series {
         let names = owner_label_names(ps.granularity, standalone);
         for f in ps.fams {
-            let mf = out.entry(f.spec.name).or_insert_with(|| {
+            let mf = out.entry(f.spec.name.to_string()).or_insert_with(|| {
                 let mut mf = MetricFamily::default();
                 mf.set_name(f.spec.name.to_string());
                 mf.set_help(f.spec.help.to_string());
                 mf.set_field_type(f.spec.kind);
                 mf
             });
+            // Two user programs may name one metric differently typed: the
+            // first plan (in key order) keeps the name, so the exposition
+            // stays valid; the other's status says why it has no series.
+            if mf.get_field_type() != f.spec.kind {
+                tracing::warn!(metric = %f.spec.name, probe = %ps.probe_label, "metric name taken by another type; series dropped");
+                continue;
+            }
             for (k, acc) in &f.series {
                 let mut m = Metric::default();
                 let mut labels = vec![label("probe", &ps.probe_label)];
-                for (n, v) in names.iter().chain(f.spec.extra_labels.iter()).zip(k.iter()) {
+                for (n, v) in names
+                    .iter()
+                    .copied()
+                    .chain(f.spec.extra_labels.iter().map(|l| l.as_ref()))
+                    .zip(k.iter())
+                {
                     labels.push(label(n, v));
                 }
                 m.set_label(labels);
-                match f.spec.kind {
-                    MetricType::HISTOGRAM => m.set_histogram(histogram(acc, f.spec.bounds.as_ref())),
+                match (f.spec.kind, &f.spec.program) {
+                    (MetricType::HISTOGRAM, Some(p)) => m.set_histogram(catalog::program::histogram(acc, p)),
+                    (MetricType::HISTOGRAM, None) => m.set_histogram(histogram(acc, f.spec.bounds.as_ref())),
                     _ => {
                         let mut c = Counter::default();
                         c.set_value(acc.value as f64);
@@ -401,12 +425,18 @@ fn plan_families(plan: &ProbePlan, kernel: &KernelState) -> Vec<Fam> {
         .collect()
 }
 
+/// A target's kernel counters, per-peer counters and user program entries.
+type TargetInput<'a> = (
+    Option<&'a Vec<(&'a CounterKey, u64)>>,
+    Option<&'a Vec<(&'a PeerKey, u64)>>,
+    Option<&'a SlotEntries>,
+);
+
 fn add_target(
     fams: &mut [Fam],
     t: &Target,
     g: Granularity,
-    counters: Option<&Vec<(&CounterKey, u64)>>,
-    peers: Option<&Vec<(&PeerKey, u64)>>,
+    (counters, peers, program): TargetInput<'_>,
     reasons: &ReasonNames,
     world: &PeerWorld,
 ) {
@@ -419,6 +449,7 @@ fn add_target(
     let c = TargetCounters {
         counters: counters.map(Vec::as_slice).unwrap_or_default(),
         peers: peers.map(Vec::as_slice).unwrap_or_default(),
+        program,
     };
     for f in fams.iter_mut() {
         let mut out = Fill {

@@ -1,0 +1,294 @@
+//! Kernel tier, user programs: the samples of `config/samples/programs`
+//! (their C, compiled by the build against `ebpf/include/netprobe.h`, and
+//! their manifests) loaded through the `Program` type as a user ships them,
+//! counted against the kernel's own counters in the pod's namespace; an
+//! object whose digest differs, a program the verifier refuses and a
+//! section the agent does not attach each fail only their own probe. Every
+//! kernel of the matrix runs it.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use netprobe_agent::agent::Agent;
+use netprobe_agent::pipeline::desired::Desired;
+use netprobe_agent::pipeline::desired::Target;
+use netprobe_api::probes::program::ObjectSource;
+use netprobe_api::{ClusterNetworkProbe, PlannedProbe, ProbePlan};
+use netprobe_ebpf::sample_programs;
+use prometheus::proto::MetricFamily;
+use sha2::{Digest, Sha256};
+use support::{Driver, Pod, counter_series, histogram, kernel_available, serial};
+
+/// The plan of sample manifest `file`, its object at the build's copy, with
+/// the object's real digest (as a user pins it) or `sha256`.
+fn sample_plan(file: &str, object: &str, sha256: Option<String>) -> ProbePlan {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../config/samples/programs")
+        .join(file);
+    let text = std::fs::read_to_string(&path).expect("sample manifest");
+    let p: ClusterNetworkProbe = serde_yaml::from_str(&text).expect("sample parses");
+    let name = p.metadata.name.clone().expect("sample name");
+    let mut plan = support::plan_cluster(&name, &p.spec.probe);
+    let bytes = std::fs::read(Path::new(sample_programs::DIR).join(object)).expect("built sample object");
+    let digest: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    for probe in &mut plan.probes {
+        if let PlannedProbe::Program(pp) = probe {
+            pp.object = ObjectSource::Path {
+                path: format!("{}/{object}", sample_programs::DIR),
+            };
+            pp.sha256 = Some(sha256.clone().unwrap_or_else(|| digest.clone()));
+        }
+    }
+    plan
+}
+
+fn desired(plans: &[&ProbePlan], selected: &[Target], others: &[Target]) -> Desired {
+    let mut d = Desired::default();
+    for t in selected.iter().chain(others) {
+        d.targets.insert(t.key.clone(), t.clone());
+    }
+    for p in plans {
+        d.plans.insert(
+            p.source.key(),
+            netprobe_agent::pipeline::desired::PlanTargets {
+                plan: std::sync::Arc::new((*p).clone()),
+                targets: selected.iter().map(|t| t.key.clone()).collect(),
+            },
+        );
+    }
+    d
+}
+
+/// `n` connections from the pod to the peer's port 5001, each closed with
+/// SO_LINGER 0: an abortive close, one RST from the pod's own socket.
+fn aborts(n: usize, addr: &str) -> String {
+    format!(
+        r#"
+import socket, struct
+for _ in range({n}):
+    s = socket.create_connection(("{addr}", 5001), timeout=30)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+"#
+    )
+}
+
+fn total(fams: &[MetricFamily], name: &str, pod: &str) -> u64 {
+    counter_series(fams, name)
+        .iter()
+        .filter(|(l, _)| l.get("pod").map(String::as_str) == Some(pod))
+        .map(|(_, v)| *v as u64)
+        .sum()
+}
+
+#[test]
+fn sample_programs_count_per_pod_like_the_kernel() {
+    if !kernel_available("user programs") {
+        return;
+    }
+    let _s = serial();
+    let agent = Agent::new(false).expect("agent loads");
+    let mut pod = Pod::new(Driver::Systemd);
+    let mut other = Pod::new(Driver::Cgroupfs);
+    pod.peer_spawn(&support::servers(&[(5001, support::Serve::Sink)]));
+    other.peer_spawn(&support::servers(&[(5001, support::Serve::Sink)]));
+    let aborts_plan = sample_plan("tcp-aborts.yaml", "tcp_aborts.bpf.o", None);
+    let states_plan = sample_plan("sock-states.yaml", "sock_states.bpf.o", None);
+    let me = pod.target("shop", "cache-0");
+    let report = agent
+        .set_desired(desired(
+            &[&aborts_plan, &states_plan],
+            std::slice::from_ref(&me),
+            &[other.target("bank", "ledger-0")],
+        ))
+        .expect("apply");
+    for plan in [&aborts_plan, &states_plan] {
+        let state = report.programs.get(&plan.source.key());
+        assert!(
+            matches!(state, Some(Ok(p)) if !p.is_empty()),
+            "{}: {state:?}",
+            plan.source.key()
+        );
+    }
+    let (rst0, opens0) = (pod.nstat("TcpOutRsts"), pod.nstat("TcpActiveOpens"));
+    pod.run(&aborts(40, &pod.peer_ip4));
+    // The pod the probes do not select aborts too: none of it may show.
+    other.run(&aborts(25, &other.peer_ip4));
+    let mut last = String::new();
+    let mut fams = Vec::new();
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(250));
+        fams = agent.render();
+        let rst = pod.nstat("TcpOutRsts") - rst0;
+        let opens = pod.nstat("TcpActiveOpens") - opens0;
+        let got_rst = total(&fams, "app_tcp_aborts_total", "cache-0");
+        let syn_sent: u64 = counter_series(&fams, "app_tcp_state_transitions_total")
+            .iter()
+            .filter(|(l, _)| l.get("state").map(String::as_str) == Some("SYN_SENT"))
+            .map(|(_, v)| *v as u64)
+            .sum();
+        last = format!("resets {got_rst} (kernel {rst}), SYN_SENT {syn_sent} (kernel active opens {opens})");
+        if got_rst == rst && rst >= 40 && syn_sent == opens && opens >= 40 {
+            last.clear();
+            break;
+        }
+    }
+    assert!(last.is_empty(), "user programs disagree with the kernel: {last}");
+    println!("aborts: {:?}", counter_series(&fams, "app_tcp_aborts_total"));
+    // By state through the static map: an abortive close sends its reset
+    // after the socket moved to CLOSE, so every one of them is there.
+    let by_state = counter_series(&fams, "app_tcp_aborts_total");
+    let close: u64 = by_state
+        .iter()
+        .filter(|(l, _)| l.get("state").map(String::as_str) == Some("CLOSE"))
+        .map(|(_, v)| *v as u64)
+        .sum();
+    assert_eq!(close, pod.nstat("TcpOutRsts") - rst0, "{by_state:?}");
+    // Tenant isolation: the unselected pod has no series at all.
+    for name in ["app_tcp_aborts_total", "app_tcp_state_transitions_total"] {
+        assert!(
+            counter_series(&fams, name)
+                .iter()
+                .all(|(l, _)| l.get("pod").is_none_or(|p| p != "ledger-0")
+                    && l.get("workload").is_none_or(|w| w != "ledger-0")),
+            "{name} shows a pod its probe does not select"
+        );
+    }
+    // The connect histogram (granularity workload): one observation per
+    // connect, in seconds, through the log2 buckets.
+    let h = histogram(&fams, "app_tcp_connect_seconds", &[("workload", "cache-0")]).expect("connect histogram");
+    assert_eq!(h.0, pod.nstat("TcpActiveOpens") - opens0, "{h:?}");
+    assert!(h.1 > 0.0 && h.1 < 40.0, "{h:?}");
+    // Log2 bounds in seconds: 2^i microseconds.
+    assert_eq!(h.2.first().map(|b| b.0), Some(1e-6), "{h:?}");
+
+    // Hot reload: the probe deleted, its programs go and its series with it.
+    let before = support::programs_held_by(std::process::id());
+    agent
+        .set_desired(desired(&[&states_plan], std::slice::from_ref(&me), &[]))
+        .expect("apply");
+    let after = support::programs_held_by(std::process::id());
+    assert!(
+        after.len() < before.len(),
+        "tcp_aborts still held: {before:?} → {after:?}"
+    );
+    let fams = agent.render();
+    assert!(counter_series(&fams, "app_tcp_aborts_total").is_empty());
+    agent.set_desired(Desired::default()).expect("apply");
+}
+
+#[test]
+fn a_bad_object_fails_only_its_own_probe() {
+    if !kernel_available("user programs refused") {
+        return;
+    }
+    let _s = serial();
+    let agent = Agent::new(false).expect("agent loads");
+    let pod = Pod::new(Driver::Systemd);
+    let me = pod.target("shop", "cache-0");
+    // A digest that is not the object's: refused, not loaded.
+    let forged = sample_plan("tcp-aborts.yaml", "tcp_aborts.bpf.o", Some("ab".repeat(32)));
+    // The verifier's refusal and a section the agent does not attach, in
+    // objects built here as a user would.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let build = |name: &str, body: &str| -> String {
+        let src = dir.path().join(format!("{name}.bpf.c"));
+        std::fs::write(
+            &src,
+            format!(
+                "#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\n#include <bpf/bpf_tracing.h>\n\
+                 #include <bpf/bpf_core_read.h>\n#include \"netprobe.h\"\nchar LICENSE[] SEC(\"license\") = \"GPL\";\n\
+                 struct {{ __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 64); __type(key, __u32); \
+                 __type(value, __u64); }} m SEC(\".maps\");\n{body}\n"
+            ),
+        )
+        .expect("write source");
+        let obj = dir.path().join(format!("{name}.bpf.o"));
+        let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ebpf/include");
+        let st = std::process::Command::new("clang")
+            .args([
+                "-target",
+                "bpf",
+                "-O2",
+                "-g",
+                "-D__TARGET_ARCH_x86",
+                "-I/usr/include/x86_64-linux-gnu",
+            ])
+            .arg(format!("-I{}", include.display()))
+            .arg("-c")
+            .arg(&src)
+            .arg("-o")
+            .arg(&obj)
+            .status()
+            .expect("clang runs");
+        assert!(st.success(), "{name} compiles");
+        obj.display().to_string()
+    };
+    // Reads a map value without checking it for NULL: the verifier says no.
+    let unchecked = build(
+        "unchecked",
+        "SEC(\"tp_btf/tcp_send_reset\") int BPF_PROG(bad, const void *sk) {\n\
+         __u32 k = 0; __u64 *v = bpf_map_lookup_elem(&m, &k); *v += 1; return np_sock_pod(sk); }",
+    );
+    let kprobe = build(
+        "kprobe",
+        "SEC(\"kprobe/tcp_v4_connect\") int probe(void *ctx) { return 0; }",
+    );
+    let with = |name: &str, path: String| -> ProbePlan {
+        let mut p = sample_plan("tcp-aborts.yaml", "tcp_aborts.bpf.o", None);
+        p.source = netprobe_testutil::plans::source(None, name, name, 1);
+        for probe in &mut p.probes {
+            if let PlannedProbe::Program(pp) = probe {
+                pp.object = ObjectSource::Path { path: path.clone() };
+                pp.sha256 = None;
+                pp.metrics[0].map = "m".into();
+                pp.metrics[0].labels.truncate(1);
+            }
+        }
+        p
+    };
+    let verifier = with("verifier", unchecked);
+    let section = with("section", kprobe);
+    let good = sample_plan("sock-states.yaml", "sock_states.bpf.o", None);
+    let report = agent
+        .set_desired(desired(
+            &[&forged, &verifier, &section, &good],
+            std::slice::from_ref(&me),
+            &[],
+        ))
+        .expect("apply");
+    let why = |p: &ProbePlan| match report.programs.get(&p.source.key()) {
+        Some(Err(why)) => why.clone(),
+        other => panic!("{}: expected a refusal, got {other:?}", p.source.key()),
+    };
+    let forged_why = why(&forged);
+    assert!(
+        forged_why.contains("SHA-256") && forged_why.contains("not loaded"),
+        "{forged_why}"
+    );
+    let verifier_why = why(&verifier);
+    assert!(verifier_why.contains("kernel refused program bad"), "{verifier_why}");
+    println!("verifier: {verifier_why}");
+    let section_why = why(&section);
+    assert!(section_why.contains("kprobe/tcp_v4_connect"), "{section_why}");
+    // The good probe beside them runs.
+    assert!(
+        matches!(report.programs.get(&good.source.key()), Some(Ok(p)) if !p.is_empty()),
+        "{:?}",
+        report.programs
+    );
+    // The node's status for each: Failed with the reason, Running for the good one.
+    let outcome = netprobe_agent::pipeline::selection::PlanOutcome {
+        pods_matched: 1,
+        ..Default::default()
+    };
+    let st = netprobe_agent::cluster::status::entry_for(&verifier, &outcome, &report, false);
+    assert_eq!(st.phase, netprobe_api::NodePhase::Failed);
+    assert_eq!(st.reason.as_deref(), Some("ProgramFailed"));
+    let st = netprobe_agent::cluster::status::entry_for(&good, &outcome, &report, false);
+    assert_eq!(st.phase, netprobe_api::NodePhase::Running, "{st:?}");
+    assert!(st.programs.iter().any(|p| p == "sock_states"), "{st:?}");
+    agent.set_desired(Desired::default()).expect("apply");
+}
