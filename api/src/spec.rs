@@ -174,6 +174,18 @@ impl ProbeType {
         ProbeType::Program,
     ];
 
+    /// The types netprobe's own programs implement: every type but
+    /// Program (which brings its program, and options it cannot default).
+    pub const BUILT_IN: [ProbeType; 7] = [
+        ProbeType::TcpRetransmits,
+        ProbeType::TcpResets,
+        ProbeType::TcpConnectLatency,
+        ProbeType::TcpRtt,
+        ProbeType::PacketDrops,
+        ProbeType::Traffic,
+        ProbeType::Dns,
+    ];
+
     /// The name used in the spec, in status and in logs.
     pub fn as_str(self) -> &'static str {
         match self {

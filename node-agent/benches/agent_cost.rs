@@ -36,7 +36,7 @@ fn with_peers() -> Vec<Probe> {
             classes: Vec::new(),
         })
     };
-    ProbeType::ALL
+    ProbeType::BUILT_IN
         .iter()
         .map(|t| {
             let mut p = Probe::new(*t);
@@ -293,7 +293,7 @@ fn kernel_cost(agent: &Agent, pod: &Pod, target: &Target) {
     for (col, extra, peers) in [(0, 0usize, false), (1, 999, false), (2, 999, true)] {
         let probes = match peers {
             true => with_peers(),
-            false => ProbeType::ALL.iter().map(|t| Probe::new(*t)).collect(),
+            false => ProbeType::BUILT_IN.iter().map(|t| Probe::new(*t)).collect(),
         };
         agent.set_desired(desired_probes(probes, target, extra)).expect("apply");
         // After ours: programs on one tracepoint run in attach order, and
@@ -567,7 +567,9 @@ fn main() {
             .spawn()
             .expect("iperf3 server");
         std::thread::sleep(Duration::from_millis(500));
-        ab("throughput (bits/s)", &agent, &target, &ProbeType::ALL, || iperf(&pod));
+        ab("throughput (bits/s)", &agent, &target, &ProbeType::BUILT_IN, || {
+            iperf(&pod)
+        });
         // Traffic runs per packet: its own ratio (target ≥ 0.97).
         ab(
             "throughput (bits/s), Traffic only",
@@ -643,9 +645,13 @@ fn main() {
             &[ProbeType::TcpConnectLatency, ProbeType::TcpResets, ProbeType::TcpRtt],
             || conn_rate(&pod),
         );
-        ab("connections/s, every type", &agent, &target, &ProbeType::ALL, || {
-            conn_rate(&pod)
-        });
+        ab(
+            "connections/s, every type",
+            &agent,
+            &target,
+            &ProbeType::BUILT_IN,
+            || conn_rate(&pod),
+        );
         println!("   each type alone (where the cost comes from):");
         for t in [ProbeType::TcpResets, ProbeType::TcpConnectLatency, ProbeType::TcpRtt] {
             ab(&format!("   connections/s, {t} only"), &agent, &target, &[t], || {

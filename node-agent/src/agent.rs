@@ -145,6 +145,12 @@ impl Agent {
         self.lock().manager.sweep_dns()
     }
 
+    /// What users' programs may be and take on this node (the agent's
+    /// `--max-programs`, `--program-map-memory`, `--program-types`).
+    pub fn set_program_limits(&self, limits: crate::kernel::programs::ProgramLimits) {
+        self.lock().manager.set_program_limits(limits);
+    }
+
     /// Bound the series this agent exports to `limit`, shared equally
     /// between tenants (`collector::Budget::with_node_limit`).
     pub fn set_series_limit(&self, limit: usize) {

@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use netprobe_agent::agent::{self, Agent};
 use netprobe_agent::cluster::{self, ClusterConfig};
+use netprobe_agent::kernel::programs::{ProgramLimits, SectionKind};
 use netprobe_agent::{cgroups, standalone};
 use netprobe_telemetry::{AuthMode, Endpoint, LogFormat, MetricsSecurity};
 use tracing::{error, info, warn};
@@ -73,6 +74,23 @@ struct Cli {
     /// How often established connections' RTT is sampled (TcpRtt).
     #[arg(long, default_value = "15", value_parser = parse_secs)]
     rtt_interval: Duration,
+    /// Most Program probes (users' own eBPF objects) this agent runs at once;
+    /// 0 refuses every one.
+    #[arg(long, env = "NETPROBE_MAX_PROGRAMS", default_value_t = 16)]
+    max_programs: usize,
+    /// Most memory (MiB) one Program probe's maps may take, estimated from
+    /// their key and value sizes and entries.
+    #[arg(long, env = "NETPROBE_PROGRAM_MAP_MEMORY", default_value_t = 64)]
+    program_map_memory: u64,
+    /// Program types a Program probe may contain (comma-separated: tp_btf,
+    /// tracepoint, raw_tp, cgroup_skb).
+    #[arg(
+        long,
+        env = "NETPROBE_PROGRAM_TYPES",
+        value_delimiter = ',',
+        default_value = "tp_btf,tracepoint,raw_tp,cgroup_skb"
+    )]
+    program_types: Vec<String>,
     #[arg(long, env = "NETPROBE_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
 }
@@ -140,6 +158,17 @@ async fn main() -> anyhow::Result<()> {
         anyhow::bail!("--dns-ports takes 1 to 8 ports, none of them 0");
     }
     agent.set_dns(&cli.dns_ports, cli.dns_timeout).context("--dns-ports")?;
+    let mut types = std::collections::BTreeSet::new();
+    for t in &cli.program_types {
+        let kind = SectionKind::parse(t.trim())
+            .with_context(|| format!("--program-types: {t:?} is not tp_btf, tracepoint, raw_tp or cgroup_skb"))?;
+        types.insert(kind);
+    }
+    agent.set_program_limits(ProgramLimits {
+        max_programs: cli.max_programs,
+        max_map_bytes: cli.program_map_memory.saturating_mul(1 << 20),
+        types,
+    });
     tokio::spawn(agent::sweep_dns_forever(agent.clone(), Duration::from_millis(500)));
     tokio::spawn(agent::sample_rtt_forever(agent.clone(), cli.rtt_interval));
     tokio::spawn(agent::admit_forever(agent.clone(), cli.admit_interval));

@@ -351,14 +351,34 @@ async fn agent_uses_exactly_its_rbac() {
     let w = World::new();
     w.pod("shop", "a", "u-a", "node-a", json!({}), true);
     w.probe("shop", "p", 1, json!({"probes": [{"type": "TcpResets"}]}));
-    // A cluster probe and its plan, as the operator writes them.
+    // A cluster probe with a user program whose object is in a ConfigMap,
+    // and its plan, as the operator writes them.
+    let object = netprobe_ebpf::sample_programs::TCP_ABORTS.to_vec();
+    let digest: String = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&object))
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let cm = k8s_openapi::api::core::v1::ConfigMap {
+        metadata: kube::api::ObjectMeta {
+            name: Some("tcp-aborts".into()),
+            namespace: Some("netprobe-system".into()),
+            ..Default::default()
+        },
+        binary_data: Some([("prog.bpf.o".to_string(), k8s_openapi::ByteString(object.clone()))].into()),
+        ..Default::default()
+    };
+    w.api.put("v1", "configmaps", serde_json::to_value(&cm).unwrap());
+    let spec_json = json!({"probes": [{"type": "PacketDrops"}, {"type": "Program", "program": {
+        "object": {"configMap": {"name": "tcp-aborts", "key": "prog.bpf.o"}, "sha256": digest},
+        "metrics": [{"name": "app_tcp_aborts_total", "map": "aborts_by_pod", "labels": [
+            {"name": "pod", "size": 4, "decoder": "pod"}, {"name": "state", "size": 4, "decoder": "uint"}]}]}}]});
     let obj = w.api.put(
         GV,
         "clusternetworkprobes",
         json!({"apiVersion": GV, "kind": "ClusterNetworkProbe", "metadata": {"name": "c"},
-        "spec": {"probes": [{"type": "PacketDrops"}]}}),
+        "spec": spec_json.clone()}),
     );
-    let spec: NetworkProbeSpec = serde_json::from_value(json!({"probes": [{"type": "PacketDrops"}]})).unwrap();
+    let spec: NetworkProbeSpec = serde_json::from_value(spec_json).unwrap();
     let src = plans::source(None, "c", obj["metadata"]["uid"].as_str().unwrap_or_default(), 1);
     let plan = plans::build(src, &spec, None);
     w.api.put(
@@ -369,7 +389,8 @@ async fn agent_uses_exactly_its_rbac() {
         "data": {PLAN_DATA_KEY: plan.to_json()}}),
     );
     w.api.store().log.clear();
-    let task = w.start(Arc::new(Recorder::default()));
+    let kernel = Arc::new(Recorder::default());
+    let task = w.start(kernel.clone());
     netprobe_testutil::eventually("both probes report", || {
         w.entry("shop", "p", "node-a").is_some()
             && w.entry_of("ClusterNetworkProbe", None, "c", "node-a").is_some()
@@ -384,6 +405,17 @@ async fn agent_uses_exactly_its_rbac() {
         .expect("the agent stops within 5 s")
         .expect("no panic");
     assert_eq!(w.report("node-a").unwrap()["status"]["stopping"], true);
+    // The program's object reached the kernel side, read by name (`get`).
+    let fetched = kernel
+        .last
+        .lock()
+        .unwrap()
+        .as_ref()
+        .and_then(|d| d.objects.get(&plan.source.key()).cloned());
+    assert!(
+        matches!(&fetched, Some(Ok(b)) if b.as_slice() == object.as_slice()),
+        "{fetched:?}"
+    );
     // No RBAC binds the scraper's ServiceAccount here: the scrape is refused.
     assert!(!netprobe_testutil::review_a_scrape(&w.api).await);
     let used: BTreeSet<_> = w

@@ -5,6 +5,7 @@
 //! reflectors keep their last state: probing and /metrics go on, and status
 //! converges once it is back.
 
+pub mod objects;
 pub mod podindex;
 pub mod status;
 
@@ -114,6 +115,8 @@ pub struct Inputs<'a> {
     pub pods: Vec<PodView>,
     pub node_labels: &'a BTreeMap<String, String>,
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    /// Program plans' objects fetched from ConfigMaps, by plan key.
+    pub objects: BTreeMap<String, crate::pipeline::desired::ObjectBytes>,
 }
 
 /// Desired state and this node's status entries from one set of inputs.
@@ -131,7 +134,8 @@ pub fn compute(inputs: &Inputs<'_>, runner: &dyn Runner) -> (BTreeMap<ProbeId, N
             }
         }
     }
-    let (desired, outcomes) = selection::select(&plans, &inputs.pods, inputs.node_labels, &inputs.namespaces);
+    let (mut desired, outcomes) = selection::select(&plans, &inputs.pods, inputs.node_labels, &inputs.namespaces);
+    desired.objects = inputs.objects.clone();
     let waiting = outcomes.values().any(|o| o.applies && o.pods_waiting > 0);
     let report = match runner.apply(desired) {
         Ok(r) => r,
@@ -235,6 +239,7 @@ pub async fn run(
     let mut reporter = Reporter::new(client.clone(), &cfg.node, cfg.status_min_interval, cfg.heartbeat);
     let mut budget = runner.budget();
     let mut world_inputs = None;
+    let mut objects = objects::ObjectCache::new(client.clone(), &cfg.namespace);
     loop {
         // Coalesce bursts (a rollout touching many pods) into one pass.
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -249,8 +254,16 @@ pub async fn run(
             runner.set_peer_world(now.world(&shards, &cfg.node, &cfg.service_cidrs));
             world_inputs = Some(now);
         }
+        let configmaps = plans.state();
+        let parsed: Vec<Arc<ProbePlan>> = configmaps
+            .iter()
+            .filter_map(|cm| read_plan(cm).ok())
+            .map(Arc::new)
+            .collect();
+        objects.refresh(&parsed).await;
         let inputs = Inputs {
-            configmaps: plans.state(),
+            objects: objects.objects(&parsed),
+            configmaps,
             pods: index.views(&pod_refs),
             node_labels: &node_labels,
             namespaces: namespaces

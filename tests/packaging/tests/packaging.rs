@@ -45,7 +45,8 @@ fn all_on() -> serde_json::Value {
         "serviceMonitor": {"enabled": true, "labels": {"release": "kube-prometheus-stack"}},
         "prometheusRule": {"enabled": true, "labels": {"release": "kube-prometheus-stack"}},
         "dashboard": {"enabled": true},
-        "agent": {"serviceCIDRs": ["10.96.0.0/12", "fd00:10:96::/112"]},
+        "agent": {"serviceCIDRs": ["10.96.0.0/12", "fd00:10:96::/112"],
+                  "programs": {"max": 0, "mapMemoryMiB": 32, "types": ["tp_btf", "cgroup_skb"]}},
         "metrics": {"readers": [{"name": "prometheus-k8s", "namespace": "monitoring"}],
                     "tls": {"secretName": "netprobe-metrics-tls"}},
     })
@@ -114,6 +115,14 @@ fn metrics_are_served_over_https_to_reviewed_tokens_only() {
         has_arg(&agent, "--service-cidrs=10.96.0.0/12,fd00:10:96::/112"),
         "{agent}"
     );
+    // Program limits reach the agent, 0 included (it refuses every program).
+    for arg in [
+        "--max-programs=0",
+        "--program-map-memory=32",
+        "--program-types=tp_btf,cgroup_skb",
+    ] {
+        assert!(has_arg(&agent, arg), "{arg}: {agent}");
+    }
     let binding = object(
         &docs,
         "ClusterRoleBinding",
