@@ -162,18 +162,6 @@ pub enum ProbeType {
 }
 
 impl ProbeType {
-    /// Every type, in a stable order (the order of the plan and of metrics).
-    pub const ALL: [ProbeType; 8] = [
-        ProbeType::TcpRetransmits,
-        ProbeType::TcpResets,
-        ProbeType::TcpConnectLatency,
-        ProbeType::TcpRtt,
-        ProbeType::PacketDrops,
-        ProbeType::Traffic,
-        ProbeType::Dns,
-        ProbeType::Program,
-    ];
-
     /// The types netprobe's own programs implement: every type but
     /// Program (which brings its program, and options it cannot default).
     pub const BUILT_IN: [ProbeType; 7] = [
@@ -185,6 +173,17 @@ impl ProbeType {
         ProbeType::Traffic,
         ProbeType::Dns,
     ];
+
+    /// Every type, in a stable order (the order of the plan and of metrics).
+    pub const ALL: [ProbeType; 8] = {
+        let mut all = [ProbeType::Program; 8];
+        let mut i = 0;
+        while i < ProbeType::BUILT_IN.len() {
+            all[i] = ProbeType::BUILT_IN[i];
+            i += 1;
+        }
+        all
+    };
 
     /// The name used in the spec, in status and in logs.
     pub fn as_str(self) -> &'static str {

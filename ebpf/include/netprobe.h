@@ -129,6 +129,22 @@ static __always_inline int np_sock_pod(const void *sock)
 	return t ? (int)t->slot : -1;
 }
 
+/* Set `slot` to the deepest selected cgroup's, walking the levels from the
+ * root down to `leaf`, `ancestor` being the id at level `l` (0 past the
+ * leaf): the helpers that give a cgroup's ancestors by level differ by
+ * program type. */
+#define NP_DEEPEST_SELECTED(leaf, ancestor, slot)                               \
+	for (int l = 1; l <= NP_MAX_CGROUP_DEPTH + 4; l++) {                    \
+		__u64 __np_id = (ancestor);                                     \
+		if (!__np_id)                                                   \
+			break;                                                  \
+		struct np_target *__np_t = bpf_map_lookup_elem(&np_pod_cgroups, &__np_id); \
+		if (__np_t)                                                     \
+			(slot) = __np_t->slot;                                  \
+		if (__np_id == (leaf))                                          \
+			break;                                                  \
+	}
+
 /* The slot of the current task's pod if this probe selects it, else -1:
  * the deepest selected cgroup among the task's cgroup and its ancestors.
  * For tracing programs, in process context (in a softirq, "current" is
@@ -137,16 +153,7 @@ static __always_inline int np_current_pod(void)
 {
 	__u64 leaf = bpf_get_current_cgroup_id();
 	int slot = -1;
-	for (int l = 1; l <= NP_MAX_CGROUP_DEPTH + 4; l++) {
-		__u64 id = bpf_get_current_ancestor_cgroup_id(l);
-		if (!id)
-			break;
-		struct np_target *t = bpf_map_lookup_elem(&np_pod_cgroups, &id);
-		if (t)
-			slot = t->slot;
-		if (id == leaf)
-			break;
-	}
+	NP_DEEPEST_SELECTED(leaf, bpf_get_current_ancestor_cgroup_id(l), slot);
 	return slot;
 }
 
@@ -158,16 +165,7 @@ static __always_inline int np_skb_pod(struct __sk_buff *skb)
 	int slot = -1;
 	if (!leaf)
 		return -1;
-	for (int l = 1; l <= NP_MAX_CGROUP_DEPTH + 4; l++) {
-		__u64 id = bpf_skb_ancestor_cgroup_id(skb, l);
-		if (!id)
-			break;
-		struct np_target *t = bpf_map_lookup_elem(&np_pod_cgroups, &id);
-		if (t)
-			slot = t->slot;
-		if (id == leaf)
-			break;
-	}
+	NP_DEEPEST_SELECTED(leaf, bpf_skb_ancestor_cgroup_id(skb, l), slot);
 	return slot;
 }
 

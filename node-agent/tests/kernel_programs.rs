@@ -75,6 +75,42 @@ for _ in range({n}):
     )
 }
 
+/// A user's object built here as docs/programs.md says: `body` after the
+/// includes, a license and a u32 → u64 hash map `m`.
+fn build_object(dir: &Path, name: &str, body: &str) -> String {
+    let src = dir.join(format!("{name}.bpf.c"));
+    std::fs::write(
+        &src,
+        format!(
+            "#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\n#include <bpf/bpf_tracing.h>\n\
+             #include <bpf/bpf_core_read.h>\n#include \"netprobe.h\"\nchar LICENSE[] SEC(\"license\") = \"GPL\";\n\
+             struct {{ __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 64); __type(key, __u32); \
+             __type(value, __u64); }} m SEC(\".maps\");\n{body}\n"
+        ),
+    )
+    .expect("write source");
+    let obj = dir.join(format!("{name}.bpf.o"));
+    let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ebpf/include");
+    let st = std::process::Command::new("clang")
+        .args([
+            "-target",
+            "bpf",
+            "-O2",
+            "-g",
+            "-D__TARGET_ARCH_x86",
+            "-I/usr/include/x86_64-linux-gnu",
+        ])
+        .arg(format!("-I{}", include.display()))
+        .arg("-c")
+        .arg(&src)
+        .arg("-o")
+        .arg(&obj)
+        .status()
+        .expect("clang runs");
+    assert!(st.success(), "{name} compiles");
+    obj.display().to_string()
+}
+
 fn total(fams: &[MetricFamily], name: &str, pod: &str) -> u64 {
     counter_series(fams, name)
         .iter()
@@ -193,39 +229,7 @@ fn a_bad_object_fails_only_its_own_probe() {
     // The verifier's refusal and a section the agent does not attach, in
     // objects built here as a user would.
     let dir = tempfile::tempdir().expect("tempdir");
-    let build = |name: &str, body: &str| -> String {
-        let src = dir.path().join(format!("{name}.bpf.c"));
-        std::fs::write(
-            &src,
-            format!(
-                "#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\n#include <bpf/bpf_tracing.h>\n\
-                 #include <bpf/bpf_core_read.h>\n#include \"netprobe.h\"\nchar LICENSE[] SEC(\"license\") = \"GPL\";\n\
-                 struct {{ __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 64); __type(key, __u32); \
-                 __type(value, __u64); }} m SEC(\".maps\");\n{body}\n"
-            ),
-        )
-        .expect("write source");
-        let obj = dir.path().join(format!("{name}.bpf.o"));
-        let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ebpf/include");
-        let st = std::process::Command::new("clang")
-            .args([
-                "-target",
-                "bpf",
-                "-O2",
-                "-g",
-                "-D__TARGET_ARCH_x86",
-                "-I/usr/include/x86_64-linux-gnu",
-            ])
-            .arg(format!("-I{}", include.display()))
-            .arg("-c")
-            .arg(&src)
-            .arg("-o")
-            .arg(&obj)
-            .status()
-            .expect("clang runs");
-        assert!(st.success(), "{name} compiles");
-        obj.display().to_string()
-    };
+    let build = |name: &str, body: &str| build_object(dir.path(), name, body);
     // Reads a map value without checking it for NULL: the verifier says no.
     let unchecked = build(
         "unchecked",
@@ -290,5 +294,123 @@ fn a_bad_object_fails_only_its_own_probe() {
     let st = netprobe_agent::cluster::status::entry_for(&good, &outcome, &report, false);
     assert_eq!(st.phase, netprobe_api::NodePhase::Running, "{st:?}");
     assert!(st.programs.iter().any(|p| p == "sock_states"), "{st:?}");
+    agent.set_desired(Desired::default()).expect("apply");
+}
+
+/// `np_current_pod` (a raw tracepoint in the connecting task's context) and
+/// `np_skb_pod` (a cgroup_skb program on the cgroup root), in a program
+/// built here: SYN_SENT transitions equal the pod's TcpActiveOpens, TCP and
+/// UDP packets sent equal netfilter's counters on the pod's output hook.
+#[test]
+fn task_and_packet_helpers_attribute_like_the_kernel_counts() {
+    if !kernel_available("user programs, task and packet helpers") {
+        return;
+    }
+    let _s = serial();
+    let agent = Agent::new(false).expect("agent loads");
+    let mut pod = Pod::new(Driver::Systemd);
+    pod.peer_spawn(&support::traffic::traffic_peer());
+    Pod::nft(&pod.ns, support::traffic::NFT_TRAFFIC);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let object = build_object(
+        dir.path(),
+        "helpers",
+        r#"
+#include <bpf/bpf_endian.h>
+struct key { __u32 pod; __u32 what; };
+struct { __uint(type, BPF_MAP_TYPE_PERCPU_HASH); __uint(max_entries, 256);
+         __type(key, struct key); __type(value, __u64); } counts SEC(".maps");
+
+SEC("raw_tp/inet_sock_set_state")
+int BPF_PROG(opens, const void *sk, int oldstate, int newstate)
+{
+	if (newstate != 2 /* TCP_SYN_SENT */)
+		return 0;
+	int pod = np_current_pod();
+	if (pod < 0)
+		return 0;
+	struct key k = { .pod = pod, .what = 0 };
+	np_counter_add(&counts, &k, 1);
+	return 0;
+}
+
+SEC("cgroup_skb/egress")
+int sent(struct __sk_buff *skb)
+{
+	int pod = np_skb_pod(skb);
+	if (pod < 0)
+		return 1;
+	__u8 proto = 0;
+	if (skb->protocol == bpf_htons(0x0800))
+		bpf_skb_load_bytes(skb, 9, &proto, 1);
+	else if (skb->protocol == bpf_htons(0x86DD))
+		bpf_skb_load_bytes(skb, 6, &proto, 1);
+	if (proto != 6 && proto != 17)
+		return 1;
+	struct key k = { .pod = pod, .what = proto };
+	np_counter_add(&counts, &k, 1);
+	return 1;
+}
+"#,
+    );
+    let mut plan = sample_plan("tcp-aborts.yaml", "tcp_aborts.bpf.o", None);
+    for probe in &mut plan.probes {
+        if let PlannedProbe::Program(pp) = probe {
+            pp.object = ObjectSource::Path { path: object.clone() };
+            pp.sha256 = None;
+            let m = &mut pp.metrics[0];
+            m.name = "app_events_total".into();
+            m.map = "counts".into();
+            m.labels[1].name = "what".into();
+            m.labels[1].static_map = Some(
+                [("0", "syn_sent"), ("6", "tcp_out"), ("17", "udp_out")]
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .into(),
+            );
+        }
+    }
+    let report = agent
+        .set_desired(desired(&[&plan], &[pod.target("shop", "web-0")], &[]))
+        .expect("apply");
+    let state = report.programs.get(&plan.source.key());
+    assert!(matches!(state, Some(Ok(p)) if p.len() == 2), "{state:?}");
+    let opens0 = pod.nstat("TcpActiveOpens");
+    pod.run(&support::traffic::traffic_client(&pod, 20));
+    let mut last = String::new();
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(250));
+        let fams = agent.render();
+        let got = |what: &str| {
+            counter_series(&fams, "app_events_total")
+                .iter()
+                .filter(|(l, _)| {
+                    l.get("what").map(String::as_str) == Some(what) && l.get("pod").map(String::as_str) == Some("web-0")
+                })
+                .map(|(_, v)| *v as u64)
+                .sum::<u64>()
+        };
+        let nft = support::traffic::nft_traffic(&pod.ns);
+        let tx = |p: &str| nft.get(&("tx".to_string(), p.to_string())).map_or(0, |c| c.0);
+        let opens = pod.nstat("TcpActiveOpens") - opens0;
+        last = format!(
+            "SYN_SENT {} (kernel {opens}), TCP out {} (nft {}), UDP out {} (nft {})",
+            got("syn_sent"),
+            got("tcp_out"),
+            tx("tcp"),
+            got("udp_out"),
+            tx("udp")
+        );
+        if got("syn_sent") == opens
+            && opens > 0
+            && got("tcp_out") == tx("tcp")
+            && got("udp_out") == tx("udp")
+            && tx("udp") > 0
+        {
+            println!("{last}");
+            last.clear();
+            break;
+        }
+    }
+    assert!(last.is_empty(), "the helpers disagree with the kernel: {last}");
     agent.set_desired(Desired::default()).expect("apply");
 }

@@ -116,6 +116,19 @@ pub struct ProgramLabel {
     pub static_map: Option<BTreeMap<String, String>>,
 }
 
+impl ProgramLabel {
+    /// A field without a kernel enum or static map.
+    pub fn new(name: &str, size: u32, decoder: Decoder) -> Self {
+        ProgramLabel {
+            name: name.into(),
+            size,
+            decoder,
+            kernel_enum: None,
+            static_map: None,
+        }
+    }
+}
+
 /// How a key field becomes a label value.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -545,13 +558,7 @@ mod tests {
     use super::*;
 
     fn label(name: &str, size: u32, decoder: Decoder) -> ProgramLabel {
-        ProgramLabel {
-            name: name.into(),
-            size,
-            decoder,
-            kernel_enum: None,
-            static_map: None,
-        }
+        ProgramLabel::new(name, size, decoder)
     }
 
     fn opts() -> ProgramOptions {

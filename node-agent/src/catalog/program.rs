@@ -209,13 +209,7 @@ mod tests {
     use netprobe_api::probes::program::ProgramLabel;
 
     fn label(name: &str, size: u32, decoder: Decoder) -> ProgramLabel {
-        ProgramLabel {
-            name: name.into(),
-            size,
-            decoder,
-            kernel_enum: None,
-            static_map: None,
-        }
+        ProgramLabel::new(name, size, decoder)
     }
 
     fn metric(kind: ProgramMetricKind, labels: Vec<ProgramLabel>) -> ProgramMetricPlan {

@@ -1145,3 +1145,124 @@ fn s15_peer_classes_name_the_peers_node_and_zone_and_follow_the_nodes() {
     let total = wait_retransmits(&w, PROBE_LABEL, &since);
     println!("redis-a: {total} retransmits in all, towards node-a then node-b");
 }
+
+/// The tcp-aborts sample as a user ships it: the object in a ConfigMap made
+/// with `kubectl create configmap --from-file`, the manifest naming it with
+/// its digest, over every namespace.
+fn program_probe(digest: &str) -> String {
+    let text =
+        std::fs::read_to_string(sample("config/samples/programs/tcp-aborts.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    let text = text.replace(
+        "          path: /usr/share/netprobe/programs/tcp_aborts.bpf.o",
+        &format!("          configMap: {{name: tcp-aborts, key: prog.bpf.o}}\n          sha256: \"{digest}\""),
+    );
+    // Every namespace (the world's namespaces carry no observe label).
+    text.replace(
+        "  namespaceSelector:\n    matchLabels:\n      netprobe.dev/observe: \"true\"\n",
+        "",
+    )
+}
+
+fn object_path(name: &str) -> String {
+    format!("{}/{name}", netprobe_ebpf::sample_programs::DIR)
+}
+
+fn sha256_of(path: &str) -> String {
+    use sha2::Digest;
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn s16_a_users_program_ships_through_a_configmap_and_counts_like_the_kernel() {
+    let Some(mut w) = world("s16", WorldOptions::default()) else {
+        return;
+    };
+    // Loading code is a cluster-admin power: a NetworkProbe with a Program
+    // is refused at admission.
+    let denied = w
+        .apply(&std::fs::read_to_string(sample(SAMPLE)).unwrap_or_else(|e| panic!("{e}")).replace(
+            "  probes:\n",
+            "  probes:\n    - type: Program\n      program:\n        object: {path: /x.o}\n        metrics:\n          - {name: a_total, map: m, labels: [{name: pod, size: 4, decoder: pod}]}\n",
+        ))
+        .expect_err("a NetworkProbe with a Program must be refused");
+    assert!(denied.contains("only in a ClusterNetworkProbe"), "{denied}");
+    let object = object_path("tcp_aborts.bpf.o");
+    let digest = sha256_of(&object);
+    w.kubectl_ok(&[
+        "create",
+        "configmap",
+        "tcp-aborts",
+        "-n",
+        SYSTEM_NS,
+        &format!("--from-file=prog.bpf.o={object}"),
+    ]);
+    w.apply(&program_probe(&digest)).unwrap_or_else(|e| panic!("{e}"));
+    wait_nodes(&w, "clusternetworkprobe", None, "tcp-aborts", "Running");
+    for (node, e) in node_entries(&w, "clusternetworkprobe", None, "tcp-aborts") {
+        assert!(e["programs"].to_string().contains("tcp_aborts"), "{node}: {e}");
+    }
+    w.pod_mut("shop", "redis-a")
+        .serve_peer(&servers(&[(5001, Serve::Sink)]));
+    let pod = w.pod("shop", "redis-a");
+    let rst0 = pod.nstat("TcpOutRsts");
+    pod.run(&format!(
+        "import socket, struct\nfor _ in range(30):\n    s = socket.create_connection(('{}', 5001), timeout=30)\n    \
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))\n    s.close()\n",
+        pod.peer_ip4()
+    ));
+    let got = wait_for("redis-a's aborts in Prometheus equal its TcpOutRsts", 30, || {
+        let want = w.pod("shop", "redis-a").nstat("TcpOutRsts") - rst0;
+        let got = w.prom.value(
+            "sum by (namespace, pod) (app_tcp_aborts_total{probe=\"ClusterNetworkProbe/tcp-aborts\"})",
+            &[("namespace", "shop"), ("pod", "redis-a")],
+        );
+        match got {
+            Some(v) if v as u64 == want && want >= 30 => Ok(want),
+            other => Err(format!("prometheus {other:?}, kernel {want}")),
+        }
+    });
+    println!("s16: {got} aborts, as the kernel counted");
+    // The ConfigMap changes without a new digest: an agent that reads it
+    // again (restarted here) refuses it and says why; the other node, which
+    // loaded the right bytes, keeps running.
+    let other = object_path("sock_states.bpf.o");
+    let yaml = w.kubectl_ok(&[
+        "create",
+        "configmap",
+        "tcp-aborts",
+        "-n",
+        SYSTEM_NS,
+        &format!("--from-file=prog.bpf.o={other}"),
+        "--dry-run=client",
+        "-o",
+        "yaml",
+    ]);
+    w.apply(&yaml).unwrap_or_else(|e| panic!("{e}"));
+    let node_a = w.node("node-a");
+    assert!(w.kill_agent(&node_a));
+    w.start_agent(&node_a);
+    let why = wait_for("node-a refuses the changed object", 60, || {
+        let entries = node_entries(&w, "clusternetworkprobe", None, "tcp-aborts");
+        match entries.iter().find(|(n, _)| *n == node_a) {
+            Some((_, e)) if e["phase"] == "Failed" && e["reason"] == "ProgramFailed" => {
+                Ok(e["message"].as_str().unwrap_or_default().to_string())
+            }
+            other => Err(format!("{other:?}")),
+        }
+    });
+    assert!(why.contains("SHA-256") && why.contains("not loaded"), "{why}");
+    let p = wait_for("the probe is Degraded, naming node-a", 30, || {
+        let p = probe_json(&w, "clusternetworkprobe", None, "tcp-aborts")?;
+        let degraded = p["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Degraded" && c["status"] == "True");
+        if degraded { Ok(p) } else { Err(p["status"].to_string()) }
+    });
+    println!("s16: {}", p["status"]["conditions"]);
+}
