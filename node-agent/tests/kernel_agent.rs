@@ -108,8 +108,30 @@ fn nothing_remains_in_the_kernel_after_stop_or_sigkill() {
         "apiVersion: netprobe.dev/v1alpha1\nkind: NetworkProbe\nmetadata: {name: all, namespace: x}\nspec:\n  probes:\n  - type: TcpRetransmits\n  - type: TcpResets\n  - type: TcpConnectLatency\n  - type: TcpRtt\n  - type: PacketDrops\n",
     )
     .expect("write manifest");
+    // A user's program too (a Program probe, its object by path).
+    std::fs::write(
+        dir.path().join("program.yaml"),
+        std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../config/samples/programs/tcp-aborts.yaml"
+        ))
+        .expect("sample")
+        .replace("/usr/share/netprobe/programs", netprobe_ebpf::sample_programs::DIR),
+    )
+    .expect("write manifest");
+    let user_programs = || -> BTreeSet<u64> {
+        let out = support::sh("bpftool -j prog show");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["name"] == "tcp_aborts")
+            .filter_map(|p| p["id"].as_u64())
+            .collect()
+    };
     for signal in ["TERM", "KILL"] {
         let before = np_programs();
+        let users_before = user_programs();
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_netprobe-agent"))
             .args([
                 "--standalone",
@@ -132,11 +154,27 @@ fn nothing_remains_in_the_kernel_after_stop_or_sigkill() {
             std::thread::sleep(Duration::from_millis(100));
         }
         assert!(ours.len() >= 7, "the agent attached every program: {ours:?}");
+        let mut users = BTreeSet::new();
+        for _ in 0..50 {
+            users = user_programs().difference(&users_before).copied().collect();
+            if !users.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(!users.is_empty(), "the agent loaded the user's program");
+        ours.extend(users);
         support::sh(&format!("kill -{signal} {}", child.id()));
         let _ = child.wait();
         let mut left = BTreeSet::new();
         for _ in 0..50 {
-            left = np_programs().intersection(&ours).copied().collect();
+            left = np_programs()
+                .union(&user_programs())
+                .copied()
+                .collect::<BTreeSet<u64>>()
+                .intersection(&ours)
+                .copied()
+                .collect();
             if left.is_empty() {
                 break;
             }

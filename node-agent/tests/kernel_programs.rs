@@ -12,6 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use netprobe_agent::agent::Agent;
+use netprobe_agent::kernel::programs::{ProgramLimits, SectionKind};
 use netprobe_agent::pipeline::desired::Desired;
 use netprobe_agent::pipeline::desired::Target;
 use netprobe_api::probes::program::ObjectSource;
@@ -294,7 +295,72 @@ fn a_bad_object_fails_only_its_own_probe() {
     let st = netprobe_agent::cluster::status::entry_for(&good, &outcome, &report, false);
     assert_eq!(st.phase, netprobe_api::NodePhase::Running, "{st:?}");
     assert!(st.programs.iter().any(|p| p == "sock_states"), "{st:?}");
+
+    // The agent's limits: program types, map memory, programs at once.
     agent.set_desired(Desired::default()).expect("apply");
+    agent.set_program_limits(ProgramLimits {
+        max_programs: 1,
+        max_map_bytes: 64 << 10,
+        types: [SectionKind::TpBtf].into(),
+    });
+    let tcp_aborts = sample_plan("tcp-aborts.yaml", "tcp_aborts.bpf.o", None);
+    let report = agent
+        .set_desired(desired(&[&tcp_aborts, &good], std::slice::from_ref(&me), &[]))
+        .expect("apply");
+    let why = |p: &ProbePlan| format!("{:?}", report.programs.get(&p.source.key()));
+    // 16384-entry per-CPU maps are far above 64 KiB.
+    assert!(why(&good).contains("--program-map-memory"), "{}", why(&good));
+    assert!(
+        why(&tcp_aborts).contains("--program-map-memory"),
+        "{}",
+        why(&tcp_aborts)
+    );
+    agent.set_desired(Desired::default()).expect("apply");
+    agent.set_program_limits(ProgramLimits {
+        max_programs: 1,
+        ..ProgramLimits::default()
+    });
+    let report = agent
+        .set_desired(desired(&[&tcp_aborts, &good], std::slice::from_ref(&me), &[]))
+        .expect("apply");
+    let states: Vec<String> = [&good, &tcp_aborts].iter().map(|p| why_in(&report, p)).collect();
+    assert!(
+        states.iter().filter(|s| s.starts_with("Ok")).count() == 1
+            && states.iter().any(|s| s.contains("--max-programs")),
+        "{states:?}"
+    );
+    agent.set_desired(Desired::default()).expect("apply");
+    agent.set_program_limits(ProgramLimits {
+        types: [SectionKind::TpBtf].into(),
+        ..ProgramLimits::default()
+    });
+    let raw = with(
+        "raw",
+        build(
+            "raw",
+            "SEC(\"raw_tp/inet_sock_set_state\") int BPF_PROG(r, const void *sk) { return np_sock_pod(sk) < 0; }",
+        ),
+    );
+    let report = agent
+        .set_desired(desired(&[&raw], std::slice::from_ref(&me), &[]))
+        .expect("apply");
+    let refused = why_in(&report, &raw);
+    assert!(
+        refused.contains("raw_tp") && refused.contains("--program-types"),
+        "{refused}"
+    );
+    agent.set_desired(Desired::default()).expect("apply");
+}
+
+fn why_in(report: &netprobe_agent::kernel::manager::ApplyReport, p: &ProbePlan) -> String {
+    format!(
+        "{:?}",
+        report
+            .programs
+            .get(&p.source.key())
+            .cloned()
+            .unwrap_or(Err("absent".into()))
+    )
 }
 
 /// `np_current_pod` (a raw tracepoint in the connecting task's context) and
