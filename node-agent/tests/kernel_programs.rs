@@ -201,7 +201,23 @@ fn sample_programs_count_per_pod_like_the_kernel() {
     // Log2 bounds in seconds: 2^i microseconds.
     assert_eq!(h.2.first().map(|b| b.0), Some(1e-6), "{h:?}");
 
-    // Hot reload: the probe deleted, its programs go and its series with it.
+    // Hot reload: a changed spec loads the object again (new programs, the
+    // old ones detached), and its counts start over.
+    let before = support::programs_held_by(std::process::id());
+    let mut changed = aborts_plan.clone();
+    changed.source.generation = 2;
+    if let Some(PlannedProbe::Program(pp)) = changed.probes.first_mut() {
+        pp.metrics[0].help = "TCP resets, generation 2.".into();
+    }
+    agent
+        .set_desired(desired(&[&changed, &states_plan], std::slice::from_ref(&me), &[]))
+        .expect("apply");
+    let reloaded = support::programs_held_by(std::process::id());
+    assert_eq!(reloaded.len(), before.len(), "{before:?} → {reloaded:?}");
+    assert_ne!(reloaded, before, "the changed probe's program is a new one");
+    assert_eq!(total(&agent.render(), "app_tcp_aborts_total", "cache-0"), 0);
+
+    // The probe deleted: its programs go and its series with it.
     let before = support::programs_held_by(std::process::id());
     agent
         .set_desired(desired(&[&states_plan], std::slice::from_ref(&me), &[]))
