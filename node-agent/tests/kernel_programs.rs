@@ -402,6 +402,9 @@ fn task_and_packet_helpers_attribute_like_the_kernel_counts() {
 struct key { __u32 pod; __u32 what; };
 struct { __uint(type, BPF_MAP_TYPE_PERCPU_HASH); __uint(max_entries, 256);
          __type(key, struct key); __type(value, __u64); } counts SEC(".maps");
+/* The same SYN_SENT count in an array indexed by the pod's slot. */
+struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, NP_MAX_TARGETS);
+         __type(key, __u32); __type(value, __u64); } opens_by_slot SEC(".maps");
 
 SEC("raw_tp/inet_sock_set_state")
 int BPF_PROG(opens, const void *sk, int oldstate, int newstate)
@@ -413,6 +416,8 @@ int BPF_PROG(opens, const void *sk, int oldstate, int newstate)
 		return 0;
 	struct key k = { .pod = pod, .what = 0 };
 	np_counter_add(&counts, &k, 1);
+	__u32 slot = pod;
+	np_counter_add(&opens_by_slot, &slot, 1);
 	return 0;
 }
 
@@ -449,6 +454,11 @@ int sent(struct __sk_buff *skb)
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .into(),
             );
+            let mut by_slot = pp.metrics[0].clone();
+            by_slot.name = "app_opens_total".into();
+            by_slot.map = "opens_by_slot".into();
+            by_slot.labels.truncate(1);
+            pp.metrics.push(by_slot);
         }
     }
     let report = agent
@@ -482,7 +492,10 @@ int sent(struct __sk_buff *skb)
             got("udp_out"),
             tx("udp")
         );
+        let in_array = total(&fams, "app_opens_total", "web-0");
+        last.push_str(&format!(", SYN_SENT in an array by slot {in_array}"));
         if got("syn_sent") == opens
+            && in_array == opens
             && opens > 0
             && got("tcp_out") == tx("tcp")
             && got("udp_out") == tx("udp")

@@ -96,6 +96,16 @@ pub fn map_lookup(map: BorrowedFd<'_>, key: &[u8], out: &mut [u8]) -> std::io::R
     }
 }
 
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+
+/// Write `value` at an existing `key` (BPF_EXIST): zeroing an array entry.
+pub fn map_update(map: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> std::io::Result<()> {
+    let mut v = value.to_vec();
+    let mut attr = elem_attr(map, Some(key), Some(&mut v));
+    attr[24..32].copy_from_slice(&2u64.to_ne_bytes()); // flags: BPF_EXIST
+    sys_bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(|_| ())
+}
+
 /// Delete `key` (absent is not an error).
 pub fn map_delete(map: BorrowedFd<'_>, key: &[u8]) -> std::io::Result<()> {
     let mut attr = elem_attr(map, Some(key), None);

@@ -60,3 +60,29 @@ pub fn remove_from_hash<K: aya::Pod, V: aya::Pod>(
     }
     Ok(())
 }
+
+/// A short reason from a load error: the verifier's last lines name what the
+/// kernel refused (a helper, a context access).
+pub fn verifier_reason(name: &str, e: &aya::programs::ProgramError) -> String {
+    let text = match e {
+        aya::programs::ProgramError::LoadError { verifier_log, .. } => {
+            // The error is the last line before the verifier's summary
+            // ("processed N insns …", "stack depth …", "verification time").
+            let log = verifier_log.to_string();
+            let summary = |l: &str| {
+                l.starts_with("processed ") || l.starts_with("stack depth") || l.starts_with("verification time")
+            };
+            let mut lines: Vec<&str> = log
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !summary(l))
+                .rev()
+                .take(2)
+                .collect();
+            lines.reverse();
+            lines.join(" / ")
+        }
+        other => other.to_string(),
+    };
+    format!("kernel refused program {name}: {text}")
+}

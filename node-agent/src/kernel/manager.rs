@@ -21,7 +21,7 @@ use crate::catalog::{self, Hook};
 use crate::kernel::counters;
 pub use crate::kernel::counters::Snapshot;
 pub use crate::kernel::error::ManagerError;
-use crate::kernel::error::{map_err, map_mut, remove_from_hash};
+use crate::kernel::error::{map_err, map_mut, remove_from_hash, verifier_reason};
 use crate::kernel::iter::MapIterLink;
 pub use crate::kernel::programs::ProgramLimits;
 use crate::kernel::programs::UserPrograms;
@@ -603,32 +603,6 @@ impl ProbeManager {
     pub fn attached_types(&self) -> BTreeSet<ProbeType> {
         self.attached.keys().copied().collect()
     }
-}
-
-/// A short reason from a load error: the verifier's last lines name what the
-/// kernel refused (a helper, a context access).
-pub(crate) fn verifier_reason(name: &str, e: &aya::programs::ProgramError) -> String {
-    let text = match e {
-        aya::programs::ProgramError::LoadError { verifier_log, .. } => {
-            // The error is the last line before the verifier's summary
-            // ("processed N insns …", "stack depth …", "verification time").
-            let log = verifier_log.to_string();
-            let summary = |l: &str| {
-                l.starts_with("processed ") || l.starts_with("stack depth") || l.starts_with("verification time")
-            };
-            let mut lines: Vec<&str> = log
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !summary(l))
-                .rev()
-                .take(2)
-                .collect();
-            lines.reverse();
-            lines.join(" / ")
-        }
-        other => other.to_string(),
-    };
-    format!("kernel refused program {name}: {text}")
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.

@@ -1,0 +1,333 @@
+//! A user's object checked and loaded: its digest against the spec's, its
+//! sections against the agent's `--program-types`, its maps against
+//! `--program-map-memory`, netprobe.h's target maps and each metric's map
+//! against the spec's key layout, its kernel enums from the node's BTF.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use aya::EbpfLoader;
+use aya::maps::{Map, MapData};
+use netprobe_api::probes::ProgramPlan;
+use netprobe_api::probes::program::{Decoder, ObjectSource};
+use netprobe_ebpf::user_object;
+use sha2::{Digest, Sha256};
+
+use super::{Fingerprint, Loaded, MetricMap, TARGETS_BY_CGROUP, TARGETS_BY_NETNS};
+
+/// The program types a user object may contain, by section prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SectionKind {
+    /// `tp_btf/<tracepoint>`
+    TpBtf,
+    /// `tracepoint/<category>/<name>` (or `tp/`)
+    Tracepoint,
+    /// `raw_tp/<tracepoint>` (or `raw_tracepoint/`)
+    RawTp,
+    /// `cgroup_skb/ingress`, `cgroup_skb/egress`, on the cgroup root
+    CgroupSkb,
+}
+
+impl SectionKind {
+    pub const ALL: [SectionKind; 4] = [
+        SectionKind::TpBtf,
+        SectionKind::Tracepoint,
+        SectionKind::RawTp,
+        SectionKind::CgroupSkb,
+    ];
+
+    /// The name in `--program-types`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SectionKind::TpBtf => "tp_btf",
+            SectionKind::Tracepoint => "tracepoint",
+            SectionKind::RawTp => "raw_tp",
+            SectionKind::CgroupSkb => "cgroup_skb",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SectionKind> {
+        SectionKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// The kind of a section and its hook (what follows the prefix).
+    pub(super) fn of_section(section: &str) -> Option<(SectionKind, &str)> {
+        let (prefix, hook) = section.split_once('/')?;
+        let kind = match prefix {
+            "tp_btf" => SectionKind::TpBtf,
+            "tracepoint" | "tp" => SectionKind::Tracepoint,
+            "raw_tp" | "raw_tracepoint" => SectionKind::RawTp,
+            "cgroup_skb" => SectionKind::CgroupSkb,
+            _ => return None,
+        };
+        Some((kind, hook))
+    }
+}
+
+/// What the agent allows user programs (its flags).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProgramLimits {
+    /// Program probes loaded at once on this node (`--max-programs`).
+    pub max_programs: usize,
+    /// Memory of one object's maps, estimated from their sizes
+    /// (`--program-map-memory`).
+    pub max_map_bytes: u64,
+    /// Program types allowed (`--program-types`).
+    pub types: BTreeSet<SectionKind>,
+}
+
+impl Default for ProgramLimits {
+    fn default() -> Self {
+        ProgramLimits {
+            max_programs: 16,
+            max_map_bytes: 64 << 20,
+            types: SectionKind::ALL.into_iter().collect(),
+        }
+    }
+}
+
+fn hex(d: &[u8]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Check the object and load it (maps created, no program loaded yet).
+pub(super) fn load(plan: &ProgramPlan, bytes: &[u8], limits: &ProgramLimits) -> Result<Loaded, String> {
+    let digest = hex(&Sha256::digest(bytes));
+    match (&plan.sha256, &plan.object) {
+        (Some(want), _) if *want != digest => {
+            return Err(format!(
+                "the object's SHA-256 is {digest}, the spec's object.sha256 is {want}: not loaded (update the digest \
+                 with the object)"
+            ));
+        }
+        (None, ObjectSource::ConfigMap { .. }) => {
+            return Err("an object from a ConfigMap needs object.sha256".into());
+        }
+        _ => {}
+    }
+    let sections = user_object::program_sections(bytes).map_err(|e| format!("reading the object: {e}"))?;
+    for (name, section) in &sections {
+        match SectionKind::of_section(section) {
+            Some((kind, _)) if limits.types.contains(&kind) => {}
+            Some((kind, _)) => {
+                return Err(format!(
+                    "program {name} is a {} program (section {section}); this agent allows {} (--program-types)",
+                    kind.as_str(),
+                    limits.types.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+                ));
+            }
+            None => {
+                return Err(format!(
+                    "program {name} is in section {section}: only tp_btf/, tracepoint/, raw_tp/ and cgroup_skb/ \
+                     programs can be attached"
+                ));
+            }
+        }
+    }
+    let aya_btf = aya::Btf::from_sys_fs().map_err(|e| format!("reading the kernel's BTF: {e}"))?;
+    let ebpf = EbpfLoader::new()
+        .btf(Some(&aya_btf))
+        .load(bytes)
+        .map_err(|e| format!("loading the object: {}", chain(&e)))?;
+    let cpus = aya::util::nr_cpus().map_err(|(p, e)| format!("reading {p}: {e}"))?;
+    let mut bytes_total: u64 = 0;
+    for (name, map) in ebpf.maps() {
+        let Some(info) = map_data(map).and_then(|d| d.info().ok()) else {
+            continue;
+        };
+        let percpu = matches!(
+            map,
+            Map::PerCpuArray(_) | Map::PerCpuHashMap(_) | Map::PerCpuLruHashMap(_)
+        );
+        let value = u64::from(info.value_size()).next_multiple_of(8) * if percpu { cpus as u64 } else { 1 };
+        let entry = match map {
+            Map::Array(_) | Map::PerCpuArray(_) => value,
+            _ => u64::from(info.key_size()) + value,
+        };
+        bytes_total = bytes_total.saturating_add(entry.saturating_mul(u64::from(info.max_entries())));
+        if bytes_total > limits.max_map_bytes {
+            return Err(format!(
+                "the object's maps take more than {} MiB (map {name} and those before it; --program-map-memory)",
+                limits.max_map_bytes >> 20
+            ));
+        }
+    }
+    for (name, key) in [(TARGETS_BY_CGROUP, 8), (TARGETS_BY_NETNS, 4)] {
+        match ebpf.map(name).and_then(map_data).and_then(|d| d.info().ok()) {
+            Some(i) if i.key_size() == key && i.value_size() == 8 => {}
+            Some(_) => {
+                return Err(format!(
+                    "map {name} is not netprobe.h's (declare it only by including netprobe.h)"
+                ));
+            }
+            None => return Err(format!("the object has no map {name}: include netprobe.h")),
+        }
+    }
+    let mut metrics = Vec::new();
+    for m in &plan.metrics {
+        let Some(map) = ebpf.map(&m.map) else {
+            return Err(format!("metric {}: the object has no map {}", m.name, m.map));
+        };
+        let percpu = matches!(
+            map,
+            Map::PerCpuArray(_) | Map::PerCpuHashMap(_) | Map::PerCpuLruHashMap(_)
+        );
+        if !matches!(
+            map,
+            Map::HashMap(_)
+                | Map::LruHashMap(_)
+                | Map::PerCpuHashMap(_)
+                | Map::PerCpuLruHashMap(_)
+                | Map::Array(_)
+                | Map::PerCpuArray(_)
+        ) {
+            return Err(format!("metric {}: map {} is not a hash or array map", m.name, m.map));
+        }
+        let Some(info) = map_data(map).and_then(|d| d.info().ok()) else {
+            return Err(format!("metric {}: map {} has no kernel info", m.name, m.map));
+        };
+        if info.key_size() as usize != m.key_size() {
+            return Err(format!(
+                "metric {}: map {} has {}-byte keys, its labels describe {} bytes",
+                m.name,
+                m.map,
+                info.key_size(),
+                m.key_size()
+            ));
+        }
+        if info.value_size() != 8 {
+            return Err(format!(
+                "metric {}: map {} has {}-byte values, not one u64",
+                m.name,
+                m.map,
+                info.value_size()
+            ));
+        }
+        metrics.push(MetricMap {
+            plan: Arc::new(m.clone()),
+            key_size: m.key_size(),
+            value_size: if percpu { 8 * cpus } else { 8 },
+            percpu,
+            array: matches!(map, Map::Array(_) | Map::PerCpuArray(_)),
+            pod_offset: m.pod_offset().unwrap_or(0),
+        });
+    }
+    let enums = kernel_enums(plan)?;
+    Ok(Loaded {
+        fingerprint: Fingerprint {
+            plan: Arc::new(plan.clone()),
+            object: Err(String::new()),
+        },
+        ebpf,
+        section_names: sections,
+        programs: Vec::new(),
+        metrics,
+        cgroups: BTreeMap::new(),
+        netns: BTreeMap::new(),
+        enums: Arc::new(enums),
+    })
+}
+
+/// The values of every enum a kernel_enum decoder names, from the node's
+/// BTF, with the enumerators' common prefix cut (`SKB_DROP_REASON_NO_SOCKET`
+/// reads `NO_SOCKET`).
+fn kernel_enums(plan: &ProgramPlan) -> Result<BTreeMap<String, BTreeMap<u64, String>>, String> {
+    let names: BTreeSet<&String> = plan
+        .metrics
+        .iter()
+        .flat_map(|m| m.labels.iter())
+        .filter(|l| l.decoder == Decoder::KernelEnum)
+        .filter_map(|l| l.kernel_enum.as_ref())
+        .collect();
+    if names.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let btf = netprobe_ebpf::btf::Btf::from_kernel().map_err(|e| format!("reading the kernel's BTF: {e}"))?;
+    let mut out = BTreeMap::new();
+    for n in names {
+        let Some(values) = btf.enum_values(n) else {
+            return Err(format!("the kernel has no enum {n} (kernel_enum decoder)"));
+        };
+        out.insert(n.clone(), enum_labels(&values));
+    }
+    Ok(out)
+}
+
+/// Enumerator names without their common prefix (up to an underscore).
+pub fn enum_labels(values: &[(String, i64)]) -> BTreeMap<u64, String> {
+    let first = values.first().map(|(n, _)| n.as_str()).unwrap_or_default();
+    let mut prefix = first.len();
+    for (n, _) in values {
+        prefix = prefix.min(first.bytes().zip(n.bytes()).take_while(|(a, b)| a == b).count());
+    }
+    let cut = first[..prefix].rfind('_').map(|i| i + 1).unwrap_or(0);
+    let cut = if values.len() > 1 { cut } else { 0 };
+    values
+        .iter()
+        .map(|(n, v)| {
+            (
+                *v as u64,
+                n.get(cut..).filter(|s| !s.is_empty()).unwrap_or(n).to_string(),
+            )
+        })
+        .collect()
+}
+
+pub(super) fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(&format!(": {c}"));
+        cur = c.source();
+    }
+    s
+}
+
+pub(super) fn map_data(m: &Map) -> Option<&MapData> {
+    Some(match m {
+        Map::Array(d)
+        | Map::HashMap(d)
+        | Map::LruHashMap(d)
+        | Map::PerCpuArray(d)
+        | Map::PerCpuHashMap(d)
+        | Map::PerCpuLruHashMap(d)
+        | Map::Unsupported(d) => d,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sections_name_their_kind_and_hook() {
+        assert_eq!(
+            SectionKind::of_section("tp_btf/tcp_send_reset"),
+            Some((SectionKind::TpBtf, "tcp_send_reset"))
+        );
+        assert_eq!(
+            SectionKind::of_section("tracepoint/sock/inet_sock_set_state"),
+            Some((SectionKind::Tracepoint, "sock/inet_sock_set_state"))
+        );
+        assert_eq!(
+            SectionKind::of_section("raw_tracepoint/x"),
+            Some((SectionKind::RawTp, "x"))
+        );
+        assert_eq!(SectionKind::of_section("kprobe/tcp_v4_connect"), None);
+        assert_eq!(SectionKind::of_section("xdp"), None);
+    }
+
+    #[test]
+    fn enum_labels_cut_the_common_prefix() {
+        let v = vec![
+            ("SKB_DROP_REASON_NOT_SPECIFIED".to_string(), 2),
+            ("SKB_DROP_REASON_NO_SOCKET".to_string(), 3),
+        ];
+        let l = enum_labels(&v);
+        assert_eq!(l[&2], "NOT_SPECIFIED");
+        assert_eq!(l[&3], "NO_SOCKET");
+        let one = enum_labels(&[("ONLY_ONE".to_string(), 0)]);
+        assert_eq!(one[&0], "ONLY_ONE");
+    }
+}
