@@ -301,10 +301,9 @@ impl Agent {
             "eBPF programs attached.",
             MetricType::GAUGE,
         );
-        loaded.mut_metric().push(gauge(
-            &[],
-            inner.manager.report().attached.values().map(Vec::len).sum::<usize>() as f64,
-        ));
+        loaded
+            .mut_metric()
+            .push(gauge(&[], inner.manager.programs_attached() as f64));
         fams.push(loaded);
         let report = inner.manager.report();
         for (name, help, types) in [
@@ -379,15 +378,15 @@ impl Agent {
         );
         for s in &stats {
             misses.mut_metric().push(counter(
-                &[("program", s.program), ("type", s.probe.as_str())],
+                &[("program", s.program.as_str()), ("type", s.probe.as_str())],
                 s.recursion_misses as f64,
             ));
             run_time.mut_metric().push(counter(
-                &[("program", s.program), ("type", s.probe.as_str())],
+                &[("program", s.program.as_str()), ("type", s.probe.as_str())],
                 s.run_time_ns as f64 / 1e9,
             ));
             runs.mut_metric().push(counter(
-                &[("program", s.program), ("type", s.probe.as_str())],
+                &[("program", s.program.as_str()), ("type", s.probe.as_str())],
                 s.run_count as f64,
             ));
         }

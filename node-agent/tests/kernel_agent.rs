@@ -198,16 +198,39 @@ fn exposition_with_every_probe_type_passes_promtool() {
     let agent = Agent::new(false).expect("agent loads");
     let pod = Pod::new(Driver::Systemd);
     let probes = ProbeType::BUILT_IN.iter().map(|t| Probe::new(*t)).collect();
-    agent
-        .set_desired(desired(plan("all", probes), &[pod.target("shop", "p")], &[]))
-        .expect("apply");
+    // A user's program too (the sock-states sample: a counter and a
+    // histogram decoded from its maps).
+    let sample: netprobe_api::ClusterNetworkProbe = serde_yaml::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../config/samples/programs/sock-states.yaml"
+        ))
+        .expect("sample")
+        .replace("/usr/share/netprobe/programs", netprobe_ebpf::sample_programs::DIR),
+    )
+    .expect("sample parses");
+    let program = support::plan_cluster("sock-states", &sample.spec.probe);
+    let mut d = desired(plan("all", probes), &[pod.target("shop", "p")], &[]);
+    d.plans.insert(
+        program.source.key(),
+        netprobe_agent::pipeline::desired::PlanTargets {
+            plan: std::sync::Arc::new(program),
+            targets: d.targets.keys().cloned().collect(),
+        },
+    );
+    let report = agent.set_desired(d).expect("apply");
+    assert!(report.programs.values().all(Result::is_ok), "{:?}", report.programs);
     pod.run(&format!(
         "import socket\nfor _ in range(3):\n    s = socket.socket()\n    try:\n        s.connect(('{}', 5994))\n    except OSError:\n        pass\n    s.close()\n",
         pod.peer_ip4
     ));
+    // And one connection that is established (the histogram's observation).
+    pod.run("import socket\nl = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen()\nc = socket.create_connection(l.getsockname()); c.close(); l.close()\n");
     let text = agent.exposition();
     assert!(text.contains("netprobe_tcp_resets_total"), "{text}");
     assert!(text.contains("netprobe_tcp_connect_failures_total"), "{text}");
+    assert!(text.contains("app_tcp_state_transitions_total{"), "{text}");
+    assert!(text.contains("app_tcp_connect_seconds_bucket{"), "{text}");
     netprobe_testutil::promtool_check("agent exposition", &text);
 }
 

@@ -201,6 +201,19 @@ fn sample_programs_count_per_pod_like_the_kernel() {
     // Log2 bounds in seconds: 2^i microseconds.
     assert_eq!(h.2.first().map(|b| b.0), Some(1e-6), "{h:?}");
 
+    // Their kernel cost is the agent's own metric, named by probe and function.
+    assert!(
+        support::counter(
+            &fams,
+            "netprobe_agent_program_recursion_misses_total",
+            &[
+                ("program", "ClusterNetworkProbe/tcp-aborts/tcp_aborts"),
+                ("type", "Program")
+            ],
+        )
+        .is_some(),
+        "user programs' kernel cost is exported"
+    );
     // Hot reload: a changed spec loads the object again (new programs, the
     // old ones detached), and its counts start over.
     let before = support::programs_held_by(std::process::id());

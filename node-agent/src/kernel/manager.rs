@@ -36,7 +36,8 @@ struct Attached {
 /// Kernel-side cost of one program, when `kernel.bpf_stats_enabled=1`.
 #[derive(Clone, Debug)]
 pub struct ProgramStats {
-    pub program: &'static str,
+    /// The function's name (a user program's: `<probe>/<function>`).
+    pub program: String,
     pub probe: ProbeType,
     pub run_time_ns: u64,
     pub run_count: u64,
@@ -568,9 +569,9 @@ impl ProbeManager {
         self.rtt_iter.clone()
     }
 
-    /// Kernel run time and count of every attached program.
+    /// Kernel run time and count of every attached program, users' too.
     pub fn program_stats(&self) -> Vec<ProgramStats> {
-        let mut out = Vec::new();
+        let mut out = self.user.program_stats();
         for (name, (_, users)) in &self.links {
             let (info, fd) = match self.ebpf.program(name) {
                 Some(Program::BtfTracePoint(p)) => (p.info().ok(), p.fd().ok().map(|f| f.as_fd())),
@@ -583,7 +584,7 @@ impl ProbeManager {
                 .unwrap_or(0);
             if let (Some(info), Some(probe)) = (info, users.iter().next()) {
                 out.push(ProgramStats {
-                    program: name,
+                    program: name.to_string(),
                     probe: *probe,
                     run_time_ns: info.run_time().as_nanos() as u64,
                     run_count: info.run_count(),
@@ -597,6 +598,11 @@ impl ProbeManager {
     /// What the agent allows users' programs (its flags).
     pub fn set_program_limits(&mut self, limits: ProgramLimits) {
         self.user.set_limits(limits);
+    }
+
+    /// Programs attached: netprobe's (once each) and users'.
+    pub fn programs_attached(&self) -> usize {
+        self.report.attached.values().map(Vec::len).sum::<usize>() + self.user.attached()
     }
 
     /// Probe types currently attached.

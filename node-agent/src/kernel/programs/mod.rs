@@ -17,6 +17,7 @@ use std::sync::Arc;
 use aya::Ebpf;
 use aya::maps::HashMap;
 use aya::programs::Program;
+use netprobe_api::ProbeType;
 use netprobe_api::probes::ProgramPlan;
 use netprobe_api::probes::program::{ObjectSource, ProgramMetricPlan};
 use sha2::{Digest, Sha256};
@@ -27,6 +28,7 @@ pub use load::{ProgramLimits, SectionKind, enum_labels};
 
 use crate::catalog::program::{ProgramCounters, SlotEntries};
 use crate::kernel::bpf_sys;
+use crate::kernel::manager::ProgramStats;
 use crate::pipeline::desired::{ProgramWant, TargetEntry};
 
 /// The target maps netprobe.h declares (and the agent fills).
@@ -218,24 +220,35 @@ impl UserPrograms {
         out
     }
 
-    /// Kernel-side cost of every user program (bpf_stats), by plan key.
-    pub fn program_infos(&self) -> Vec<(String, String, aya::programs::ProgramInfo)> {
+    /// Kernel-side cost of every user program, named `<probe>/<function>`
+    /// (two plans' programs may share a function name).
+    pub fn program_stats(&self) -> Vec<ProgramStats> {
         let mut out = Vec::new();
         for (key, l) in &self.loaded {
             for (name, p) in l.ebpf.programs() {
-                let info = match p {
-                    Program::BtfTracePoint(p) => p.info(),
-                    Program::TracePoint(p) => p.info(),
-                    Program::RawTracePoint(p) => p.info(),
-                    Program::CgroupSkb(p) => p.info(),
+                let (info, fd) = match p {
+                    Program::BtfTracePoint(p) => (p.info(), p.fd().map(|f| f.as_fd())),
+                    Program::TracePoint(p) => (p.info(), p.fd().map(|f| f.as_fd())),
+                    Program::RawTracePoint(p) => (p.info(), p.fd().map(|f| f.as_fd())),
+                    Program::CgroupSkb(p) => (p.info(), p.fd().map(|f| f.as_fd())),
                     _ => continue,
                 };
-                if let Ok(i) = info {
-                    out.push((key.clone(), name.to_string(), i));
-                }
+                let Ok(info) = info else { continue };
+                out.push(ProgramStats {
+                    program: format!("{key}/{name}"),
+                    probe: ProbeType::Program,
+                    run_time_ns: info.run_time().as_nanos() as u64,
+                    run_count: info.run_count(),
+                    recursion_misses: fd.ok().and_then(|fd| bpf_sys::recursion_misses(fd).ok()).unwrap_or(0),
+                });
             }
         }
         out
+    }
+
+    /// Programs attached, over every plan.
+    pub fn attached(&self) -> usize {
+        self.loaded.values().map(|l| l.programs.len()).sum()
     }
 }
 
