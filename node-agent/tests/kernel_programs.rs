@@ -1,10 +1,11 @@
 //! Kernel tier, user programs: the samples of `config/samples/programs`
 //! (their C, compiled by the build against `ebpf/include/netprobe.h`, and
 //! their manifests) loaded through the `Program` type as a user ships them,
-//! counted against the kernel's own counters in the pod's namespace; an
-//! object whose digest differs, a program the verifier refuses and a
-//! section the agent does not attach each fail only their own probe. Every
-//! kernel of the matrix runs it.
+//! counted against the kernel's own counters in the pod's namespace; the
+//! other helpers and decoders in a program built here (raw_tp, cgroup_skb,
+//! kfree_skb by kernel enum, an array map); an object whose digest differs,
+//! a program the verifier refuses, a section or size the agent's limits
+//! refuse each fail only their own probe. Every kernel of the matrix runs it.
 
 mod support;
 
@@ -434,6 +435,23 @@ int BPF_PROG(opens, const void *sk, int oldstate, int newstate)
 	return 0;
 }
 
+/* Drops of the pod's own packets, by the kernel's drop reason. */
+struct sk_buff { struct sock *sk; } __attribute__((preserve_access_index));
+struct drop_key { __u32 pod; __u32 reason; };
+struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 256);
+         __type(key, struct drop_key); __type(value, __u64); } drops SEC(".maps");
+
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(dropped, struct sk_buff *skb, void *location, int reason)
+{
+	int pod = np_sock_pod(BPF_CORE_READ(skb, sk));
+	if (pod < 0)
+		return 0;
+	struct drop_key k = { .pod = pod, .reason = reason };
+	np_counter_add(&drops, &k, 1);
+	return 0;
+}
+
 SEC("cgroup_skb/egress")
 int sent(struct __sk_buff *skb)
 {
@@ -472,15 +490,36 @@ int sent(struct __sk_buff *skb)
             by_slot.map = "opens_by_slot".into();
             by_slot.labels.truncate(1);
             pp.metrics.push(by_slot);
+            let mut drops = pp.metrics[0].clone();
+            drops.name = "app_drops_total".into();
+            drops.map = "drops".into();
+            drops.labels[1] = netprobe_api::probes::program::ProgramLabel {
+                kernel_enum: Some("skb_drop_reason".into()),
+                ..netprobe_api::probes::program::ProgramLabel::new(
+                    "reason",
+                    4,
+                    netprobe_api::probes::program::Decoder::KernelEnum,
+                )
+            };
+            pp.metrics.push(drops);
         }
     }
     let report = agent
         .set_desired(desired(&[&plan], &[pod.target("shop", "web-0")], &[]))
         .expect("apply");
     let state = report.programs.get(&plan.source.key());
-    assert!(matches!(state, Some(Ok(p)) if p.len() == 2), "{state:?}");
+    assert!(matches!(state, Some(Ok(p)) if p.len() == 3), "{state:?}");
     let opens0 = pod.nstat("TcpActiveOpens");
     pod.run(&support::traffic::traffic_client(&pod, 20));
+    // Every other datagram to port 5003 dropped on the pod's way out.
+    Pod::nft(
+        &pod.ns,
+        "table inet nptest {\n chain out {\n type filter hook output priority 0;\n udp dport 5003 numgen inc mod 2 == 0 counter drop\n }\n}",
+    );
+    pod.run(&format!(
+        "import socket\nu = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor _ in range(30):\n    try:\n        u.sendto(b'x', ('{}', 5003))\n    except OSError:\n        pass\n",
+        pod.peer_ip4
+    ));
     let mut last = String::new();
     for _ in 0..20 {
         std::thread::sleep(Duration::from_millis(250));
@@ -506,9 +545,19 @@ int sent(struct __sk_buff *skb)
             tx("udp")
         );
         let in_array = total(&fams, "app_opens_total", "web-0");
-        last.push_str(&format!(", SYN_SENT in an array by slot {in_array}"));
+        let nft_drops = Pod::nft_counter(&pod.ns);
+        let drops = counter_series(&fams, "app_drops_total")
+            .iter()
+            .filter(|(l, _)| l.get("reason").map(String::as_str) == Some("NETFILTER_DROP"))
+            .map(|(_, v)| *v as u64)
+            .sum::<u64>();
+        last.push_str(&format!(
+            ", SYN_SENT in an array by slot {in_array}, NETFILTER_DROP {drops} (nft {nft_drops})"
+        ));
         if got("syn_sent") == opens
             && in_array == opens
+            && drops == nft_drops
+            && nft_drops > 0
             && opens > 0
             && got("tcp_out") == tx("tcp")
             && got("udp_out") == tx("udp")

@@ -229,7 +229,7 @@ pub(super) fn load(plan: &ProgramPlan, bytes: &[u8], limits: &ProgramLimits) -> 
 }
 
 /// The values of every enum a kernel_enum decoder names, from the node's
-/// BTF, with the enumerators' common prefix cut (`SKB_DROP_REASON_NO_SOCKET`
+/// BTF, without the prefix most enumerators share (`SKB_DROP_REASON_NO_SOCKET`
 /// reads `NO_SOCKET`).
 fn kernel_enums(plan: &ProgramPlan) -> Result<BTreeMap<String, BTreeMap<u64, String>>, String> {
     let names: BTreeSet<&String> = plan
@@ -253,22 +253,27 @@ fn kernel_enums(plan: &ProgramPlan) -> Result<BTreeMap<String, BTreeMap<u64, Str
     Ok(out)
 }
 
-/// Enumerator names without their common prefix (up to an underscore).
+/// Enumerator names without the prefix (up to an underscore) that nine in
+/// ten of them share: `SKB_DROP_REASON_NO_SOCKET` reads `NO_SOCKET`, while
+/// the odd `SKB_NOT_DROPPED_YET` keeps its whole name.
 pub fn enum_labels(values: &[(String, i64)]) -> BTreeMap<u64, String> {
-    let first = values.first().map(|(n, _)| n.as_str()).unwrap_or_default();
-    let mut prefix = first.len();
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for (n, _) in values {
-        prefix = prefix.min(first.bytes().zip(n.bytes()).take_while(|(a, b)| a == b).count());
+        for (i, _) in n.match_indices('_') {
+            *counts.entry(&n[..=i]).or_default() += 1;
+        }
     }
-    let cut = first[..prefix].rfind('_').map(|i| i + 1).unwrap_or(0);
-    let cut = if values.len() > 1 { cut } else { 0 };
+    let prefix = counts
+        .iter()
+        .filter(|(_, c)| values.len() > 1 && **c * 10 >= values.len() * 9)
+        .map(|(p, _)| *p)
+        .max_by_key(|p| p.len())
+        .unwrap_or("");
     values
         .iter()
         .map(|(n, v)| {
-            (
-                *v as u64,
-                n.get(cut..).filter(|s| !s.is_empty()).unwrap_or(n).to_string(),
-            )
+            let short = n.strip_prefix(prefix).filter(|s| !s.is_empty()).unwrap_or(n);
+            (*v as u64, short.to_string())
         })
         .collect()
 }
@@ -329,5 +334,11 @@ mod tests {
         assert_eq!(l[&3], "NO_SOCKET");
         let one = enum_labels(&[("ONLY_ONE".to_string(), 0)]);
         assert_eq!(one[&0], "ONLY_ONE");
+        // The odd one out keeps its name; the others lose what they share.
+        let mut v: Vec<(String, i64)> = (0..20).map(|i| (format!("SKB_DROP_REASON_R{i}"), i + 2)).collect();
+        v.push(("SKB_NOT_DROPPED_YET".to_string(), 0));
+        let l = enum_labels(&v);
+        assert_eq!(l[&0], "SKB_NOT_DROPPED_YET");
+        assert_eq!(l[&2], "R0");
     }
 }
