@@ -1163,6 +1163,23 @@ fn program_probe(digest: &str) -> String {
     )
 }
 
+/// The ConfigMap `kubectl create configmap --from-file` builds for the
+/// object at `path` (binaryData, as for any ELF file), to apply as GitOps
+/// would (the stand-in speaks JSON, not the protobuf `kubectl create` sends).
+fn configmap_yaml(w: &World, path: &str) -> String {
+    w.kubectl_ok(&[
+        "create",
+        "configmap",
+        "tcp-aborts",
+        "-n",
+        SYSTEM_NS,
+        &format!("--from-file=prog.bpf.o={path}"),
+        "--dry-run=client",
+        "-o",
+        "yaml",
+    ])
+}
+
 fn object_path(name: &str) -> String {
     format!("{}/{name}", netprobe_ebpf::sample_programs::DIR)
 }
@@ -1192,14 +1209,9 @@ fn s16_a_users_program_ships_through_a_configmap_and_counts_like_the_kernel() {
     assert!(denied.contains("only in a ClusterNetworkProbe"), "{denied}");
     let object = object_path("tcp_aborts.bpf.o");
     let digest = sha256_of(&object);
-    w.kubectl_ok(&[
-        "create",
-        "configmap",
-        "tcp-aborts",
-        "-n",
-        SYSTEM_NS,
-        &format!("--from-file=prog.bpf.o={object}"),
-    ]);
+    let yaml = configmap_yaml(&w, &object);
+    assert!(yaml.contains("binaryData:"), "{yaml}");
+    w.apply(&yaml).unwrap_or_else(|e| panic!("{e}"));
     w.apply(&program_probe(&digest)).unwrap_or_else(|e| panic!("{e}"));
     wait_nodes(&w, "clusternetworkprobe", None, "tcp-aborts", "Running");
     for (node, e) in node_entries(&w, "clusternetworkprobe", None, "tcp-aborts") {
@@ -1229,18 +1241,7 @@ fn s16_a_users_program_ships_through_a_configmap_and_counts_like_the_kernel() {
     // The ConfigMap changes without a new digest: an agent that reads it
     // again (restarted here) refuses it and says why; the other node, which
     // loaded the right bytes, keeps running.
-    let other = object_path("sock_states.bpf.o");
-    let yaml = w.kubectl_ok(&[
-        "create",
-        "configmap",
-        "tcp-aborts",
-        "-n",
-        SYSTEM_NS,
-        &format!("--from-file=prog.bpf.o={other}"),
-        "--dry-run=client",
-        "-o",
-        "yaml",
-    ]);
+    let yaml = configmap_yaml(&w, &object_path("sock_states.bpf.o"));
     w.apply(&yaml).unwrap_or_else(|e| panic!("{e}"));
     let node_a = w.node("node-a");
     assert!(w.kill_agent(&node_a));

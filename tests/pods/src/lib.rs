@@ -505,7 +505,7 @@ pub enum Serve {
 pub fn servers(ports: &[(u16, Serve)]) -> String {
     let mut s = String::from(
         "import socket, threading\n\
-         def sink(c):\n    while c.recv(65536):\n        pass\n    c.close()\n\
+         def sink(c):\n    try:\n        while c.recv(65536):\n            pass\n    except ConnectionResetError:\n        pass\n    c.close()\n\
          def close(c):\n    c.close()\n\
          def echo(c):\n    while True:\n        d = c.recv(64)\n        if not d:\n            break\n        c.sendall(d)\n\
          def serve(fam, addr, port, handler):\n    \
