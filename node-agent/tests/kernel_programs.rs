@@ -571,3 +571,62 @@ int sent(struct __sk_buff *skb)
     assert!(last.is_empty(), "the helpers disagree with the kernel: {last}");
     agent.set_desired(Desired::default()).expect("apply");
 }
+
+/// Standalone mode end to end: the sample manifest read from disk (its
+/// object by path), every cgroup a target; the pod's cgroup's series equal
+/// its namespace's TcpOutRsts.
+#[test]
+fn a_sample_runs_in_standalone_mode_from_its_manifest() {
+    if !kernel_available("user programs, standalone") {
+        return;
+    }
+    let _s = serial();
+    let agent = Agent::new(true).expect("agent loads");
+    let mut pod = Pod::new(Driver::Systemd);
+    pod.peer_spawn(&support::servers(&[(5001, support::Serve::Sink)]));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/samples/programs/tcp-aborts.yaml"),
+    )
+    .expect("sample")
+    .replace("/usr/share/netprobe/programs", sample_programs::DIR);
+    std::fs::write(dir.path().join("tcp-aborts.yaml"), manifest).expect("write manifest");
+    let (plans, rejected) = netprobe_agent::standalone::load_plans(&[dir.path().to_path_buf()]).expect("manifests");
+    assert!(rejected.is_empty(), "{rejected:?}");
+    let mut targets = netprobe_agent::standalone::cgroup_targets(&pod.cgroup2, 3);
+    netprobe_agent::standalone::assign_netns(&mut targets, Path::new("/proc"));
+    let key = pod
+        .pod_cgroup
+        .strip_prefix(&pod.cgroup2)
+        .expect("pod cgroup under the cgroup2 root")
+        .display()
+        .to_string();
+    assert!(targets.contains_key(&key), "the pod's cgroup is a target");
+    let report = agent
+        .set_desired(netprobe_agent::standalone::desired(&plans, targets))
+        .expect("apply");
+    assert!(report.programs.values().all(Result::is_ok), "{:?}", report.programs);
+    let rst0 = pod.nstat("TcpOutRsts");
+    pod.run(&aborts(20, &pod.peer_ip4));
+    let mut last = String::new();
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(250));
+        let fams = agent.render();
+        let rst = pod.nstat("TcpOutRsts") - rst0;
+        let got: u64 = counter_series(&fams, "app_tcp_aborts_total")
+            .iter()
+            // The deepest target holding the socket: the pod's cgroup or
+            // its container's, both targets here.
+            .filter(|(l, _)| l.get("cgroup").is_some_and(|c| c.starts_with(&key)))
+            .map(|(_, v)| *v as u64)
+            .sum();
+        last = format!("cgroup {key}: {got} aborts, kernel {rst}");
+        if got == rst && rst >= 20 {
+            println!("{last}");
+            last.clear();
+            break;
+        }
+    }
+    assert!(last.is_empty(), "standalone: {last}");
+    agent.set_desired(Desired::default()).expect("apply");
+}
