@@ -284,12 +284,21 @@ fn a_bad_object_fails_only_its_own_probe() {
         }
         p
     };
+    // A pinned map would outlive the agent: refused before anything loads.
+    let pinned = build(
+        "pinned",
+        "struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 8); __type(key, __u32); \
+         __type(value, __u64); __uint(pinning, LIBBPF_PIN_BY_NAME); } np_test_pinned SEC(\".maps\");\n\
+         SEC(\"tp_btf/tcp_send_reset\") int BPF_PROG(p, const void *sk) { __u32 k = 0; \
+         bpf_map_lookup_elem(&np_test_pinned, &k); return np_sock_pod(sk); }",
+    );
     let verifier = with("verifier", unchecked);
     let section = with("section", kprobe);
+    let pinned = with("pinned", pinned);
     let good = sample_plan("sock-states.yaml", "sock_states.bpf.o", None);
     let report = agent
         .set_desired(desired(
-            &[&forged, &verifier, &section, &good],
+            &[&forged, &verifier, &section, &pinned, &good],
             std::slice::from_ref(&me),
             &[],
         ))
@@ -308,6 +317,9 @@ fn a_bad_object_fails_only_its_own_probe() {
     println!("verifier: {verifier_why}");
     let section_why = why(&section);
     assert!(section_why.contains("kprobe/tcp_v4_connect"), "{section_why}");
+    let pinned_why = why(&pinned);
+    assert!(pinned_why.contains("np_test_pinned is pinned"), "{pinned_why}");
+    assert!(!Path::new("/sys/fs/bpf/np_test_pinned").exists(), "nothing was pinned");
     // The good probe beside them runs.
     assert!(
         matches!(report.programs.get(&good.source.key()), Some(Ok(p)) if !p.is_empty()),

@@ -124,34 +124,30 @@ pub(super) fn load(plan: &ProgramPlan, bytes: &[u8], limits: &ProgramLimits) -> 
             }
         }
     }
+    // Checked before anything is created in the kernel: pinned maps would
+    // outlive the agent (and could open maps pinned by others), and the
+    // maps' memory is bounded.
+    let cpus = aya::util::nr_cpus().map_err(|(p, e)| format!("reading {p}: {e}"))?;
+    let decls = user_object::maps(bytes).map_err(|e| format!("reading the object: {e}"))?;
+    if let Some(m) = decls.iter().find(|m| m.pinned) {
+        return Err(format!(
+            "map {} is pinned (LIBBPF_PIN_BY_NAME): a Program's maps live and die with the agent",
+            m.name
+        ));
+    }
+    let total = map_bytes(&decls, cpus as u64);
+    if total > limits.max_map_bytes {
+        return Err(format!(
+            "the object's maps take {} KiB, more than {} KiB (--program-map-memory)",
+            total >> 10,
+            limits.max_map_bytes >> 10
+        ));
+    }
     let aya_btf = aya::Btf::from_sys_fs().map_err(|e| format!("reading the kernel's BTF: {e}"))?;
     let ebpf = EbpfLoader::new()
         .btf(Some(&aya_btf))
         .load(bytes)
         .map_err(|e| format!("loading the object: {}", chain(&e)))?;
-    let cpus = aya::util::nr_cpus().map_err(|(p, e)| format!("reading {p}: {e}"))?;
-    let mut bytes_total: u64 = 0;
-    for (name, map) in ebpf.maps() {
-        let Some(info) = map_data(map).and_then(|d| d.info().ok()) else {
-            continue;
-        };
-        let percpu = matches!(
-            map,
-            Map::PerCpuArray(_) | Map::PerCpuHashMap(_) | Map::PerCpuLruHashMap(_)
-        );
-        let value = u64::from(info.value_size()).next_multiple_of(8) * if percpu { cpus as u64 } else { 1 };
-        let entry = match map {
-            Map::Array(_) | Map::PerCpuArray(_) => value,
-            _ => u64::from(info.key_size()) + value,
-        };
-        bytes_total = bytes_total.saturating_add(entry.saturating_mul(u64::from(info.max_entries())));
-        if bytes_total > limits.max_map_bytes {
-            return Err(format!(
-                "the object's maps take more than {} MiB (map {name} and those before it; --program-map-memory)",
-                limits.max_map_bytes >> 20
-            ));
-        }
-    }
     for (name, key) in [(TARGETS_BY_CGROUP, 8), (TARGETS_BY_NETNS, 4)] {
         match ebpf.map(name).and_then(map_data).and_then(|d| d.info().ok()) {
             Some(i) if i.key_size() == key && i.value_size() == 8 => {}
@@ -253,6 +249,23 @@ fn kernel_enums(plan: &ProgramPlan) -> Result<BTreeMap<String, BTreeMap<u64, Str
     Ok(out)
 }
 
+/// What the maps take, estimated from their declarations: entries × (key +
+/// value, the value once per possible CPU for per-CPU maps, 8-byte aligned).
+pub fn map_bytes(maps: &[user_object::MapDecl], cpus: u64) -> u64 {
+    // BPF_MAP_TYPE_ARRAY 2, PERCPU_HASH 5, PERCPU_ARRAY 6, LRU_PERCPU_HASH 10.
+    maps.iter()
+        .map(|m| {
+            let percpu = matches!(m.map_type, 5 | 6 | 10);
+            let value = u64::from(m.value_size).next_multiple_of(8) * if percpu { cpus } else { 1 };
+            let entry = match m.map_type {
+                2 | 6 => value,
+                _ => u64::from(m.key_size) + value,
+            };
+            entry.saturating_mul(u64::from(m.max_entries))
+        })
+        .fold(0u64, u64::saturating_add)
+}
+
 /// Enumerator names without the prefix (up to an underscore) that nine in
 /// ten of them share: `SKB_DROP_REASON_NO_SOCKET` reads `NO_SOCKET`, while
 /// the odd `SKB_NOT_DROPPED_YET` keeps its whole name.
@@ -333,6 +346,20 @@ mod tests {
         assert_eq!(l[&2], "NOT_SPECIFIED");
         assert_eq!(l[&3], "NO_SOCKET");
         let one = enum_labels(&[("ONLY_ONE".to_string(), 0)]);
+        let decl = |map_type, key_size, value_size, max_entries| user_object::MapDecl {
+            name: "m".into(),
+            map_type,
+            key_size,
+            value_size,
+            max_entries,
+            pinned: false,
+        };
+        // A per-CPU hash of 100 (8-byte key, 4-byte value) on 4 CPUs, an
+        // array of 10 × 12 bytes.
+        assert_eq!(
+            map_bytes(&[decl(5, 8, 4, 100), decl(2, 4, 12, 10)], 4),
+            100 * (8 + 32) + 10 * 16
+        );
         assert_eq!(one[&0], "ONLY_ONE");
         // The odd one out keeps its name; the others lose what they share.
         let mut v: Vec<(String, i64)> = (0..20).map(|i| (format!("SKB_DROP_REASON_R{i}"), i + 2)).collect();
