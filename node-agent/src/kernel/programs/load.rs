@@ -168,18 +168,10 @@ pub(super) fn load(plan: &ProgramPlan, bytes: &[u8], limits: &ProgramLimits) -> 
             map,
             Map::PerCpuArray(_) | Map::PerCpuHashMap(_) | Map::PerCpuLruHashMap(_)
         );
-        if !matches!(
-            map,
-            Map::HashMap(_)
-                | Map::LruHashMap(_)
-                | Map::PerCpuHashMap(_)
-                | Map::PerCpuLruHashMap(_)
-                | Map::Array(_)
-                | Map::PerCpuArray(_)
-        ) {
+        let Some(data) = map_data(map) else {
             return Err(format!("metric {}: map {} is not a hash or array map", m.name, m.map));
-        }
-        let Some(info) = map_data(map).and_then(|d| d.info().ok()) else {
+        };
+        let Ok(info) = data.info() else {
             return Err(format!("metric {}: map {} has no kernel info", m.name, m.map));
         };
         if info.key_size() as usize != m.key_size() {
@@ -301,6 +293,8 @@ pub(super) fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// A hash or array map (per-CPU or not): the kinds a metric or a target
+/// map may be.
 pub(super) fn map_data(m: &Map) -> Option<&MapData> {
     Some(match m {
         Map::Array(d)
@@ -308,8 +302,7 @@ pub(super) fn map_data(m: &Map) -> Option<&MapData> {
         | Map::LruHashMap(d)
         | Map::PerCpuArray(d)
         | Map::PerCpuHashMap(d)
-        | Map::PerCpuLruHashMap(d)
-        | Map::Unsupported(d) => d,
+        | Map::PerCpuLruHashMap(d) => d,
         _ => return None,
     })
 }
