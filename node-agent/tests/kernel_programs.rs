@@ -2,10 +2,12 @@
 //! (their C, compiled by the build against `ebpf/include/netprobe.h`, and
 //! their manifests) loaded through the `Program` type as a user ships them,
 //! counted against the kernel's own counters in the pod's namespace; the
-//! other helpers and decoders in a program built here (raw_tp, cgroup_skb,
-//! kfree_skb by kernel enum, an array map); an object whose digest differs,
-//! a program the verifier refuses, a section or size the agent's limits
-//! refuse each fail only their own probe. Every kernel of the matrix runs it.
+//! other helpers and decoders in a program built here (raw_tp, tracepoint,
+//! cgroup_skb, kfree_skb by kernel enum, an array map); a sample run from
+//! its manifest in standalone mode; an object whose digest differs, a
+//! program the verifier refuses, a pinned map, a section or size the
+//! agent's limits refuse each fail only their own probe. Every kernel of
+//! the matrix runs it.
 
 mod support;
 
@@ -405,10 +407,13 @@ fn why_in(report: &netprobe_agent::kernel::manager::ApplyReport, p: &ProbePlan) 
     )
 }
 
-/// `np_current_pod` (a raw tracepoint in the connecting task's context) and
-/// `np_skb_pod` (a cgroup_skb program on the cgroup root), in a program
-/// built here: SYN_SENT transitions equal the pod's TcpActiveOpens, TCP and
-/// UDP packets sent equal netfilter's counters on the pod's output hook.
+/// In a program built here: `np_current_pod` (a raw and a classic
+/// tracepoint in the connecting task's context; also counted in an array
+/// map by slot), `np_skb_pod` (a cgroup_skb program on the cgroup root) and
+/// the `kernel_enum` decoder (kfree_skb by drop reason). SYN_SENT
+/// transitions equal the pod's TcpActiveOpens, TCP and UDP packets sent
+/// equal netfilter's counters on the pod's output hook, NETFILTER_DROP
+/// equals an nft drop rule's counter.
 #[test]
 fn task_and_packet_helpers_attribute_like_the_kernel_counts() {
     if !kernel_available("user programs, task and packet helpers") {
@@ -444,6 +449,23 @@ int BPF_PROG(opens, const void *sk, int oldstate, int newstate)
 	np_counter_add(&counts, &k, 1);
 	__u32 slot = pod;
 	np_counter_add(&opens_by_slot, &slot, 1);
+	return 0;
+}
+
+/* The same transitions through the classic tracepoint (its record's
+ * fields by CO-RE). */
+struct trace_event_raw_inet_sock_set_state { int oldstate; int newstate; } __attribute__((preserve_access_index));
+
+SEC("tracepoint/sock/inet_sock_set_state")
+int tp_opens(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	if (ctx->newstate != 2 /* TCP_SYN_SENT */)
+		return 0;
+	int pod = np_current_pod();
+	if (pod < 0)
+		return 0;
+	struct key k = { .pod = pod, .what = 1 };
+	np_counter_add(&counts, &k, 1);
 	return 0;
 }
 
@@ -493,9 +515,14 @@ int sent(struct __sk_buff *skb)
             m.map = "counts".into();
             m.labels[1].name = "what".into();
             m.labels[1].static_map = Some(
-                [("0", "syn_sent"), ("6", "tcp_out"), ("17", "udp_out")]
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .into(),
+                [
+                    ("0", "syn_sent"),
+                    ("1", "syn_sent_tp"),
+                    ("6", "tcp_out"),
+                    ("17", "udp_out"),
+                ]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into(),
             );
             let mut by_slot = pp.metrics[0].clone();
             by_slot.name = "app_opens_total".into();
@@ -520,7 +547,7 @@ int sent(struct __sk_buff *skb)
         .set_desired(desired(&[&plan], &[pod.target("shop", "web-0")], &[]))
         .expect("apply");
     let state = report.programs.get(&plan.source.key());
-    assert!(matches!(state, Some(Ok(p)) if p.len() == 3), "{state:?}");
+    assert!(matches!(state, Some(Ok(p)) if p.len() == 4), "{state:?}");
     let opens0 = pod.nstat("TcpActiveOpens");
     pod.run(&support::traffic::traffic_client(&pod, 20));
     // Every other datagram to port 5003 dropped on the pod's way out.
@@ -566,7 +593,9 @@ int sent(struct __sk_buff *skb)
         last.push_str(&format!(
             ", SYN_SENT in an array by slot {in_array}, NETFILTER_DROP {drops} (nft {nft_drops})"
         ));
+        last.push_str(&format!(", SYN_SENT by the classic tracepoint {}", got("syn_sent_tp")));
         if got("syn_sent") == opens
+            && got("syn_sent_tp") == opens
             && in_array == opens
             && drops == nft_drops
             && nft_drops > 0
