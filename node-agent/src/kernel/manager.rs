@@ -26,25 +26,12 @@ use crate::kernel::iter::MapIterLink;
 pub use crate::kernel::programs::ProgramLimits;
 use crate::kernel::programs::UserPrograms;
 use crate::kernel::slots::{QUARANTINE, Slots};
+pub use crate::kernel::stats::ProgramStats;
 use crate::pipeline::desired::{KernelState, Op, TargetEntry, diff};
 
 struct Attached {
     program: &'static str,
     link: Option<aya::programs::tp_btf::BtfTracePointLinkId>,
-}
-
-/// Kernel-side cost of one program, when `kernel.bpf_stats_enabled=1`.
-#[derive(Clone, Debug)]
-pub struct ProgramStats {
-    /// The function's name (a user program's: `<probe>/<function>`).
-    pub program: String,
-    pub probe: ProbeType,
-    pub run_time_ns: u64,
-    pub run_count: u64,
-    /// Runs the kernel skipped: the program was already running on that CPU
-    /// (an event in a softirq that interrupted the same program). Always
-    /// counted, also without bpf_stats.
-    pub recursion_misses: u64,
 }
 
 /// What the last apply achieved.

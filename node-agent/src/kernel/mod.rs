@@ -2,8 +2,8 @@
 //! object and attaches the programs of the probe types in use, [`catalog`]
 //! says what each probe type is in the kernel, [`slots`] and [`counters`]
 //! hold and read each pod's counters, [`programs`] loads and reads users'
-//! own objects (Program probes), [`iter`] and [`bpf_sys`] are the syscalls
-//! aya does not wrap.
+//! own objects (Program probes), [`stats`] is what any of them costs,
+//! [`iter`] and [`bpf_sys`] are the syscalls aya does not wrap.
 
 pub mod bpf_sys;
 pub mod counters;
@@ -12,3 +12,4 @@ pub mod iter;
 pub mod manager;
 pub mod programs;
 pub mod slots;
+pub mod stats;

@@ -28,7 +28,7 @@ pub use load::{ProgramLimits, SectionKind, enum_labels};
 
 use crate::catalog::program::{ProgramCounters, SlotEntries};
 use crate::kernel::bpf_sys;
-use crate::kernel::manager::ProgramStats;
+use crate::kernel::stats::ProgramStats;
 use crate::pipeline::desired::{ProgramWant, TargetEntry};
 
 /// The target maps netprobe.h declares (and the agent fills).
