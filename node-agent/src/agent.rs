@@ -289,6 +289,21 @@ impl Agent {
                     ));
                 }
                 fams.push(full);
+                // A user program's map larger than one scrape reads: its
+                // metric is partial, and says so.
+                let mut truncated = family(
+                    "netprobe_agent_program_map_truncated",
+                    "1 for each user program metric whose map held more entries than the agent reads per scrape (65,536): its series are partial.",
+                    MetricType::GAUGE,
+                );
+                for (plan, pc) in &snap.programs {
+                    for metric in &pc.truncated {
+                        truncated
+                            .mut_metric()
+                            .push(gauge(&[("probe", plan.as_str()), ("metric", metric.as_str())], 1.0));
+                    }
+                }
+                fams.push(truncated);
                 fams
             }
             Err(e) => {
