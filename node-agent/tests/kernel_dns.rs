@@ -168,7 +168,14 @@ fn check(agent: &Agent, seen: &Seen, by_qtype: bool) {
         }
         let slow = seen.times.iter().filter(|t| **t > 0.1).count() as u64;
         assert_eq!(count - cumulative(0.1), slow, "the 150 ms answers are above 0.1 s");
-        assert_eq!(cumulative(0.25), count, "and below 0.25 s");
+        // Nothing about a loaded (emulated) machine bounds a 150 ms answer
+        // below 0.25 s; what does hold: an answer later than the timeout is a
+        // timeout, never an observation.
+        assert_eq!(
+            cumulative(TIMEOUT.as_secs_f64()),
+            count,
+            "no observation beyond the timeout"
+        );
     }
     let mut pods: Vec<String> = series_pods(&fams, "netprobe_dns_queries_total");
     pods.dedup();
