@@ -36,7 +36,7 @@ fn sample_plan(file: &str, object: &str, sha256: Option<String>) -> ProbePlan {
     let name = p.metadata.name.clone().expect("sample name");
     let mut plan = support::plan_cluster(&name, &p.spec.probe);
     let bytes = std::fs::read(Path::new(sample_programs::DIR).join(object)).expect("built sample object");
-    let digest: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    let digest = hex(&Sha256::digest(&bytes));
     for probe in &mut plan.probes {
         if let PlannedProbe::Program(pp) = probe {
             pp.object = ObjectSource::Path {
@@ -80,21 +80,28 @@ for _ in range({n}):
 }
 
 /// A user's object built here as docs/programs.md says: `body` after the
-/// includes, a license and a u32 → u64 hash map `m`.
+/// includes, a license and a u32 → u64 hash map `m`. Objects are kept by
+/// the digest of their source and the header under the target directory:
+/// the kernel matrix's VMs read the tree the host run wrote, so clang runs
+/// once per source, not once more per emulated kernel (where it is slow).
 fn build_object(dir: &Path, name: &str, body: &str) -> String {
-    let src = dir.join(format!("{name}.bpf.c"));
-    std::fs::write(
-        &src,
-        format!(
-            "#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\n#include <bpf/bpf_tracing.h>\n\
-             #include <bpf/bpf_core_read.h>\n#include \"netprobe.h\"\nchar LICENSE[] SEC(\"license\") = \"GPL\";\n\
-             struct {{ __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 64); __type(key, __u32); \
-             __type(value, __u64); }} m SEC(\".maps\");\n{body}\n"
-        ),
-    )
-    .expect("write source");
-    let obj = dir.join(format!("{name}.bpf.o"));
     let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ebpf/include");
+    let source = format!(
+        "#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\n#include <bpf/bpf_tracing.h>\n\
+         #include <bpf/bpf_core_read.h>\n#include \"netprobe.h\"\nchar LICENSE[] SEC(\"license\") = \"GPL\";\n\
+         struct {{ __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 64); __type(key, __u32); \
+         __type(value, __u64); }} m SEC(\".maps\");\n{body}\n"
+    );
+    let header = std::fs::read(include.join("netprobe.h")).expect("read netprobe.h");
+    let digest = hex(&Sha256::new().chain_update(&source).chain_update(&header).finalize());
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("user-objects");
+    let cached = cache.join(format!("{name}-{}.bpf.o", &digest[..16]));
+    if cached.exists() {
+        return cached.display().to_string();
+    }
+    let src = dir.join(format!("{name}.bpf.c"));
+    std::fs::write(&src, source).expect("write source");
+    let obj = dir.join(format!("{name}.bpf.o"));
     let st = std::process::Command::new("clang")
         .args([
             "-target",
@@ -112,7 +119,19 @@ fn build_object(dir: &Path, name: &str, body: &str) -> String {
         .status()
         .expect("clang runs");
     assert!(st.success(), "{name} compiles");
+    // Keep it for the next run when the tree is writable (a VM's is not).
+    let tmp = cache.join(format!(".{name}-{}.{}", &digest[..16], std::process::id()));
+    let kept = std::fs::create_dir_all(&cache).is_ok()
+        && std::fs::copy(&obj, &tmp).is_ok()
+        && std::fs::rename(&tmp, &cached).is_ok();
+    if !kept {
+        let _ = std::fs::remove_file(&tmp);
+    }
     obj.display().to_string()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn total(fams: &[MetricFamily], name: &str, pod: &str) -> u64 {
