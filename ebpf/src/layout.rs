@@ -34,6 +34,7 @@ pub const TYPE_CONNECT: u32 = 1;
 pub const TYPE_RTT: u32 = 2;
 pub const TYPE_TRAFFIC: u32 = 4;
 pub const TYPE_DNS: u32 = 8;
+pub const TYPE_RETRANS: u32 = 16;
 
 /// DNS queries awaiting a response, node-wide.
 pub const DNS_PENDING: u32 = 16384;

@@ -39,11 +39,10 @@ pub mod programs {
     pub const RETRANSMIT_SKB: &str = "np_retransmit_skb";
     pub const RETRANSMIT_SKB_V1: &str = "np_retransmit_skb_v1";
     pub const RETRANSMIT_SYNACK: &str = "np_retransmit_synack";
-    /// TcpRetransmits' reconciliation with the socket's own count at close.
-    pub const RETRANSMIT_CLOSE: &str = "np_retrans_close";
     pub const SEND_RESET: &str = "np_send_reset";
     pub const RECEIVE_RESET: &str = "np_receive_reset";
-    /// Shared by TcpConnectLatency and TcpRtt (`np_config.types` selects).
+    /// Shared by TcpConnectLatency, TcpRtt and TcpRetransmits (its
+    /// reconciliation at close); `np_config.types` selects.
     pub const SOCK_STATE: &str = "np_sock_state_change";
     pub const RTT_ITER: &str = "np_rtt_iter";
     pub const KFREE_SKB: &str = "np_kfree_skb";
@@ -108,7 +107,6 @@ mod tests {
             programs::RETRANSMIT_SKB,
             programs::RETRANSMIT_SKB_V1,
             programs::RETRANSMIT_SYNACK,
-            programs::RETRANSMIT_CLOSE,
             programs::SEND_RESET,
             programs::RECEIVE_RESET,
             programs::SOCK_STATE,
@@ -198,6 +196,7 @@ mod tests {
             ("NP_ROLE_SERVER", 1),
             ("NP_TYPE_CONNECT", u64::from(layout::TYPE_CONNECT)),
             ("NP_TYPE_RTT", u64::from(layout::TYPE_RTT)),
+            ("NP_TYPE_RETRANS", u64::from(layout::TYPE_RETRANS)),
             ("NP_M_RETRANS_SEGS", u64::from(layout::metric::RETRANS_SEGS)),
             ("NP_M_RST_SENT", u64::from(layout::metric::RST_SENT)),
             ("NP_M_RST_RECV", u64::from(layout::metric::RST_RECV)),

@@ -304,7 +304,7 @@ fn pod_index_resolves_kubelet_cgroups_of_both_drivers() {
 }
 
 #[test]
-fn connect_latency_and_rtt_share_one_program() {
+fn connect_latency_rtt_and_retransmits_share_one_state_program() {
     if !kernel_available("shared socket-state program") {
         return;
     }
@@ -315,7 +315,11 @@ fn connect_latency_and_rtt_share_one_program() {
     let target = pod.target("shop", "s");
     let both = plan(
         "both",
-        vec![Probe::new(ProbeType::TcpConnectLatency), Probe::new(ProbeType::TcpRtt)],
+        vec![
+            Probe::new(ProbeType::TcpConnectLatency),
+            Probe::new(ProbeType::TcpRtt),
+            Probe::new(ProbeType::TcpRetransmits),
+        ],
     );
     let report = agent
         .set_desired(desired(both, std::slice::from_ref(&target), &[]))
@@ -323,13 +327,28 @@ fn connect_latency_and_rtt_share_one_program() {
     let shared = netprobe_ebpf::programs::SOCK_STATE.to_string();
     assert!(report.attached[&ProbeType::TcpConnectLatency].contains(&shared));
     assert!(report.attached[&ProbeType::TcpRtt].contains(&shared));
+    // TcpRetransmits' reconciliation at close runs in it too: one program
+    // run per state change on the node, whatever the number of types.
+    assert!(report.attached[&ProbeType::TcpRetransmits].contains(&shared));
+    use netprobe_ebpf::programs::{RETRANSMIT_SKB, RETRANSMIT_SKB_V1, RETRANSMIT_SYNACK};
+    let own: Vec<&String> = report.attached[&ProbeType::TcpRetransmits]
+        .iter()
+        .filter(|p| *p != &shared)
+        .collect();
+    assert!(
+        own.len() == 2
+            && own
+                .iter()
+                .all(|p| [RETRANSMIT_SKB, RETRANSMIT_SKB_V1, RETRANSMIT_SYNACK].contains(&p.as_str())),
+        "TcpRetransmits' own programs are on its two tracepoints only: {own:?}"
+    );
     let loaded = |a: &Agent| {
         a.program_stats()
             .into_iter()
             .filter(|s| s.program == netprobe_ebpf::programs::SOCK_STATE)
             .count()
     };
-    assert_eq!(loaded(&agent), 1, "attached once for both types");
+    assert_eq!(loaded(&agent), 1, "attached once for the three types");
     let hold = |n: usize| {
         format!(
             "import socket, time\nconns = []\nfor _ in range({n}):\n    s = socket.socket(); s.connect(('{}', 5003)); s.sendall(b'x'); s.recv(8); conns.append(s)\nprint('ok', flush=True)\ntime.sleep(60)\n",

@@ -50,9 +50,11 @@
 /* Active opens in SYN_SENT at once (LRU: the oldest is dropped). */
 #define NP_CONNECTING 16384
 
-/* np_config.types: socket-state probe types in use (one program serves both). */
+/* np_config.types: socket-state probe types in use (one program on
+ * inet_sock_set_state serves the three: one run per state change). */
 #define NP_TYPE_CONNECT 1u
 #define NP_TYPE_RTT 2u
+#define NP_TYPE_RETRANS 16u
 /* np_config.types: the cgroup_skb probe types in use (one program per
  * direction serves both). */
 #define NP_TYPE_TRAFFIC 4u

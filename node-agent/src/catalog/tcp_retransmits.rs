@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use netprobe_api::ProbeType;
 use netprobe_api::plan::PlannedProbe;
-use netprobe_ebpf::layout::{POD_PEERS, PeerKey, metric};
+use netprobe_ebpf::layout::{POD_PEERS, PeerKey, TYPE_RETRANS, metric};
 use netprobe_ebpf::programs;
 
 use super::{FamilySpec, Fill, Hook, KernelFacts, Needs, ProbeKind, peers};
@@ -33,8 +33,9 @@ impl ProbeKind for TcpRetransmits {
         Ok(vec![
             (p, Hook::Tracepoint("tcp_retransmit_skb")),
             (programs::RETRANSMIT_SYNACK, Hook::Tracepoint("tcp_retransmit_synack")),
-            // A socket's count is reconciled with the kernel's when it closes.
-            (programs::RETRANSMIT_CLOSE, Hook::Tracepoint("inet_sock_set_state")),
+            // A socket's count is reconciled with the kernel's when it
+            // closes, in the state-change program other types share.
+            (programs::SOCK_STATE, Hook::Tracepoint("inet_sock_set_state")),
         ])
     }
 
@@ -49,6 +50,10 @@ impl ProbeKind for TcpRetransmits {
 
     fn metrics(&self) -> &'static [u16] {
         &[metric::RETRANS_SEGS]
+    }
+
+    fn config_bit(&self) -> u32 {
+        TYPE_RETRANS
     }
 
     fn needs(&self, p: &PlannedProbe, needs: &mut Needs) {

@@ -116,6 +116,18 @@ static __always_inline void connect_done(struct sock *sk, const int newstate, __
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(np_sock_state_change, struct sock *sk, const int oldstate, const int newstate)
 {
+	if (newstate == TCP_CLOSE) {
+		if (!is_tcp(sk))
+			return 0;
+		struct np_config cfg = config_now();
+		if (cfg.types & NP_TYPE_RETRANS)
+			retrans_closed(sk);
+		if (oldstate == TCP_SYN_SENT && (cfg.types & NP_TYPE_CONNECT))
+			connect_done(sk, newstate, cfg.generation);
+		if (oldstate == TCP_ESTABLISHED && (cfg.types & NP_TYPE_RTT))
+			rtt_unmark(sk);
+		return 0;
+	}
 	if (newstate == TCP_SYN_SENT) {
 		struct np_config cfg = config_now();
 		if (!(cfg.types & NP_TYPE_CONNECT) || !is_tcp(sk))

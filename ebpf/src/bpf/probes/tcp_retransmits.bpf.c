@@ -96,27 +96,25 @@ int BPF_PROG(np_retransmit_skb_v1, const struct sock *sk, const struct sk_buff *
  * retransmit event is counted: a socket's last attempts are never lost, even
  * if their event was (a failed attempt before Linux 6.16, or an event this
  * program did not see). Sockets that never retransmitted have no entry; the
- * cookie is read, not generated, so closing them costs one load. */
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(np_retrans_close, struct sock *sk, const int oldstate, const int newstate)
+ * cookie is read, not generated, so closing them costs one load. Called by
+ * the state-change program (sock_state.bpf.c), which TcpConnectLatency and
+ * TcpRtt share: one program run per state change, not one per type. */
+static __always_inline void retrans_closed(struct sock *sk)
 {
-	if (newstate != TCP_CLOSE || sk->sk_protocol != IPPROTO_TCP)
-		return 0;
 	__u64 cookie = sk->__sk_common.skc_cookie.counter;
 	if (!cookie)
-		return 0;
+		return;
 	__u32 *seen = bpf_map_lookup_elem(&retrans_seen, &cookie);
 	if (!seen)
-		return 0;
+		return;
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
 	__u32 last = *seen;
 	bpf_map_delete_elem(&retrans_seen, &cookie);
 	if (!tp || tp->total_retrans <= last)
-		return 0;
+		return;
 	struct np_pod_info pod;
 	if (pod_of_sock(sk, &pod))
 		count_retrans(sk, &pod, tp->total_retrans - last);
-	return 0;
 }
 
 /* SYN-ACK retransmits of a listener count in TcpRetransSegs too. */
