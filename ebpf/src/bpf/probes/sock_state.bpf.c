@@ -41,11 +41,15 @@ static __always_inline void observe_srtt(__u32 slot, __u32 srtt_us8)
 }
 
 /* A selected pod's connection reaches ESTABLISHED: remember it for the
- * sampler (replacing a stale entry at the same address). */
-static __always_inline void rtt_mark(struct sock *sk)
+ * sampler (replacing a stale entry at the same address). `known` is its pod
+ * when the caller resolved it already (an active open TcpConnectLatency
+ * followed), else NULL. */
+static __always_inline void rtt_mark(struct sock *sk, const struct np_pod_info *known)
 {
 	struct np_pod_info pod;
-	if (!pod_of_sock(sk, &pod))
+	if (known)
+		pod = *known;
+	else if (!pod_of_sock(sk, &pod))
 		return;
 	__u64 key = (__u64)sk;
 	struct np_rtt_sock v = { .cookie = bpf_get_socket_cookie(sk), .slot = pod.slot };
@@ -57,38 +61,45 @@ static __always_inline void rtt_mark(struct sock *sk)
  * forgotten. */
 static __always_inline void rtt_unmark(struct sock *sk)
 {
+	/* A marked socket has a cookie (rtt_mark made it): most sockets that
+	 * were never marked have none, and skip the lookup. */
+	__u64 cookie = sk->__sk_common.skc_cookie.counter;
+	if (!cookie)
+		return;
 	__u64 key = (__u64)sk;
 	struct np_rtt_sock *v = bpf_map_lookup_elem(&rtt_socks, &key);
 	if (!v)
 		return;
 	struct np_rtt_sock m = *v;
 	bpf_map_delete_elem(&rtt_socks, &key);
-	if (m.cookie != bpf_get_socket_cookie(sk))
+	if (m.cookie != cookie)
 		return;
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
 	if (tp)
 		observe_srtt(m.slot, tp->srtt_us);
 }
 
-/* A socket leaves SYN_SENT: its connect latency or its failure. */
-static __always_inline void connect_done(struct sock *sk, const int newstate, __u32 gen)
+/* A socket leaves SYN_SENT: its connect latency or its failure. Returns
+ * the socket's pod in *pod when it was a selected pod's pending connect. */
+static __always_inline int connect_done(struct sock *sk, const int newstate, __u32 gen, struct np_pod_info *pod)
 {
 	__u64 key = (__u64)sk;
 	struct np_connect *c = bpf_map_lookup_elem(&connecting, &key);
 	if (!c)
-		return;
+		return 0;
 	struct np_connect pending = *c;
 	bpf_map_delete_elem(&connecting, &key);
 	__u32 slot = pending.slot;
 	__u32 flags = pending.flags;
 	if (pending.generation != gen) {
 		/* The pods changed since the SYN: resolve again. */
-		struct np_pod_info pod;
-		if (!pod_of_sock(sk, &pod))
-			return;
-		slot = pod.slot;
-		flags = pod.flags;
+		if (!pod_of_sock(sk, pod))
+			return 0;
+		slot = pod->slot;
+		flags = pod->flags;
 	}
+	pod->slot = slot;
+	pod->flags = flags;
 	if (newstate == TCP_ESTABLISHED) {
 		__u64 ns = bpf_ktime_get_ns() - pending.syn_ns;
 		observe(slot, NP_B_CONNECT, ns);
@@ -105,6 +116,7 @@ static __always_inline void connect_done(struct sock *sk, const int newstate, __
 		if ((flags & NP_POD_PEERS) && r < NP_FAIL_MAX)
 			count_sock_peer(sk, slot, NP_M_CONNECT_FAIL, r, 1);
 	}
+	return 1;
 }
 
 /* TcpConnectLatency and TcpRtt share this one program (np_config.types says
@@ -122,8 +134,9 @@ int BPF_PROG(np_sock_state_change, struct sock *sk, const int oldstate, const in
 		struct np_config cfg = config_now();
 		if (cfg.types & NP_TYPE_RETRANS)
 			retrans_closed(sk);
+		struct np_pod_info pod = {};
 		if (oldstate == TCP_SYN_SENT && (cfg.types & NP_TYPE_CONNECT))
-			connect_done(sk, newstate, cfg.generation);
+			connect_done(sk, newstate, cfg.generation, &pod);
 		if (oldstate == TCP_ESTABLISHED && (cfg.types & NP_TYPE_RTT))
 			rtt_unmark(sk);
 		return 0;
@@ -147,12 +160,14 @@ int BPF_PROG(np_sock_state_change, struct sock *sk, const int oldstate, const in
 	if (!is_tcp(sk))
 		return 0;
 	struct np_config cfg = config_now();
+	struct np_pod_info pod = {};
+	int known = 0;
 	if (oldstate == TCP_SYN_SENT && (cfg.types & NP_TYPE_CONNECT))
-		connect_done(sk, newstate, cfg.generation);
+		known = connect_done(sk, newstate, cfg.generation, &pod);
 	if (!(cfg.types & NP_TYPE_RTT))
 		return 0;
 	if (newstate == TCP_ESTABLISHED)
-		rtt_mark(sk);
+		rtt_mark(sk, known ? &pod : 0);
 	else if (oldstate == TCP_ESTABLISHED)
 		rtt_unmark(sk);
 	return 0;

@@ -104,13 +104,17 @@ static __always_inline void retrans_closed(struct sock *sk)
 	__u64 cookie = sk->__sk_common.skc_cookie.counter;
 	if (!cookie)
 		return;
+	/* Nothing to reconcile for a socket that never retransmitted (its
+	 * entry, if a failed attempt made one, is left to the LRU). */
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp || !tp->total_retrans)
+		return;
 	__u32 *seen = bpf_map_lookup_elem(&retrans_seen, &cookie);
 	if (!seen)
 		return;
-	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
 	__u32 last = *seen;
 	bpf_map_delete_elem(&retrans_seen, &cookie);
-	if (!tp || tp->total_retrans <= last)
+	if (tp->total_retrans <= last)
 		return;
 	struct np_pod_info pod;
 	if (pod_of_sock(sk, &pod))
