@@ -613,9 +613,9 @@ fn main() {
         "table inet nptest2 {\n chain output {\n type filter hook output priority 0;\n udp dport 9998 drop\n }\n}",
     );
     let target = pod.target("bench", "pod");
-    // NETPROBE_BENCH_ONLY=kernel|throughput|dns|conn: that section only.
+    // NETPROBE_BENCH_ONLY=kernel|throughput|dns|conn (or several, comma-separated): those sections only.
     let only = std::env::var("NETPROBE_BENCH_ONLY").unwrap_or_default();
-    let want = |section: &str| only.is_empty() || only == section;
+    let want = |section: &str| only.is_empty() || only.split(',').any(|s| s == section);
     if want("kernel") {
         kernel_cost(&agent, &pod, &target);
     }
