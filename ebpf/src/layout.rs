@@ -12,7 +12,9 @@ pub const HISTS: u32 = (2 + DNS_QTYPES.len() as u32) * MAX_PODS;
 /// `np_hist_key.which`: the bounds index below this bit, the histogram's
 /// sub value (DNS: the query type) from it up.
 pub const HIST_SUB_SHIFT: u32 = 16;
-pub const CONNECTING: u32 = 16384;
+pub const CONNECTING: u32 = 65536;
+/// The default `np_config.connect_share`: pending connects one pod may hold.
+pub const CONNECTING_PER_POD: u32 = 4096;
 pub const RTT_SOCKS: u32 = 65536;
 pub const PEERS: u32 = 16384;
 pub const PEER_HISTS: u32 = 4096;
@@ -73,6 +75,9 @@ pub mod metric {
     pub const DNS_LATE: u16 = 16;
     /// Never answered (the agent's sweep counts these).
     pub const DNS_UNANSWERED: u16 = 17;
+    /// Active opens TcpConnectLatency did not follow (the pod's share or
+    /// the node's table of pending connects full, or swept unclosed).
+    pub const CONNECT_UNTRACKED: u16 = 18;
 }
 
 /// The `rcode` label by response code (RFC 1035); every other code is `other`.
@@ -88,7 +93,15 @@ const TRAFFIC_SLOTS: usize = TRAFFIC_DIRECTIONS.len() * TRAFFIC_PROTOCOLS.len();
 pub const CONNECT_FAIL_REASONS: [&str; 5] = ["refused", "timeout", "unreachable", "aborted", "other"];
 
 /// Indices of the `errors` per-CPU array, as metric label values.
-pub const ERROR_NAMES: [&str; 6] = ["counters", "peers", "rtt_socks", "leaf_cache", "hists", "dns_pending"];
+pub const ERROR_NAMES: [&str; 7] = [
+    "counters",
+    "peers",
+    "rtt_socks",
+    "leaf_cache",
+    "hists",
+    "dns_pending",
+    "connecting",
+];
 
 /// Indices of the `bounds` array.
 pub const BOUNDS_CONNECT: u32 = 0;
@@ -116,6 +129,8 @@ pub struct Leaf {
 pub struct Config {
     pub generation: u32,
     pub types: u32,
+    pub connect_share: u32,
+    pub _pad: u32,
 }
 
 #[repr(C)]
@@ -293,7 +308,11 @@ pub fn mirrored() -> Vec<Mirrored> {
         (
             "np_config",
             size_of::<Config>(),
-            vec![("generation", offset_of!(Config, generation))],
+            vec![
+                ("generation", offset_of!(Config, generation)),
+                ("types", offset_of!(Config, types)),
+                ("connect_share", offset_of!(Config, connect_share)),
+            ],
         ),
         (
             "np_bounds",

@@ -44,7 +44,11 @@ pub mod programs {
     /// Shared by TcpConnectLatency, TcpRtt and TcpRetransmits (its
     /// reconciliation at close); `np_config.types` selects.
     pub const SOCK_STATE: &str = "np_sock_state_change";
-    pub const RTT_ITER: &str = "np_rtt_iter";
+    /// Samples TcpRtt's marked connections; run by the agent.
+    pub const RTT_SAMPLE: &str = "np_rtt_sample";
+    /// Forgets pending connects that lost their close; run with the DNS
+    /// sweep while TcpConnectLatency is attached.
+    pub const CONNECT_SWEEP: &str = "np_connect_sweep";
     pub const KFREE_SKB: &str = "np_kfree_skb";
     pub const KFREE_SKB_V1: &str = "np_kfree_skb_v1";
     /// Traffic and Dns (`np_config.types` selects): every packet a socket
@@ -73,6 +77,8 @@ pub mod maps {
     pub const ERRORS: &str = "errors";
     pub const RTT_SOCKS: &str = "rtt_socks";
     pub const CONNECTING: &str = "connecting";
+    /// Entries of `connecting` per slot (signed), against the pod's share.
+    pub const CONNECTING_SLOTS: &str = "connecting_slots";
     /// Per-CPU array of `Traffic`, indexed by slot.
     pub const TRAFFIC: &str = "traffic";
     /// DNS queries awaiting a response, by (socket cookie, ID).
@@ -110,7 +116,8 @@ mod tests {
             programs::SEND_RESET,
             programs::RECEIVE_RESET,
             programs::SOCK_STATE,
-            programs::RTT_ITER,
+            programs::RTT_SAMPLE,
+            programs::CONNECT_SWEEP,
             programs::KFREE_SKB,
             programs::KFREE_SKB_V1,
             programs::SKB_EGRESS,
@@ -132,6 +139,7 @@ mod tests {
             maps::ERRORS,
             maps::RTT_SOCKS,
             maps::CONNECTING,
+            maps::CONNECTING_SLOTS,
         ] {
             assert!(obj.iter().any(|s| s == p), "{p} not in object symbols");
         }
@@ -231,6 +239,8 @@ mod tests {
             ("NP_FAIL_OTHER", layout::CONNECT_FAIL_REASONS.len() as u64 - 1),
             ("NP_FAIL_MAX", layout::CONNECT_FAIL_REASONS.len() as u64),
             ("NP_CONNECTING", u64::from(layout::CONNECTING)),
+            ("NP_CONNECTING_PER_POD", u64::from(layout::CONNECTING_PER_POD)),
+            ("NP_M_CONNECT_UNTRACKED", u64::from(layout::metric::CONNECT_UNTRACKED)),
             ("NP_RTT_SOCKS", u64::from(layout::RTT_SOCKS)),
             ("NP_DROP_SUBSYSTEM", u64::from(layout::DROP_SUBSYSTEM)),
             ("NP_E_MAX", layout::ERROR_NAMES.len() as u64),

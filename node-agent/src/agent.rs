@@ -14,8 +14,8 @@ use netprobe_ebpf::layout;
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
 
-use crate::kernel::iter::MapIterLink;
 use crate::kernel::manager::{ApplyReport, KernelFacts, ManagerError, ProbeManager};
+use crate::kernel::prog_run::ProgRun;
 use crate::pipeline::collector::{self, Baseline, Baselines, Budget, ReasonNames};
 use crate::pipeline::desired::{Desired, KernelState};
 use crate::pipeline::peers::PeerWorld;
@@ -145,6 +145,22 @@ impl Agent {
         self.lock().manager.sweep_dns()
     }
 
+    /// Forget pending connects that lost their close, counting each as
+    /// untracked for its pod (`np_connect_sweep`). Runs the iterator
+    /// without holding the manager.
+    pub fn sweep_connects(&self) -> std::io::Result<()> {
+        let sweeper = self.lock().manager.connect_sweeper();
+        match sweeper {
+            Some(s) => s.run().map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    /// How many pending connects one pod may hold (`--connect-pending-per-pod`).
+    pub fn set_connect_share(&self, share: u32) -> Result<(), ManagerError> {
+        self.lock().manager.set_connect_share(share)
+    }
+
     /// What users' programs may be and take on this node (the agent's
     /// `--max-programs`, `--program-map-memory`, `--program-types`).
     pub fn set_program_limits(&self, limits: crate::kernel::programs::ProgramLimits) {
@@ -264,7 +280,7 @@ impl Agent {
         self.lock().manager.program_stats()
     }
 
-    pub fn rtt_sampler(&self) -> Option<Arc<MapIterLink>> {
+    pub fn rtt_sampler(&self) -> Option<Arc<ProgRun>> {
         self.lock().manager.rtt_sampler()
     }
 
@@ -481,16 +497,23 @@ pub async fn admit_forever(agent: Agent, every: Duration) {
     }
 }
 
-/// Sweep timed-out DNS queries every `every` while Dns is attached.
+/// Sweep timed-out DNS queries every `every` while Dns is attached, and
+/// pending connects that lost their close while TcpConnectLatency is.
 pub async fn sweep_dns_forever(agent: Agent, every: Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
         let a = agent.clone();
-        match tokio::task::spawn_blocking(move || a.sweep_dns()).await {
-            Ok(Err(e)) => tracing::warn!(error = %e, "DNS sweep failed"),
-            Err(e) => tracing::warn!(error = %e, "DNS sweep task failed"),
-            Ok(Ok(_)) => {}
+        match tokio::task::spawn_blocking(move || (a.sweep_dns(), a.sweep_connects())).await {
+            Ok((dns, connects)) => {
+                if let Err(e) = dns {
+                    tracing::warn!(error = %e, "DNS sweep failed");
+                }
+                if let Err(e) = connects {
+                    tracing::warn!(error = %e, "pending-connect sweep failed");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "sweep task failed"),
         }
     }
 }

@@ -67,6 +67,13 @@ struct Cli {
     /// as a timeout.
     #[arg(long, default_value = "5", value_parser = parse_secs)]
     dns_timeout: Duration,
+    /// Pending connects (SYN sent, no answer yet) TcpConnectLatency follows
+    /// per pod, of 65,536 on the node: one pod's SYN storm fills its share,
+    /// not other tenants'. Opens beyond it are counted in
+    /// netprobe_tcp_connect_untracked_total.
+    #[arg(long, default_value_t = netprobe_ebpf::layout::CONNECTING_PER_POD,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(netprobe_ebpf::layout::CONNECTING)))]
+    connect_pending_per_pod: u32,
     /// The cluster's Service CIDRs (comma-separated), so peer classes call a
     /// ClusterIP peer `service` (in standalone mode too).
     #[arg(long, env = "NETPROBE_SERVICE_CIDRS", value_delimiter = ',')]
@@ -158,6 +165,9 @@ async fn main() -> anyhow::Result<()> {
         anyhow::bail!("--dns-ports takes 1 to 8 ports, none of them 0");
     }
     agent.set_dns(&cli.dns_ports, cli.dns_timeout).context("--dns-ports")?;
+    agent
+        .set_connect_share(cli.connect_pending_per_pod)
+        .context("--connect-pending-per-pod")?;
     let mut types = std::collections::BTreeSet::new();
     for t in &cli.program_types {
         let kind = SectionKind::parse(t.trim())

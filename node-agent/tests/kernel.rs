@@ -449,6 +449,104 @@ ts = [threading.Thread(target=one, args=a) for a in [(socket.AF_INET, "{}"), (so
     assert_eq!(refused, 3.0);
 }
 
+/// One pod's SYN storm meets its own share of the pending-connect table:
+/// the opens beyond it are counted as untracked for that pod (tracked +
+/// untracked = the pod's TcpActiveOpens), and another tenant's pod connecting
+/// during the storm is followed exactly.
+#[test]
+fn a_syn_storm_fills_its_own_share_and_says_so() {
+    if !kernel_available("SYN storm share") {
+        return;
+    }
+    let _s = serial();
+    let agent = Agent::new(false).expect("agent loads");
+    let share = 200u64;
+    agent.set_connect_share(share as u32).expect("share");
+    let stormy = Pod::new(Driver::Systemd);
+    let calm = Pod::new(Driver::Cgroupfs);
+    Pod::nft(
+        &stormy.peer_ns,
+        "table inet nptest {\n chain input {\n type filter hook input priority 0;\n tcp dport 5003 tcp flags syn counter drop\n }\n}",
+    );
+    let shop = plan("storm", vec![Probe::new(ProbeType::TcpConnectLatency)]);
+    let bank = support::plan_in("bank", "calm", vec![Probe::new(ProbeType::TcpConnectLatency)]);
+    let (st, ct) = (stormy.target("shop", "api-0"), calm.target("bank", "web-0"));
+    agent
+        .set_desired(support::desired_with(&[(&shop, &st), (&bank, &ct)]))
+        .expect("apply");
+    let (opens_s0, opens_c0) = (stormy.nstat("TcpActiveOpens"), calm.nstat("TcpActiveOpens"));
+    let storm = 600;
+    let go = std::env::temp_dir().join(format!("nptest-storm-{}", std::process::id()));
+    let _ = std::fs::remove_file(&go);
+    let mut child = stormy.spawn(&format!(
+        r#"
+import os, resource, socket, time
+resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
+socks = []
+for _ in range({storm}):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setblocking(False)
+    try:
+        s.connect(("{}", 5003))
+    except BlockingIOError:
+        pass
+    socks.append(s)
+print("ready", flush=True)
+while not os.path.exists("{}"):
+    time.sleep(0.05)
+for s in socks:
+    s.close()
+print("closed", len(socks))
+"#,
+        stormy.peer_ip4,
+        go.display()
+    ));
+    support::read_ready(&mut child);
+    // While the storm's connects pend: the other tenant's refused opens.
+    calm.run(&support::refused_connects(&[calm.peer_ip4.as_str()], 20, 5996));
+    std::fs::write(&go, b"").expect("signal the storm");
+    let out = child.wait_with_output().expect("storm");
+    let _ = std::fs::remove_file(&go);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("closed {storm}")));
+    let opens_s = stormy.nstat("TcpActiveOpens") - opens_s0;
+    let opens_c = calm.nstat("TcpActiveOpens") - opens_c0;
+    let (_, fams) = settle(&agent, |fams| {
+        let failed = counter(fams, "netprobe_tcp_connect_failures_total", &[("pod", "api-0")]).unwrap_or(0.0) as u64;
+        let untracked =
+            counter(fams, "netprobe_tcp_connect_untracked_total", &[("pod", "api-0")]).unwrap_or(0.0) as u64;
+        let refused = counter(
+            fams,
+            "netprobe_tcp_connect_failures_total",
+            &[("pod", "web-0"), ("reason", "refused")],
+        )
+        .unwrap_or(0.0) as u64;
+        if failed + untracked != opens_s || refused != opens_c {
+            return Err(format!(
+                "storm: {failed} followed + {untracked} untracked vs TcpActiveOpens {opens_s}; \
+                 other tenant: {refused} refused vs TcpActiveOpens {opens_c}"
+            ));
+        }
+        Ok(failed)
+    });
+    let followed = counter(&fams, "netprobe_tcp_connect_failures_total", &[("pod", "api-0")]).unwrap_or(0.0) as u64;
+    let untracked = counter(&fams, "netprobe_tcp_connect_untracked_total", &[("pod", "api-0")]).unwrap_or(0.0) as u64;
+    let full = counter(&fams, "netprobe_agent_map_full_total", &[("map", "connecting")]).unwrap_or(0.0);
+    println!(
+        "SYN storm of {opens_s} opens (share {share}): {followed} followed, {untracked} untracked; \
+         other tenant: {opens_c} opens, all followed; connecting table full: {full}"
+    );
+    assert_eq!(opens_s, storm);
+    assert_eq!(opens_c, 20);
+    // One thread opened them: the share is exact.
+    assert_eq!(followed, share, "the storm holds its share of the table, no more");
+    assert_eq!(
+        counter(&fams, "netprobe_tcp_connect_untracked_total", &[("pod", "web-0")]),
+        None,
+        "the other tenant lost nothing"
+    );
+    assert_eq!(full, 0.0);
+}
+
 /// The id of the most recently created BPF map named `name` (the test's
 /// agent's: tests of a binary run one at a time).
 fn newest_map_id(name: &str) -> u64 {

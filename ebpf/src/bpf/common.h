@@ -142,15 +142,26 @@ struct {
 } errors SEC(".maps");
 
 /* Pending active opens. Not socket storage: creating and freeing socket
- * storage costs far more per connection than a preallocated hash entry
- * (BENCHMARKS.md), and a connection needs its entry only until it leaves
- * SYN_SENT. */
+ * storage costs far more per connection than a hash entry (BENCHMARKS.md),
+ * and a connection needs its entry only until it leaves SYN_SENT. Not LRU
+ * either (layout.h, NP_CONNECTING): a full table refuses, and is counted. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, NP_CONNECTING);
 	__type(key, __u64);
 	__type(value, struct np_connect);
 } connecting SEC(".maps");
+
+/* Entries of `connecting` each pod slot holds (signed: a slot's count may
+ * dip below zero for a moment after the agent resets it), so one pod's
+ * storm meets its share (np_config.connect_share), not the node's table. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, NP_MAX_PODS);
+	__type(key, __u32);
+	__type(value, __s64);
+} connecting_slots SEC(".maps");
 
 /* Established connections TcpRtt samples. Not socket storage: creating
  * and freeing it per connection cost TcpRtt 16-24% of the short-connection
@@ -180,7 +191,7 @@ static __always_inline struct np_config config_now(void)
 {
 	__u32 zero = 0;
 	struct np_config *c = bpf_map_lookup_elem(&config, &zero);
-	struct np_config out = { .generation = 0, .types = 0 };
+	struct np_config out = { .generation = 0, .types = 0, .connect_share = 0 };
 	if (c)
 		out = *c;
 	return out;

@@ -106,27 +106,6 @@ struct request_sock {
 };
 struct bpf_map;
 
-struct bpf_iter_meta {
-	void *seq;
-	__u64 session_id;
-	__u64 seq_num;
-};
-
-struct bpf_iter__bpf_map_elem {
-	union {
-		struct bpf_iter_meta *meta;
-	};
-	union {
-		struct bpf_map *map;
-	};
-	union {
-		void *key;
-	};
-	union {
-		void *value;
-	};
-};
-
 #pragma clang attribute pop
 
 /* Values of kernel enums that are ABI (uapi or stable since forever). */

@@ -47,8 +47,20 @@
  * per connection from the kernel's BPF memory caches; a connection that
  * finds the map full is not sampled and is counted in errors). */
 #define NP_RTT_SOCKS 65536
-/* Active opens in SYN_SENT at once (LRU: the oldest is dropped). */
-#define NP_CONNECTING 16384
+/* Active opens in SYN_SENT at once, node-wide (allocated per connect; an
+ * open that finds it full is not followed, and is counted: errors and the
+ * pod's untracked counter). Not LRU: an LRU map drops the oldest pending
+ * connect silently, so one pod's SYN storm would erase other tenants'
+ * connects. */
+#define NP_CONNECTING 65536
+/* The default share of NP_CONNECTING one pod may hold (np_config
+ * .connect_share, the agent's --connect-pending-per-pod): a pod's storm
+ * fills its share, not the node's table. */
+#define NP_CONNECTING_PER_POD 4096
+/* A pending connect older than this is swept (and counted untracked): the
+ * kernel gives up on a SYN after ~127 s by default, so an entry this old
+ * lost its close (a type turned off and on while it pended). */
+#define NP_CONNECT_MAX_AGE_NS (600ull * 1000000000ull)
 
 /* np_config.types: socket-state probe types in use (one program on
  * inet_sock_set_state serves the three: one run per state change). */
@@ -100,6 +112,9 @@ enum np_metric {
 	 * answered are counted by the agent's sweep of dns_pending */
 	NP_M_DNS_LATE = 16,
 	NP_M_DNS_UNANSWERED = 17,
+	/* Active opens of a pod TcpConnectLatency did not follow: the pod's
+	 * share of pending connects, or the node's table, was full. */
+	NP_M_CONNECT_UNTRACKED = 18,
 };
 
 /* Traffic counters of a pod, by direction and protocol: index
@@ -132,7 +147,8 @@ enum np_error {
 	NP_E_LEAF_CACHE = 3,
 	NP_E_HISTS_FULL = 4,
 	NP_E_DNS_PENDING = 5,
-	NP_E_MAX = 6,
+	NP_E_CONNECTING = 6,
+	NP_E_MAX = 7,
 };
 
 enum np_bounds_index {
@@ -156,6 +172,9 @@ struct np_leaf {
 struct np_config {
 	__u32 generation;
 	__u32 types;
+	/* Pending connects one pod slot may hold in `connecting`. */
+	__u32 connect_share;
+	__u32 _pad;
 };
 
 struct np_bounds {

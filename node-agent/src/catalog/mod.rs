@@ -54,8 +54,8 @@ pub fn of(t: ProbeType) -> &'static dyn ProbeKind {
 pub enum Hook {
     /// A BTF tracepoint (`tp_btf/<name>`).
     Tracepoint(&'static str),
-    /// An iterator over the elements of a map, run by the agent.
-    MapIter(&'static str),
+    /// None: the agent runs it (kernel/prog_run.rs), walking a map.
+    Run,
     /// A `cgroup_skb` program on the cgroup root, beside other programs
     /// there (multi-attach): every packet a socket sends (`egress`) or
     /// receives.

@@ -12,11 +12,12 @@ use netprobe_ebpf::layout::{self, BOUNDS_CONNECT, CONNECT_FAIL_REASONS, TYPE_CON
 use netprobe_ebpf::{maps, programs};
 
 use super::{FamilySpec, Fill, Hook, KernelFacts, Needs, ProbeKind, histogram, peers};
-use crate::kernel::error::{ManagerError, clear_hash};
+use crate::kernel::error::{ManagerError, clear_hash, reset_connecting_slots};
 
 pub struct TcpConnectLatency;
 
 const LATENCY: &str = "netprobe_tcp_connect_latency_seconds";
+const UNTRACKED: &str = "netprobe_tcp_connect_untracked_total";
 
 impl ProbeKind for TcpConnectLatency {
     fn tracepoints(&self) -> &'static [&'static str] {
@@ -25,11 +26,19 @@ impl ProbeKind for TcpConnectLatency {
 
     fn programs(&self, facts: &KernelFacts) -> Result<Vec<(&'static str, Hook)>, String> {
         facts.tracepoint("inet_sock_set_state")?;
-        Ok(vec![(programs::SOCK_STATE, Hook::Tracepoint("inet_sock_set_state"))])
+        Ok(vec![
+            (programs::SOCK_STATE, Hook::Tracepoint("inet_sock_set_state")),
+            (programs::CONNECT_SWEEP, Hook::Run),
+        ])
     }
 
     fn metrics(&self) -> &'static [u16] {
-        &[metric::CONNECT_BUCKET, metric::CONNECT_SUM, metric::CONNECT_FAIL]
+        &[
+            metric::CONNECT_BUCKET,
+            metric::CONNECT_SUM,
+            metric::CONNECT_FAIL,
+            metric::CONNECT_UNTRACKED,
+        ]
     }
 
     fn config_bit(&self) -> u32 {
@@ -41,9 +50,10 @@ impl ProbeKind for TcpConnectLatency {
     }
 
     /// Connects pending when it was detached: a socket that later reuses
-    /// one's address must not find its SYN time.
+    /// one's address must not find its SYN time, nor a pod its share taken.
     fn on_detach(&self, ebpf: &mut Ebpf) -> Result<(), ManagerError> {
-        clear_hash::<u64, layout::Connect>(ebpf, maps::CONNECTING)
+        clear_hash::<u64, layout::Connect>(ebpf, maps::CONNECTING)?;
+        reset_connecting_slots(ebpf, None)
     }
 
     fn needs(&self, p: &PlannedProbe, needs: &mut Needs) {
@@ -76,10 +86,23 @@ impl ProbeKind for TcpConnectLatency {
                 &["reason"],
             )
             .with_peers(p.peers()),
+            FamilySpec::counter(
+                ProbeType::TcpConnectLatency,
+                UNTRACKED,
+                "Active TCP opens of the pod that TcpConnectLatency did not follow: the pod's share of pending connects (--connect-pending-per-pod) or the node's table was full. Not zero means the pod's connect latency and failure series are partial.",
+                &[],
+            ),
         ]
     }
 
     fn fill(&self, f: &FamilySpec, out: &mut Fill<'_>) {
+        if f.name == UNTRACKED {
+            let n: u64 = out.counters.of(metric::CONNECT_UNTRACKED).map(|(_, v)| v).sum();
+            if n > 0 {
+                out.add(&[], n);
+            }
+            return;
+        }
         let reason = |sub: u16| CONNECT_FAIL_REASONS.get(sub as usize).copied().unwrap_or("other");
         match (f.name == LATENCY, &f.peers) {
             (true, Some(plan)) => return peers::fill_connect_histogram(out, plan),

@@ -25,7 +25,7 @@ impl ProbeKind for TcpRtt {
         facts.tracepoint("inet_sock_set_state")?;
         Ok(vec![
             (programs::SOCK_STATE, Hook::Tracepoint("inet_sock_set_state")),
-            (programs::RTT_ITER, Hook::MapIter(maps::RTT_SOCKS)),
+            (programs::RTT_SAMPLE, Hook::Run),
         ])
     }
 

@@ -1,5 +1,5 @@
-//! The few bpf(2) commands aya 0.14 does not expose: creating an iterator
-//! link over a map, opening an iterator, and a program's recursion misses
+//! The few bpf(2) commands aya 0.14 does not expose: running a program
+//! (`prog_run`), a program's recursion misses
 //! (runs the kernel skipped because the program was already running on that
 //! CPU — events netprobe did not see, which users must be able to see); and
 //! the map element commands on byte keys, for user programs' maps, whose
@@ -12,7 +12,7 @@ const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 /// `offsetof(struct bpf_prog_info, recursion_misses)` (uapi, Linux >= 5.12).
 const PROG_INFO_RECURSION_MISSES: usize = 208;
 
-fn sys_bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> std::io::Result<libc::c_long> {
+pub fn sys_bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> std::io::Result<libc::c_long> {
     // SAFETY: attr is a zeroed, correctly laid out `union bpf_attr` prefix of
     // 128 bytes that outlives the call; the kernel reads at most `size` bytes.
     let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len() as libc::c_uint) };

@@ -41,6 +41,23 @@ pub fn clear_hash<K: aya::Pod, V: aya::Pod>(ebpf: &mut aya::Ebpf, name: &'static
     remove_from_hash::<K, V>(ebpf, name, |_, _| true)
 }
 
+/// Zero the count of pending connects of `slot` (every slot when None):
+/// after its entries of `connecting` were removed from userspace, which
+/// cannot decrement the count the programs keep atomically.
+pub fn reset_connecting_slots(ebpf: &mut aya::Ebpf, slot: Option<u32>) -> Result<(), ManagerError> {
+    let name = netprobe_ebpf::maps::CONNECTING_SLOTS;
+    let mut arr: aya::maps::Array<_, i64> = aya::maps::Array::try_from(map_mut(ebpf, name)?).map_err(map_err(name))?;
+    match slot {
+        Some(s) => arr.set(s, 0, 0).map_err(map_err(name)),
+        None => {
+            for s in 0..arr.len() {
+                arr.set(s, 0, 0).map_err(map_err(name))?;
+            }
+            Ok(())
+        }
+    }
+}
+
 /// Delete the entries of hash map `name` that `drop` picks.
 pub fn remove_from_hash<K: aya::Pod, V: aya::Pod>(
     ebpf: &mut aya::Ebpf,

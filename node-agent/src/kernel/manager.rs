@@ -21,8 +21,8 @@ use crate::catalog::{self, Hook};
 use crate::kernel::counters;
 pub use crate::kernel::counters::Snapshot;
 pub use crate::kernel::error::ManagerError;
-use crate::kernel::error::{map_err, map_mut, remove_from_hash, verifier_reason};
-use crate::kernel::iter::MapIterLink;
+use crate::kernel::error::{map_err, map_mut, remove_from_hash, reset_connecting_slots, verifier_reason};
+use crate::kernel::prog_run::ProgRun;
 pub use crate::kernel::programs::ProgramLimits;
 use crate::kernel::programs::UserPrograms;
 use crate::kernel::slots::{QUARANTINE, Slots};
@@ -66,7 +66,11 @@ pub struct ProbeManager {
     attached: BTreeMap<ProbeType, Vec<&'static str>>,
     /// `np_config.types` as last written.
     types_mask: u32,
-    rtt_iter: Option<Arc<MapIterLink>>,
+    /// Programs the agent runs (the RTT sampler, the connect sweep), by
+    /// name.
+    runs: BTreeMap<&'static str, Arc<ProgRun>>,
+    /// `np_config.connect_share` (`--connect-pending-per-pod`).
+    connect_share: u32,
     /// The cgroup2 hierarchy cgroup_skb programs attach to (its root: every
     /// pod below it); None until set, then the mount this process sees.
     cgroup_root: Option<std::path::PathBuf>,
@@ -94,7 +98,8 @@ impl ProbeManager {
             links: BTreeMap::new(),
             attached: BTreeMap::new(),
             types_mask: 0,
-            rtt_iter: None,
+            runs: BTreeMap::new(),
+            connect_share: layout::CONNECTING_PER_POD,
             cgroup_root: None,
             dns_unanswered: BTreeMap::new(),
             dns_timeout: std::time::Duration::from_secs(5),
@@ -102,6 +107,7 @@ impl ProbeManager {
             report: ApplyReport::default(),
         };
         m.set_dns(&[53], std::time::Duration::from_secs(5))?;
+        m.write_config()?;
         Ok(m)
     }
 
@@ -137,7 +143,10 @@ impl ProbeManager {
         self.user.forget_slot(slot);
         self.dns_unanswered.retain(|(s, _), _| *s != slot);
         remove_from_hash::<layout::DnsKey, layout::DnsQuery>(&mut self.ebpf, maps::DNS_PENDING, |_, q| q.slot == slot)?;
-        remove_from_hash::<u64, layout::RttSock>(&mut self.ebpf, maps::RTT_SOCKS, |_, v| v.slot == slot)
+        remove_from_hash::<u64, layout::RttSock>(&mut self.ebpf, maps::RTT_SOCKS, |_, v| v.slot == slot)?;
+        // Its pending connects, and their count against the share.
+        remove_from_hash::<u64, layout::Connect>(&mut self.ebpf, maps::CONNECTING, |_, c| c.slot == slot)?;
+        reset_connecting_slots(&mut self.ebpf, Some(slot))
     }
 
     /// Count and forget the DNS queries that waited longer than the
@@ -242,20 +251,11 @@ impl ProbeManager {
                     link: Some(link),
                 })
             }
-            (Hook::MapIter(map), Program::Iter(p)) => {
-                p.load("bpf_map_elem", btf).map_err(|e| verifier_reason(name, &e))?;
-                let prog_fd = p
-                    .fd()
-                    .map_err(|e| e.to_string())?
-                    .as_fd()
-                    .try_clone_to_owned()
-                    .map_err(|e| e.to_string())?;
-                let Some(Map::HashMap(md)) = self.ebpf.map(map) else {
-                    return Err(format!("map {map} is not a hash map"));
-                };
-                let link = MapIterLink::attach(prog_fd, md.fd())
-                    .map_err(|e| format!("creating the iterator over {map}: {e}"))?;
-                self.rtt_iter = Some(Arc::new(link));
+            (Hook::Run, Program::RawTracePoint(p)) => {
+                p.load().map_err(|e| verifier_reason(name, &e))?;
+                let fd = p.fd().map_err(|e| e.to_string())?;
+                let run = ProgRun::new(fd.as_fd()).map_err(|e| format!("keeping {name}: {e}"))?;
+                self.runs.insert(name, Arc::new(run));
                 Ok(Attached {
                     program: name,
                     link: None,
@@ -298,10 +298,8 @@ impl ProbeManager {
     }
 
     fn detach_one(&mut self, a: Attached) {
-        // The RTT iterator has no attachment: the agent runs it.
-        if a.program == netprobe_ebpf::programs::RTT_ITER {
-            self.rtt_iter = None;
-        }
+        // Programs the agent runs have no attachment.
+        self.runs.remove(a.program);
         match self.ebpf.program_mut(a.program) {
             Some(Program::BtfTracePoint(p)) => {
                 if let Some(link) = a.link
@@ -313,7 +311,7 @@ impl ProbeManager {
                     warn!(program = a.program, error = %e, "unload failed");
                 }
             }
-            Some(Program::Iter(p)) => {
+            Some(Program::RawTracePoint(p)) => {
                 if let Err(e) = p.unload() {
                     warn!(program = a.program, error = %e, "unload failed");
                 }
@@ -333,6 +331,7 @@ impl ProbeManager {
     pub fn apply(&mut self, desired: &KernelState) -> Result<&ApplyReport, ManagerError> {
         let ops = diff(&self.current, desired);
         let mut targets_changed = false;
+        let mut detached = Vec::new();
         for op in ops {
             match op {
                 Op::SetBounds { index, bounds } => self.set_bounds(index, &bounds)?,
@@ -389,7 +388,7 @@ impl ProbeManager {
                     self.report.partial.remove(&t);
                     self.current.types.remove(&t);
                     self.forget_metrics(catalog::of(t).metrics())?;
-                    catalog::of(t).on_detach(&mut self.ebpf)?;
+                    detached.push(t);
                     info!(probe = %t, "detached");
                 }
             }
@@ -409,11 +408,13 @@ impl ProbeManager {
                 self.generation = self.generation.wrapping_add(1);
             }
             self.types_mask = types;
-            let generation = self.generation;
-            let mut cfg: Array<_, Config> =
-                Array::try_from(self.map_mut(maps::CONFIG)?).map_err(map_err(maps::CONFIG))?;
-            cfg.set(0, Config { generation, types }, 0)
-                .map_err(map_err(maps::CONFIG))?;
+            self.write_config()?;
+        }
+        // After the programs stopped seeing the types (a program another
+        // type keeps attached reads np_config.types): what a detached type
+        // kept in the kernel goes only once nothing writes it.
+        for t in detached {
+            catalog::of(t).on_detach(&mut self.ebpf)?;
         }
         Ok(&self.report)
     }
@@ -552,8 +553,32 @@ impl ProbeManager {
 
     /// The RTT sampler, when TcpRtt is attached. Run it without holding the
     /// manager: walking many sockets takes a while.
-    pub fn rtt_sampler(&self) -> Option<Arc<MapIterLink>> {
-        self.rtt_iter.clone()
+    pub fn rtt_sampler(&self) -> Option<Arc<ProgRun>> {
+        self.runs.get(netprobe_ebpf::programs::RTT_SAMPLE).cloned()
+    }
+
+    /// The pending-connect sweep, when TcpConnectLatency is attached.
+    pub fn connect_sweeper(&self) -> Option<Arc<ProgRun>> {
+        self.runs.get(netprobe_ebpf::programs::CONNECT_SWEEP).cloned()
+    }
+
+    /// How many pending connects one pod may hold (the agent's
+    /// `--connect-pending-per-pod`): the same for every pod, so no
+    /// tenant's storm takes the table from another's.
+    pub fn set_connect_share(&mut self, share: u32) -> Result<(), ManagerError> {
+        self.connect_share = share;
+        self.write_config()
+    }
+
+    fn write_config(&mut self) -> Result<(), ManagerError> {
+        let cfg = Config {
+            generation: self.generation,
+            types: self.types_mask,
+            connect_share: self.connect_share,
+            _pad: 0,
+        };
+        let mut arr: Array<_, Config> = Array::try_from(self.map_mut(maps::CONFIG)?).map_err(map_err(maps::CONFIG))?;
+        arr.set(0, cfg, 0).map_err(map_err(maps::CONFIG))
     }
 
     /// Kernel run time and count of every attached program, users' too.
@@ -562,7 +587,7 @@ impl ProbeManager {
         for (name, (_, users)) in &self.links {
             let (info, fd) = match self.ebpf.program(name) {
                 Some(Program::BtfTracePoint(p)) => (p.info().ok(), p.fd().ok().map(|f| f.as_fd())),
-                Some(Program::Iter(p)) => (p.info().ok(), p.fd().ok().map(|f| f.as_fd())),
+                Some(Program::RawTracePoint(p)) => (p.info().ok(), p.fd().ok().map(|f| f.as_fd())),
                 Some(Program::CgroupSkb(p)) => (p.info().ok(), p.fd().ok().map(|f| f.as_fd())),
                 _ => (None, None),
             };

@@ -3,13 +3,13 @@
 //! says what each probe type is in the kernel, [`slots`] and [`counters`]
 //! hold and read each pod's counters, [`programs`] loads and reads users'
 //! own objects (Program probes), [`stats`] is what any of them costs,
-//! [`iter`] and [`bpf_sys`] are the syscalls aya does not wrap.
+//! [`prog_run`] and [`bpf_sys`] are the syscalls aya does not wrap.
 
 pub mod bpf_sys;
 pub mod counters;
 pub mod error;
-pub mod iter;
 pub mod manager;
+pub mod prog_run;
 pub mod programs;
 pub mod slots;
 pub mod stats;

@@ -79,6 +79,54 @@ static __always_inline void rtt_unmark(struct sock *sk)
 		observe_srtt(m.slot, tp->srtt_us);
 }
 
+/* An entry of `connecting` left it (whoever deleted it: this program or the
+ * sweep): its slot holds one fewer. */
+static __always_inline void connecting_release(__u32 slot)
+{
+	__s64 *n = bpf_map_lookup_elem(&connecting_slots, &slot);
+	if (n)
+		NP_ADD(*n, -1);
+}
+
+/* A selected pod's socket enters SYN_SENT: remember when, within the pod's
+ * share of the table. An open not followed is counted for the pod, so its
+ * connect series say they are partial instead of undercounting. */
+static __always_inline void connect_start(struct sock *sk, const struct np_pod_info *pod, const struct np_config *cfg)
+{
+	__u32 slot = pod->slot;
+	__s64 *n = bpf_map_lookup_elem(&connecting_slots, &slot);
+	if (!n)
+		return;
+	/* Checked, then added: CPUs racing past the check hold at most one
+	 * entry each above the share. */
+	if (*n >= (__s64)cfg->connect_share) {
+		count_keyed(slot, NP_M_CONNECT_UNTRACKED, 0);
+		return;
+	}
+	NP_ADD(*n, 1);
+	__u64 key = (__u64)sk;
+	struct np_connect c = {
+		.syn_ns = bpf_ktime_get_ns(), .slot = slot, .generation = cfg->generation, .flags = pod->flags
+	};
+	long err = bpf_map_update_elem(&connecting, &key, &c, BPF_NOEXIST);
+	if (err == -17 /* EEXIST */) {
+		/* A socket at this address never showed its close (the type was
+		 * off then): its entry is stale, and its slot's count too. */
+		struct np_connect *old = bpf_map_lookup_elem(&connecting, &key);
+		if (old) {
+			__u32 old_slot = old->slot;
+			if (!bpf_map_delete_elem(&connecting, &key))
+				connecting_release(old_slot);
+		}
+		err = bpf_map_update_elem(&connecting, &key, &c, BPF_NOEXIST);
+	}
+	if (err) {
+		NP_ADD(*n, -1);
+		count_error(NP_E_CONNECTING);
+		count_keyed(slot, NP_M_CONNECT_UNTRACKED, 0);
+	}
+}
+
 /* A socket leaves SYN_SENT: its connect latency or its failure. Returns
  * the socket's pod in *pod when it was a selected pod's pending connect. */
 static __always_inline int connect_done(struct sock *sk, const int newstate, __u32 gen, struct np_pod_info *pod)
@@ -88,7 +136,10 @@ static __always_inline int connect_done(struct sock *sk, const int newstate, __u
 	if (!c)
 		return 0;
 	struct np_connect pending = *c;
-	bpf_map_delete_elem(&connecting, &key);
+	/* The sweep may have taken it (and counted it) since the lookup. */
+	if (bpf_map_delete_elem(&connecting, &key))
+		return 0;
+	connecting_release(pending.slot);
 	__u32 slot = pending.slot;
 	__u32 flags = pending.flags;
 	if (pending.generation != gen) {
@@ -123,7 +174,7 @@ static __always_inline int connect_done(struct sock *sk, const int newstate, __u
  * which are on), so a state change costs one program run, not two.
  * Connect: SYN_SENT records the time and pod by socket; leaving SYN_SENT
  * observes the latency (ESTABLISHED) or counts a failure (CLOSE). RTT:
- * ESTABLISHED marks the socket (socket storage) for the periodic sampler,
+ * ESTABLISHED marks the socket (rtt_socks) for the periodic sampler,
  * and leaving ESTABLISHED samples it once more. Nothing runs per ACK. */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(np_sock_state_change, struct sock *sk, const int oldstate, const int newstate)
@@ -148,11 +199,7 @@ int BPF_PROG(np_sock_state_change, struct sock *sk, const int oldstate, const in
 		struct np_pod_info pod;
 		if (!pod_of_sock(sk, &pod))
 			return 0;
-		__u64 key = (__u64)sk;
-		struct np_connect c = {
-			.syn_ns = bpf_ktime_get_ns(), .slot = pod.slot, .generation = cfg.generation, .flags = pod.flags
-		};
-		bpf_map_update_elem(&connecting, &key, &c, BPF_ANY);
+		connect_start(sk, &pod, &cfg);
 		return 0;
 	}
 	if (oldstate != TCP_SYN_SENT && oldstate != TCP_ESTABLISHED && newstate != TCP_ESTABLISHED)
@@ -173,25 +220,55 @@ int BPF_PROG(np_sock_state_change, struct sock *sk, const int oldstate, const in
 	return 0;
 }
 
-/* Run by the agent every sampling interval over the marked connections.
- * The key is only an address: the socket is read with probe reads, and an
- * entry whose socket is gone (its cookie no longer there) is dropped. */
-SEC("iter/bpf_map_elem")
-int np_rtt_iter(struct bpf_iter__bpf_map_elem *ctx)
+/* One marked connection, for the sampler. The key is only an address: the
+ * socket is read with probe reads, and an entry whose socket is gone (its
+ * cookie no longer there) is dropped. */
+static long rtt_sample_one(struct bpf_map *map, __u64 *key, struct np_rtt_sock *v, void *ctx)
 {
-	__u64 *key = ctx->key;
-	struct np_rtt_sock *v = ctx->value;
-	if (!key || !v)
-		return 0;
-	__u64 addr = *key;
-	struct sock *sk = (struct sock *)addr;
+	struct sock *sk = (struct sock *)*key;
 	__u64 cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
 	if (cookie != v->cookie) {
-		bpf_map_delete_elem(&rtt_socks, &addr);
+		bpf_map_delete_elem(&rtt_socks, key);
 		return 0;
 	}
 	if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_ESTABLISHED)
 		return 0;
 	observe_srtt(v->slot, BPF_CORE_READ((struct tcp_sock *)sk, srtt_us));
+	return 0;
+}
+
+/* Run by the agent every sampling interval (BPF_PROG_TEST_RUN; never
+ * attached) over the marked connections. Not a bpf_map_elem iterator: some
+ * kernels refuse to load those (kernel/prog_run.rs). */
+SEC("raw_tp")
+int np_rtt_sample(void *ctx)
+{
+	bpf_for_each_map_elem(&rtt_socks, rtt_sample_one, 0, 0);
+	return 0;
+}
+
+/* One pending connect, for the sweep: forgotten when older than
+ * NP_CONNECT_MAX_AGE_NS (it lost its close), and counted for its pod as
+ * untracked. Deleting first means a close racing the sweep is counted once,
+ * by whichever deleted the entry. */
+static long connect_sweep_one(struct bpf_map *map, __u64 *key, struct np_connect *v, __u64 *now)
+{
+	if (*now - v->syn_ns < NP_CONNECT_MAX_AGE_NS)
+		return 0;
+	__u32 slot = v->slot;
+	if (bpf_map_delete_elem(&connecting, key))
+		return 0;
+	connecting_release(slot);
+	count_keyed(slot, NP_M_CONNECT_UNTRACKED, 0);
+	return 0;
+}
+
+/* Run by the agent with its DNS sweep (BPF_PROG_TEST_RUN) while
+ * TcpConnectLatency is attached. */
+SEC("raw_tp")
+int np_connect_sweep(void *ctx)
+{
+	__u64 now = bpf_ktime_get_ns();
+	bpf_for_each_map_elem(&connecting, connect_sweep_one, &now, 0);
 	return 0;
 }
