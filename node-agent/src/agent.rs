@@ -146,7 +146,7 @@ impl Agent {
     }
 
     /// Forget pending connects that lost their close, counting each as
-    /// untracked for its pod (`np_connect_sweep`). Runs the iterator
+    /// untracked for its pod (`np_connect_sweep`). Runs the program
     /// without holding the manager.
     pub fn sweep_connects(&self) -> std::io::Result<()> {
         let sweeper = self.lock().manager.connect_sweeper();

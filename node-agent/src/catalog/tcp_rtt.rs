@@ -1,7 +1,8 @@
 //! TcpRtt: smoothed RTT of established connections, sampled per connection
 //! every interval and at close. Kernel side: the socket-state program it
 //! shares with TcpConnectLatency marks connections (a hash by socket), and
-//! an iterator over that hash samples them (`ebpf/src/bpf/probes/sock_state.bpf.c`).
+//! a program the agent runs walks that hash and samples them
+//! (`ebpf/src/bpf/probes/sock_state.bpf.c`, `kernel/prog_run.rs`).
 
 use std::collections::BTreeMap;
 

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: (MIT OR GPL-2.0)
 /* TcpConnectLatency and TcpRtt: one program on inet_sock_set_state serves
  * both (np_config.types says which run), so a socket state change costs one
- * program run; the RTT iterator walks the connections TcpRtt marked. */
+ * program run; the RTT sampler walks the connections TcpRtt marked. */
 
 #include "common.h"
 #include "peers.h"
