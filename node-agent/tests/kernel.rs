@@ -170,25 +170,11 @@ fn syn_retransmits_of_a_connection_storm_equal_the_kernel() {
     let since = RetransOracle::start(|c| pod.nstat(c));
     let synretrans0 = pod.nstat("TcpExtTCPSynRetrans");
     let fail0 = pod.nstat("TcpExtTCPRetransFail");
-    let out = pod.run(&format!(
-        r#"
-import resource, socket, time
-resource.setrlimit(resource.RLIMIT_NOFILE, (8192, 8192))
-socks = []
-for _ in range(3000):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setblocking(False)
-    try:
-        s.connect(("{}", 5003))
-    except BlockingIOError:
-        pass
-    socks.append(s)
-time.sleep(2.5)
-for s in socks:
-    s.close()
-print("closed", len(socks))
-"#,
-        pod.peer_ip4
+    let out = pod.run(&support::pending_connects(
+        3000,
+        &format!("{:?}", pod.peer_ip4),
+        5003,
+        "time.sleep(2.5)",
     ));
     assert!(out.contains("closed 3000"), "{out}");
     let partial = report.partial.get(&ProbeType::TcpRetransmits).cloned();
@@ -475,31 +461,17 @@ fn a_syn_storm_fills_its_own_share_and_says_so() {
         .set_desired(support::desired_with(&[(&shop, &st), (&bank, &ct)]))
         .expect("apply");
     let (opens_s0, opens_c0) = (stormy.nstat("TcpActiveOpens"), calm.nstat("TcpActiveOpens"));
-    let storm = 600;
+    let storm: usize = 600;
     let go = std::env::temp_dir().join(format!("nptest-storm-{}", std::process::id()));
     let _ = std::fs::remove_file(&go);
-    let mut child = stormy.spawn(&format!(
-        r#"
-import os, resource, socket, time
-resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
-socks = []
-for _ in range({storm}):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setblocking(False)
-    try:
-        s.connect(("{}", 5003))
-    except BlockingIOError:
-        pass
-    socks.append(s)
-print("ready", flush=True)
-while not os.path.exists("{}"):
-    time.sleep(0.05)
-for s in socks:
-    s.close()
-print("closed", len(socks))
-"#,
-        stormy.peer_ip4,
-        go.display()
+    let mut child = stormy.spawn(&support::pending_connects(
+        storm,
+        &format!("{:?}", stormy.peer_ip4),
+        5003,
+        &format!(
+            "print(\"ready\", flush=True)\nwhile not os.path.exists({:?}):\n    time.sleep(0.05)",
+            go.display().to_string()
+        ),
     ));
     support::read_ready(&mut child);
     // While the storm's connects pend: the other tenant's refused opens.
@@ -535,7 +507,7 @@ print("closed", len(socks))
         "SYN storm of {opens_s} opens (share {share}): {followed} followed, {untracked} untracked; \
          other tenant: {opens_c} opens, all followed; connecting table full: {full}"
     );
-    assert_eq!(opens_s, storm);
+    assert_eq!(opens_s, storm as u64);
     assert_eq!(opens_c, 20);
     // One thread opened them: the share is exact.
     assert_eq!(followed, share, "the storm holds its share of the table, no more");

@@ -545,26 +545,39 @@ pub fn connect_to_distinct_dropped_peers(pod: &Pod, peers: usize) {
         &pod.peer_ns,
         "table inet nptest {\n chain input {\n type filter hook input priority 0;\n tcp dport 5005 tcp flags syn counter drop\n }\n}",
     );
-    let out = pod.run(&format!(
+    let out = pod.run(&pending_connects(
+        peers,
+        "\"10.214.%d.%d\" % (i // 250, i % 250 + 1)",
+        5005,
+        "time.sleep(2.5)",
+    ));
+    assert!(out.contains(&format!("closed {peers}")), "{out}");
+}
+
+/// A python script that opens `n` non-blocking connects to `(addr, port)`
+/// (`addr` a python expression, which may use the index `i`), runs `hold`
+/// (python, at the top level) while they pend, closes them all and prints
+/// "closed N".
+pub fn pending_connects(n: usize, addr: &str, port: u16, hold: &str) -> String {
+    format!(
         r#"
-import resource, socket, time
-resource.setrlimit(resource.RLIMIT_NOFILE, (16384, 16384))
+import os, resource, socket, time
+resource.setrlimit(resource.RLIMIT_NOFILE, ({n} + 1024, {n} + 1024))
 socks = []
-for i in range({peers}):
+for i in range({n}):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setblocking(False)
     try:
-        s.connect(("10.214.%d.%d" % (i // 250, i % 250 + 1), 5005))
+        s.connect(({addr}, {port}))
     except BlockingIOError:
         pass
     socks.append(s)
-time.sleep(2.5)
+{hold}
 for s in socks:
     s.close()
 print("closed", len(socks))
 "#
-    ));
-    assert!(out.contains(&format!("closed {peers}")), "{out}");
+    )
 }
 
 /// Wait for a child's first line and check it says "ready" (or "ok").
