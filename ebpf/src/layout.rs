@@ -15,6 +15,8 @@ pub const HIST_SUB_SHIFT: u32 = 16;
 pub const CONNECTING: u32 = 65536;
 /// The default `np_config.connect_share`: pending connects one pod may hold.
 pub const CONNECTING_PER_POD: u32 = 4096;
+/// The default `np_config.connect_max_age_s`.
+pub const CONNECT_MAX_AGE_S: u32 = 600;
 pub const RTT_SOCKS: u32 = 65536;
 pub const PEERS: u32 = 16384;
 pub const PEER_HISTS: u32 = 4096;
@@ -130,7 +132,7 @@ pub struct Config {
     pub generation: u32,
     pub types: u32,
     pub connect_share: u32,
-    pub _pad: u32,
+    pub connect_max_age_s: u32,
 }
 
 #[repr(C)]
@@ -312,6 +314,7 @@ pub fn mirrored() -> Vec<Mirrored> {
                 ("generation", offset_of!(Config, generation)),
                 ("types", offset_of!(Config, types)),
                 ("connect_share", offset_of!(Config, connect_share)),
+                ("connect_max_age_s", offset_of!(Config, connect_max_age_s)),
             ],
         ),
         (

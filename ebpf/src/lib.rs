@@ -240,6 +240,7 @@ mod tests {
             ("NP_FAIL_MAX", layout::CONNECT_FAIL_REASONS.len() as u64),
             ("NP_CONNECTING", u64::from(layout::CONNECTING)),
             ("NP_CONNECTING_PER_POD", u64::from(layout::CONNECTING_PER_POD)),
+            ("NP_CONNECT_MAX_AGE_S", u64::from(layout::CONNECT_MAX_AGE_S)),
             ("NP_M_CONNECT_UNTRACKED", u64::from(layout::metric::CONNECT_UNTRACKED)),
             ("NP_RTT_SOCKS", u64::from(layout::RTT_SOCKS)),
             ("NP_DROP_SUBSYSTEM", u64::from(layout::DROP_SUBSYSTEM)),

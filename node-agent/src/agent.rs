@@ -156,6 +156,12 @@ impl Agent {
         }
     }
 
+    /// How long a connect may pend before the sweep forgets it (default 10
+    /// minutes; see `ProbeManager::set_connect_max_age`).
+    pub fn set_connect_max_age(&self, age: Duration) -> Result<(), ManagerError> {
+        self.lock().manager.set_connect_max_age(age)
+    }
+
     /// How many pending connects one pod may hold (`--connect-pending-per-pod`).
     pub fn set_connect_share(&self, share: u32) -> Result<(), ManagerError> {
         self.lock().manager.set_connect_share(share)

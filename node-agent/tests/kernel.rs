@@ -519,6 +519,77 @@ fn a_syn_storm_fills_its_own_share_and_says_so() {
     assert_eq!(full, 0.0);
 }
 
+/// Pending connects older than the sweep's age are forgotten and counted
+/// untracked for their pod; when they close later they are not counted
+/// again as failures (swept + followed = TcpActiveOpens).
+#[test]
+fn the_sweep_forgets_old_pending_connects_and_counts_them() {
+    if !kernel_available("pending-connect sweep") {
+        return;
+    }
+    let _s = serial();
+    let agent = Agent::new(false).expect("agent loads");
+    agent.set_connect_max_age(Duration::from_secs(1)).expect("max age");
+    let pod = Pod::new(Driver::Systemd);
+    Pod::nft(
+        &pod.peer_ns,
+        "table inet nptest {\n chain input {\n type filter hook input priority 0;\n tcp dport 5003 tcp flags syn counter drop\n }\n}",
+    );
+    agent
+        .set_desired(desired(
+            plan("sweep", vec![Probe::new(ProbeType::TcpConnectLatency)]),
+            &[pod.target("shop", "api-0")],
+            &[],
+        ))
+        .expect("apply");
+    let opens0 = pod.nstat("TcpActiveOpens");
+    let n: usize = 50;
+    let go = std::env::temp_dir().join(format!("nptest-sweep-{}", std::process::id()));
+    let _ = std::fs::remove_file(&go);
+    let mut child = pod.spawn(&support::pending_connects(
+        n,
+        &format!("{:?}", pod.peer_ip4),
+        5003,
+        &format!(
+            "print(\"ready\", flush=True)\nwhile not os.path.exists({:?}):\n    time.sleep(0.05)",
+            go.display().to_string()
+        ),
+    ));
+    support::read_ready(&mut child);
+    // Younger than the age: the sweep leaves them.
+    agent.sweep_connects().expect("sweep");
+    let early = counter(
+        &agent.render(),
+        "netprobe_tcp_connect_untracked_total",
+        &[("pod", "api-0")],
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    agent.sweep_connects().expect("sweep");
+    std::fs::write(&go, b"").expect("signal the client");
+    let out = child.wait_with_output().expect("client");
+    let _ = std::fs::remove_file(&go);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("closed {n}")));
+    let opens = pod.nstat("TcpActiveOpens") - opens0;
+    let (_, fams) = settle(&agent, |fams| {
+        let failed = counter(fams, "netprobe_tcp_connect_failures_total", &[("pod", "api-0")]).unwrap_or(0.0) as u64;
+        let untracked =
+            counter(fams, "netprobe_tcp_connect_untracked_total", &[("pod", "api-0")]).unwrap_or(0.0) as u64;
+        if failed + untracked != opens {
+            return Err(format!("{failed} failed + {untracked} swept vs TcpActiveOpens {opens}"));
+        }
+        Ok(untracked)
+    });
+    let untracked = counter(&fams, "netprobe_tcp_connect_untracked_total", &[("pod", "api-0")]).unwrap_or(0.0) as u64;
+    let failed = counter(&fams, "netprobe_tcp_connect_failures_total", &[("pod", "api-0")]).unwrap_or(0.0) as u64;
+    println!(
+        "sweep: {opens} opens pending 2.5 s past a 1 s age: {untracked} swept, {failed} counted at close; before the age: {early:?} swept"
+    );
+    assert_eq!(early, None, "connects younger than the age stay");
+    assert_eq!(opens, n as u64);
+    assert_eq!(untracked, opens, "every connect pending past the age was swept");
+    assert_eq!(failed, 0, "a swept connect is not counted again when it closes");
+}
+
 /// The id of the most recently created BPF map named `name` (the test's
 /// agent's: tests of a binary run one at a time).
 fn newest_map_id(name: &str) -> u64 {

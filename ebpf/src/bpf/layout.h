@@ -57,10 +57,11 @@
  * .connect_share, the agent's --connect-pending-per-pod): a pod's storm
  * fills its share, not the node's table. */
 #define NP_CONNECTING_PER_POD 4096
-/* A pending connect older than this is swept (and counted untracked): the
- * kernel gives up on a SYN after ~127 s by default, so an entry this old
- * lost its close (a type turned off and on while it pended). */
-#define NP_CONNECT_MAX_AGE_NS (600ull * 1000000000ull)
+/* The default np_config.connect_max_age_s: a pending connect older than
+ * this is swept (and counted untracked). The kernel gives up on a SYN after
+ * ~127 s by default, so an entry this old lost its close (a type turned
+ * off and on while it pended). */
+#define NP_CONNECT_MAX_AGE_S 600
 
 /* np_config.types: socket-state probe types in use (one program on
  * inet_sock_set_state serves the three: one run per state change). */
@@ -174,7 +175,8 @@ struct np_config {
 	__u32 types;
 	/* Pending connects one pod slot may hold in `connecting`. */
 	__u32 connect_share;
-	__u32 _pad;
+	/* Age (seconds) past which the sweep forgets a pending connect. */
+	__u32 connect_max_age_s;
 };
 
 struct np_bounds {

@@ -71,6 +71,8 @@ pub struct ProbeManager {
     runs: BTreeMap<&'static str, Arc<ProgRun>>,
     /// `np_config.connect_share` (`--connect-pending-per-pod`).
     connect_share: u32,
+    /// `np_config.connect_max_age_s`.
+    connect_max_age_s: u32,
     /// The cgroup2 hierarchy cgroup_skb programs attach to (its root: every
     /// pod below it); None until set, then the mount this process sees.
     cgroup_root: Option<std::path::PathBuf>,
@@ -100,6 +102,7 @@ impl ProbeManager {
             types_mask: 0,
             runs: BTreeMap::new(),
             connect_share: layout::CONNECTING_PER_POD,
+            connect_max_age_s: layout::CONNECT_MAX_AGE_S,
             cgroup_root: None,
             dns_unanswered: BTreeMap::new(),
             dns_timeout: std::time::Duration::from_secs(5),
@@ -570,12 +573,19 @@ impl ProbeManager {
         self.write_config()
     }
 
+    /// How long a connect may pend before the sweep forgets it (and counts
+    /// it untracked): 10 minutes unless a test wants to see the sweep work.
+    pub fn set_connect_max_age(&mut self, age: std::time::Duration) -> Result<(), ManagerError> {
+        self.connect_max_age_s = u32::try_from(age.as_secs()).unwrap_or(u32::MAX).max(1);
+        self.write_config()
+    }
+
     fn write_config(&mut self) -> Result<(), ManagerError> {
         let cfg = Config {
             generation: self.generation,
             types: self.types_mask,
             connect_share: self.connect_share,
-            _pad: 0,
+            connect_max_age_s: self.connect_max_age_s,
         };
         let mut arr: Array<_, Config> = Array::try_from(self.map_mut(maps::CONFIG)?).map_err(map_err(maps::CONFIG))?;
         arr.set(0, cfg, 0).map_err(map_err(maps::CONFIG))

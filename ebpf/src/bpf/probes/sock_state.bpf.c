@@ -247,13 +247,15 @@ int np_rtt_sample(void *ctx)
 	return 0;
 }
 
-/* One pending connect, for the sweep: forgotten when older than
- * NP_CONNECT_MAX_AGE_NS (it lost its close), and counted for its pod as
- * untracked. Deleting first means a close racing the sweep is counted once,
- * by whichever deleted the entry. */
-static long connect_sweep_one(struct bpf_map *map, __u64 *key, struct np_connect *v, __u64 *now)
+/* One pending connect, for the sweep: forgotten when it started before
+ * *before (it lost its close), and counted for its pod as untracked.
+ * Deleting first means a close racing the sweep is counted once, by
+ * whichever deleted the entry. */
+static long connect_sweep_one(struct bpf_map *map, __u64 *key, struct np_connect *v, __u64 *before)
 {
-	if (*now - v->syn_ns < NP_CONNECT_MAX_AGE_NS)
+	/* Compared, not subtracted from now: a connect another CPU started
+	 * during the walk is younger, not 2^64 ns old. */
+	if (v->syn_ns >= *before)
 		return 0;
 	__u32 slot = v->slot;
 	if (bpf_map_delete_elem(&connecting, key))
@@ -268,7 +270,12 @@ static long connect_sweep_one(struct bpf_map *map, __u64 *key, struct np_connect
 SEC("raw_tp")
 int np_connect_sweep(void *ctx)
 {
+	struct np_config cfg = config_now();
 	__u64 now = bpf_ktime_get_ns();
-	bpf_for_each_map_elem(&connecting, connect_sweep_one, &now, 0);
+	__u64 age = (__u64)cfg.connect_max_age_s * 1000000000ull;
+	if (now <= age)
+		return 0;
+	__u64 before = now - age;
+	bpf_for_each_map_elem(&connecting, connect_sweep_one, &before, 0);
 	return 0;
 }
