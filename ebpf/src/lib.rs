@@ -46,8 +46,8 @@ pub mod programs {
     pub const SOCK_STATE: &str = "np_sock_state_change";
     /// Samples TcpRtt's marked connections; run by the agent.
     pub const RTT_SAMPLE: &str = "np_rtt_sample";
-    /// Forgets pending connects that lost their close; run with the DNS
-    /// sweep while TcpConnectLatency is attached.
+    /// Forgets pending connects that lost their close; run by the agent
+    /// every 30 s while TcpConnectLatency is attached.
     pub const CONNECT_SWEEP: &str = "np_connect_sweep";
     pub const KFREE_SKB: &str = "np_kfree_skb";
     pub const KFREE_SKB_V1: &str = "np_kfree_skb_v1";

@@ -180,6 +180,7 @@ async fn main() -> anyhow::Result<()> {
         types,
     });
     tokio::spawn(agent::sweep_dns_forever(agent.clone(), Duration::from_millis(500)));
+    tokio::spawn(agent::sweep_connects_forever(agent.clone(), Duration::from_secs(30)));
     tokio::spawn(agent::sample_rtt_forever(agent.clone(), cli.rtt_interval));
     tokio::spawn(agent::admit_forever(agent.clone(), cli.admit_interval));
     if let Some(client) = client {

@@ -265,7 +265,7 @@ static long connect_sweep_one(struct bpf_map *map, __u64 *key, struct np_connect
 	return 0;
 }
 
-/* Run by the agent with its DNS sweep (BPF_PROG_TEST_RUN) while
+/* Run by the agent every 30 s (BPF_PROG_TEST_RUN) while
  * TcpConnectLatency is attached. */
 SEC("raw_tp")
 int np_connect_sweep(void *ctx)
