@@ -18,6 +18,11 @@ pub enum ManagerError {
     },
     #[error("eBPF map {name}: per-CPU values: {source}")]
     Values { name: &'static str, source: std::io::Error },
+    #[error("running eBPF program {program}: {source}")]
+    Run {
+        program: &'static str,
+        source: std::io::Error,
+    },
 }
 
 /// Turns a map error into one naming the map.

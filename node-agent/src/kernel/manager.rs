@@ -13,7 +13,7 @@ use aya::programs::Program;
 use aya::{Ebpf, EbpfLoader};
 use netprobe_api::ProbeType;
 use netprobe_ebpf::layout::{self, Bounds, Config, PodInfo};
-use netprobe_ebpf::maps;
+use netprobe_ebpf::{maps, programs};
 use tracing::{info, warn};
 
 pub use crate::catalog::KernelFacts;
@@ -146,10 +146,23 @@ impl ProbeManager {
         self.user.forget_slot(slot);
         self.dns_unanswered.retain(|(s, _), _| *s != slot);
         remove_from_hash::<layout::DnsKey, layout::DnsQuery>(&mut self.ebpf, maps::DNS_PENDING, |_, q| q.slot == slot)?;
-        remove_from_hash::<u64, layout::RttSock>(&mut self.ebpf, maps::RTT_SOCKS, |_, v| v.slot == slot)?;
-        // Its pending connects, and their count against the share.
-        remove_from_hash::<u64, layout::Connect>(&mut self.ebpf, maps::CONNECTING, |_, c| c.slot == slot)?;
-        reset_connecting_slots(&mut self.ebpf, Some(slot))
+        // Its marked connections and its pending connects (and their count
+        // against the share): the walks that own those tables forget them in
+        // the kernel. Without them (their type detached) the tables are
+        // empty, cleared at detach; the userspace walk covers it anyway.
+        let forget = u64::from(slot) + 1;
+        let ran = |program: &'static str| move |source| ManagerError::Run { program, source };
+        match self.runs.get(programs::RTT_SAMPLE) {
+            Some(walk) => walk.run_with(forget).map(drop).map_err(ran(programs::RTT_SAMPLE))?,
+            None => remove_from_hash::<u64, layout::RttSock>(&mut self.ebpf, maps::RTT_SOCKS, |_, v| v.slot == slot)?,
+        }
+        match self.runs.get(programs::CONNECT_SWEEP) {
+            Some(walk) => walk.run_with(forget).map(drop).map_err(ran(programs::CONNECT_SWEEP)),
+            None => {
+                remove_from_hash::<u64, layout::Connect>(&mut self.ebpf, maps::CONNECTING, |_, c| c.slot == slot)?;
+                reset_connecting_slots(&mut self.ebpf, Some(slot))
+            }
+        }
     }
 
     /// Count and forget the DNS queries that waited longer than the

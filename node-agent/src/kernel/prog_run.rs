@@ -25,12 +25,24 @@ impl ProgRun {
         })
     }
 
-    /// Run the program once, on the calling CPU; its return value.
+    /// Run the program once, on the calling CPU, for its periodic work;
+    /// its return value.
     pub fn run(&self) -> std::io::Result<u32> {
-        // union bpf_attr.test: prog_fd, retval, then sizes and buffers a
-        // raw_tp run leaves zero (no data, no context arguments).
+        self.run_with(0)
+    }
+
+    /// Run the program once with `arg` as its first context argument (the
+    /// walks read it: 0 for the periodic work, slot + 1 to forget a slot).
+    pub fn run_with(&self, arg: u64) -> std::io::Result<u32> {
+        // The program reads one argument, so the kernel wants at least that
+        // much context on every run (ctx_size_in >= the largest offset read).
+        let ctx = [arg];
+        // union bpf_attr.test: prog_fd (0), retval (4), then data sizes and
+        // buffers a raw_tp run leaves zero, ctx_size_in (40), ctx_in (48).
         let mut attr = [0u8; 128];
         attr[0..4].copy_from_slice(&(self.prog.as_raw_fd() as u32).to_ne_bytes());
+        attr[40..44].copy_from_slice(&(std::mem::size_of_val(&ctx) as u32).to_ne_bytes());
+        attr[48..56].copy_from_slice(&(ctx.as_ptr() as u64).to_ne_bytes());
         sys_bpf(BPF_PROG_TEST_RUN, &mut attr)?;
         Ok(u32::from_ne_bytes([attr[4], attr[5], attr[6], attr[7]]))
     }

@@ -580,6 +580,80 @@ print("closed", len(socks))
     )
 }
 
+/// Connects a pod's client opened and holds until released: pending (in
+/// SYN_SENT) while the peer drops their SYNs ([`Pod::drop_syns`]),
+/// established when the peer listens without accepting. Dropping it
+/// releases them too, so a failing test leaves no client behind.
+pub struct HeldConnects {
+    child: Option<Child>,
+    go: PathBuf,
+    n: usize,
+}
+
+static HELD: AtomicU32 = AtomicU32::new(0);
+
+impl Pod {
+    /// Open `n` connects from the pod to its peer's `port` and hold them;
+    /// returns once all are opened.
+    pub fn hold_connects(&self, n: usize, port: u16) -> HeldConnects {
+        let go = std::env::temp_dir().join(format!(
+            "nptest-held-{}-{}",
+            std::process::id(),
+            HELD.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_file(&go);
+        let mut child = self.spawn(&pending_connects(
+            n,
+            &format!("{:?}", self.peer_ip4),
+            port,
+            &format!(
+                "print(\"ready\", flush=True)\nwhile not os.path.exists({:?}):\n    time.sleep(0.05)",
+                go.display().to_string()
+            ),
+        ));
+        read_ready(&mut child);
+        HeldConnects {
+            child: Some(child),
+            go,
+            n,
+        }
+    }
+
+    /// The peer drops every SYN to `port` (nft, `table inet nptest`), so
+    /// connects to it stay pending.
+    pub fn drop_syns(&self, port: u16) {
+        Pod::nft(
+            &self.peer_ns,
+            &format!(
+                "table inet nptest {{\n chain input {{\n type filter hook input priority 0;\n tcp dport {port} tcp flags syn counter drop\n }}\n}}"
+            ),
+        );
+    }
+}
+
+impl HeldConnects {
+    /// Close them all and wait for the client, which must have closed
+    /// every one.
+    pub fn release(mut self) {
+        let _ = std::fs::write(&self.go, b"");
+        if let Some(child) = self.child.take() {
+            let out = child.wait_with_output().expect("held connects' client");
+            let said = String::from_utf8_lossy(&out.stdout);
+            assert!(said.contains(&format!("closed {}", self.n)), "the client said {said:?}");
+        }
+    }
+}
+
+impl Drop for HeldConnects {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(&self.go);
+    }
+}
+
 /// Wait for a child's first line and check it says "ready" (or "ok").
 pub fn read_ready(child: &mut Child) {
     use std::io::BufRead;

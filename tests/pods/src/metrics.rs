@@ -4,6 +4,9 @@
 
 use std::collections::BTreeMap;
 
+use std::time::Duration;
+
+use netprobe_agent::agent::Agent;
 use prometheus::proto::MetricFamily;
 
 /// What netprobe's retransmit count of a network namespace must be since a
@@ -133,4 +136,20 @@ pub fn counter_series(fams: &[MetricFamily], name: &str) -> Vec<(BTreeMap<String
             (labels, m.get_counter().get_value())
         })
         .collect()
+}
+
+/// Render until `check` accepts what the agent shows (late retransmits, of a
+/// lost FIN say, arrive after the client exits), at most ~3 s; panics with
+/// the last difference.
+pub fn settle(agent: &Agent, check: impl Fn(&[MetricFamily]) -> Result<u64, String>) -> (u64, Vec<MetricFamily>) {
+    let mut last = String::new();
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(300));
+        let fams = agent.render();
+        match check(&fams) {
+            Ok(v) => return (v, fams),
+            Err(e) => last = e,
+        }
+    }
+    panic!("netprobe does not match the kernel: {last}");
 }

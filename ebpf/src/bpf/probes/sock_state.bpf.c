@@ -220,6 +220,15 @@ int BPF_PROG(np_sock_state_change, struct sock *sk, const int oldstate, const in
 	return 0;
 }
 
+/* What the agent asks of a walk it runs (BPF_PROG_TEST_RUN, the first
+ * context argument): 0 for the periodic work, slot + 1 to forget every
+ * entry of a slot whose pod left, in the kernel: from userspace that is two
+ * syscalls per entry of a table of up to 65,536. */
+static __always_inline __u64 forget_arg(struct bpf_raw_tracepoint_args *ctx)
+{
+	return ctx->args[0];
+}
+
 /* One marked connection, for the sampler. The key is only an address: the
  * socket is read with probe reads, and an entry whose socket is gone (its
  * cookie no longer there) is dropped. */
@@ -237,13 +246,26 @@ static long rtt_sample_one(struct bpf_map *map, __u64 *key, struct np_rtt_sock *
 	return 0;
 }
 
-/* Run by the agent every sampling interval (BPF_PROG_TEST_RUN; never
- * attached) over the marked connections. Not a bpf_map_elem iterator: some
- * kernels refuse to load those (kernel/prog_run.rs). */
-SEC("raw_tp")
-int np_rtt_sample(void *ctx)
+/* One marked connection of a slot being forgotten. */
+static long rtt_forget_one(struct bpf_map *map, __u64 *key, struct np_rtt_sock *v, __u64 *slot1)
 {
-	bpf_for_each_map_elem(&rtt_socks, rtt_sample_one, 0, 0);
+	if (v->slot + 1ull == *slot1)
+		bpf_map_delete_elem(&rtt_socks, key);
+	return 0;
+}
+
+/* Run by the agent every sampling interval (BPF_PROG_TEST_RUN; never
+ * attached) over the marked connections, or to forget a slot's. Not a
+ * bpf_map_elem iterator: some kernels refuse to load those
+ * (kernel/prog_run.rs). */
+SEC("raw_tp")
+int np_rtt_sample(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u64 slot1 = forget_arg(ctx);
+	if (slot1)
+		bpf_for_each_map_elem(&rtt_socks, rtt_forget_one, &slot1, 0);
+	else
+		bpf_for_each_map_elem(&rtt_socks, rtt_sample_one, 0, 0);
 	return 0;
 }
 
@@ -265,11 +287,28 @@ static long connect_sweep_one(struct bpf_map *map, __u64 *key, struct np_connect
 	return 0;
 }
 
-/* Run by the agent every 30 s (BPF_PROG_TEST_RUN) while
- * TcpConnectLatency is attached. */
-SEC("raw_tp")
-int np_connect_sweep(void *ctx)
+/* One pending connect of a slot being forgotten: gone, and released from
+ * the slot's count (not counted untracked: the pod's series go with it). */
+static long connect_forget_one(struct bpf_map *map, __u64 *key, struct np_connect *v, __u64 *slot1)
 {
+	__u32 slot = v->slot;
+	if (slot + 1ull != *slot1)
+		return 0;
+	if (!bpf_map_delete_elem(&connecting, key))
+		connecting_release(slot);
+	return 0;
+}
+
+/* Run by the agent every 30 s (BPF_PROG_TEST_RUN) while
+ * TcpConnectLatency is attached, or to forget a slot's pending connects. */
+SEC("raw_tp")
+int np_connect_sweep(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u64 slot1 = forget_arg(ctx);
+	if (slot1) {
+		bpf_for_each_map_elem(&connecting, connect_forget_one, &slot1, 0);
+		return 0;
+	}
 	struct np_config cfg = config_now();
 	__u64 now = bpf_ktime_get_ns();
 	__u64 age = (__u64)cfg.connect_max_age_s * 1000000000ull;
