@@ -6,25 +6,32 @@
 
 #include "common.h"
 
+/* Runs for every packet of every socket on the node (the programs are on the
+ * root), so the pod comes first: a packet of no selected pod (the host's
+ * processes, unselected pods) costs the config and leaf-cache lookups and
+ * nothing else. A DNS response needs no pod of its own (it is attributed by
+ * its query) but arrives at the socket that sent the query, whose cgroup is
+ * that pod's. */
 static __always_inline void on_packet(struct __sk_buff *skb, __u32 dir)
 {
 	__u32 types = config_now().types;
-	__u8 proto = 0;
-	__u32 l4 = 0;
-	if (!ip_l4(skb, &proto, &l4))
-		proto = 0;
-	/* A response is attributed by its query (the socket's pod then). */
-	if (dir == NP_RX && (types & NP_TYPE_DNS) && proto)
-		dns_ingress(skb, proto, l4);
 	if (!(types & (NP_TYPE_TRAFFIC | NP_TYPE_DNS)))
 		return;
 	struct np_pod_info pod;
 	if (!pod_of_skb_cgroup(skb, &pod))
 		return;
+	__u8 proto = 0;
+	__u32 l4 = 0;
+	if (!ip_l4(skb, &proto, &l4))
+		proto = 0;
 	if (types & NP_TYPE_TRAFFIC)
 		count_traffic(skb, &pod, dir, proto, l4);
-	if (dir == NP_TX && (types & NP_TYPE_DNS) && proto)
+	if (!(types & NP_TYPE_DNS) || !proto)
+		return;
+	if (dir == NP_TX)
 		dns_egress(skb, &pod, proto, l4);
+	else
+		dns_ingress(skb, proto, l4);
 }
 
 SEC("cgroup_skb/egress")
