@@ -491,6 +491,53 @@ fn ab_switch(name: &str, per_arm: usize, mut set: impl FnMut(bool), f: impl Fn()
     );
 }
 
+/// The machine's busy CPU time so far, ns: user, nice, system, irq and
+/// softirq of every CPU (not idle, iowait or steal), from /proc/stat.
+fn cpu_busy_ns() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let busy: u64 = [0, 1, 2, 5, 6].iter().filter_map(|i| ticks.get(*i)).sum();
+    // SAFETY: sysconf reads a constant of the running system.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+        .unwrap_or(100)
+        .max(1);
+    busy * 1_000_000_000 / hz
+}
+
+/// Share of the CPU a workload burns that runs inside the programs
+/// `run_time` sums (their `bpf_stats` run time, ns): `windows` runs of `f`,
+/// which returns how many units (connections, bytes) it did, with bpf_stats
+/// on. Numerator and denominator come from the same windows, so the
+/// machine's drift between windows, which moves an A/B rate ratio by ±10%
+/// here, divides out. It leaves out each run's dispatch (the trampoline,
+/// the cgroup program array), which the empty programs' rate ratio shows.
+fn program_share(name: &str, unit: &str, windows: usize, run_time: impl Fn() -> u64, f: impl Fn() -> f64) {
+    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
+    let (t0, c0) = (run_time(), cpu_busy_ns());
+    let units: f64 = (0..windows).map(|_| f()).sum();
+    let (t1, c1) = (run_time(), cpu_busy_ns());
+    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
+    let (prog, cpu) = (t1.saturating_sub(t0) as f64, c1.saturating_sub(c0) as f64);
+    println!(
+        "{name}: programs {:.0} ns per {unit} of {:.1} us CPU per {unit} -> {:.2}% of the CPU ({windows} windows)",
+        prog / units.max(1.0),
+        cpu / units.max(1.0) / 1000.0,
+        100.0 * prog / cpu.max(1.0)
+    );
+}
+
+/// Run time (ns, bpf_stats) of every program the agent attached, summed.
+fn agent_run_time(agent: &Agent) -> u64 {
+    agent.program_stats().iter().map(|s| s.run_time_ns).sum()
+}
+
 fn proc_stat(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let rss_kb = status
@@ -635,6 +682,17 @@ fn main() {
         ab("throughput (bits/s)", &agent, &target, &ProbeType::BUILT_IN, || {
             iperf(&pod)
         });
+        agent
+            .set_desired(desired(&ProbeType::BUILT_IN, &target, 0))
+            .expect("apply");
+        program_share(
+            "throughput, every type",
+            "MB",
+            3,
+            || agent_run_time(&agent),
+            || iperf(&pod) * 3.0 / 8.0 / 1e6,
+        );
+        agent.set_desired(Desired::default()).expect("detach");
         // Traffic runs per packet: its own ratio (target ≥ 0.97).
         ab(
             "throughput (bits/s), Traffic only",
@@ -708,6 +766,47 @@ fn main() {
             ab_over(name, &agent, &target, &[], types, CONN_RUNS, || conn_rate(&pod));
         };
         conn("connections/s, every type", &ProbeType::BUILT_IN);
+        // Where a connection's CPU goes, from the same windows (the ratios
+        // above move with the machine between windows; this does not).
+        let conns = || conn_rate(&pod) * CONN_WINDOW_S;
+        let share_of = |name: &str, types: &[ProbeType]| {
+            agent.set_desired(desired(types, &target, 0)).expect("apply");
+            program_share(name, "connection", 5, || agent_run_time(&agent), conns);
+            agent.set_desired(Desired::default()).expect("detach");
+        };
+        share_of("   every type", &ProbeType::BUILT_IN);
+        // Like for like with the bpftrace script below: the types it does.
+        share_of(
+            "   the bpftrace script's types (TcpRetransmits, TcpResets, TcpConnectLatency, PacketDrops)",
+            &[
+                ProbeType::TcpRetransmits,
+                ProbeType::TcpResets,
+                ProbeType::TcpConnectLatency,
+                ProbeType::PacketDrops,
+            ],
+        );
+        for t in ProbeType::BUILT_IN {
+            share_of(&format!("   {t} only"), &[t]);
+        }
+        {
+            let refs = References::attach_empty();
+            program_share(
+                "   empty programs on every hook",
+                "connection",
+                5,
+                || refs.stats().iter().map(|(_, t, _)| t).sum(),
+                conns,
+            );
+        }
+        if let Some(b) = Bpftrace::start() {
+            program_share(
+                "   the bpftrace equivalent",
+                "connection",
+                5,
+                || b.stats().iter().map(|(_, t, _)| t).sum(),
+                conns,
+            );
+        }
         conn(
             "connections/s, TcpConnectLatency+TcpResets+TcpRtt",
             &[ProbeType::TcpConnectLatency, ProbeType::TcpResets, ProbeType::TcpRtt],
