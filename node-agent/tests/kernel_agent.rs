@@ -864,12 +864,38 @@ fn a_peer_series_flood_stays_within_the_node_limit_and_exact() {
 /// bounding set (`setpriv`, as a container's capabilities bound a root
 /// process): what each capability the DaemonSet requests is for, measured.
 /// Returns the agent's /metrics after it settled, or None if it exited.
-fn agent_with_caps(caps: &str, manifests: &std::path::Path) -> Option<String> {
+/// How an agent run under a reduced bounding set ended.
+#[derive(Debug)]
+enum CapsRun {
+    /// Its /metrics, read once the first rescan assigned namespaces.
+    Served(String),
+    /// It exited before serving (stderr's tail).
+    Exited(String),
+    /// It neither served nor exited within the deadline (stderr's tail).
+    Silent(String),
+}
+
+impl CapsRun {
+    fn served(self, what: &str) -> String {
+        match self {
+            CapsRun::Served(m) => m,
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+}
+
+/// The agent starts in seconds on the host, but a debug build parsing the
+/// kernel's BTF under TCG (the kernel matrix's VMs) has taken over 15 s:
+/// the deadline is for a hung agent, not a slow one.
+const CAPS_DEADLINE: Duration = Duration::from_secs(180);
+
+fn agent_with_caps(caps: &str, manifests: &std::path::Path) -> CapsRun {
     use std::io::{Read, Write};
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port");
+    let stderr = tempfile::NamedTempFile::new().expect("stderr file");
     let mut child = std::process::Command::new("setpriv")
         .args(["--bounding-set", caps, "--"])
         .arg(env!("CARGO_BIN_EXE_netprobe-agent"))
@@ -877,9 +903,14 @@ fn agent_with_caps(caps: &str, manifests: &std::path::Path) -> Option<String> {
         .args(["--standalone-depth", "3", "--rescan-interval", "0.5"])
         .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(stderr.reopen().expect("stderr file"))
         .spawn()
         .expect("setpriv runs");
+    let tail = || {
+        let text = std::fs::read_to_string(stderr.path()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    };
     let get = || -> Option<String> {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
         write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
@@ -887,22 +918,27 @@ fn agent_with_caps(caps: &str, manifests: &std::path::Path) -> Option<String> {
         s.read_to_string(&mut text).ok()?;
         Some(text)
     };
-    let mut body = None;
-    for _ in 0..60 {
+    let start = std::time::Instant::now();
+    let run = loop {
         std::thread::sleep(Duration::from_millis(250));
-        if let Ok(Some(_)) = child.try_wait() {
-            return None;
+        if let Ok(Some(status)) = child.try_wait() {
+            break CapsRun::Exited(format!("{status}: {}", tail()));
         }
         if get().is_some_and(|t| t.contains("netprobe_agent_map_entries{map=\"pod_by_netns\"}")) {
             // One more rescan, so namespaces are assigned.
             std::thread::sleep(Duration::from_secs(1));
-            body = get();
-            break;
+            break match get() {
+                Some(m) => CapsRun::Served(m),
+                None => CapsRun::Silent(format!("stopped serving: {}", tail())),
+            };
         }
-    }
+        if start.elapsed() > CAPS_DEADLINE {
+            break CapsRun::Silent(format!("no /metrics after {CAPS_DEADLINE:?}: {}", tail()));
+        }
+    };
     let _ = child.kill();
     let _ = child.wait();
-    body
+    run
 }
 
 fn metric_value(text: &str, series: &str) -> Option<f64> {
@@ -934,14 +970,14 @@ fn the_agent_needs_bpf_perfmon_net_admin_and_sys_ptrace_and_nothing_else() {
         pod.spawn("import os, time\nos.setgid(65534)\nos.setuid(65534)\nprint('ok', flush=True)\ntime.sleep(120)\n");
     support::read_ready(&mut nobody);
 
-    let granted = agent_with_caps("-all,+bpf,+perfmon,+net_admin,+sys_ptrace", dir.path()).expect("runs");
+    let granted = agent_with_caps("-all,+bpf,+perfmon,+net_admin,+sys_ptrace", dir.path()).served("with all four");
     let loaded = metric_value(&granted, "netprobe_agent_programs_loaded").unwrap_or(0.0);
     assert!(
         !granted.contains("netprobe_agent_probe_unsupported{"),
         "every probe type loads with these four"
     );
     assert!(loaded >= 9.0, "programs loaded: {loaded}");
-    let no_net_admin = agent_with_caps("-all,+bpf,+perfmon,+sys_ptrace", dir.path()).expect("runs without NET_ADMIN");
+    let no_net_admin = agent_with_caps("-all,+bpf,+perfmon,+sys_ptrace", dir.path()).served("without NET_ADMIN");
     let unsupported: Vec<&str> = no_net_admin
         .lines()
         .filter(|l| l.starts_with("netprobe_agent_probe_unsupported{"))
@@ -956,7 +992,7 @@ fn the_agent_needs_bpf_perfmon_net_admin_and_sys_ptrace_and_nothing_else() {
         "without NET_ADMIN only the cgroup_skb programs (Traffic, Dns) are refused"
     );
     let with_ptrace = metric_value(&granted, "netprobe_agent_map_entries{map=\"pod_by_netns\"}").unwrap_or(0.0);
-    let no_ptrace = agent_with_caps("-all,+bpf,+perfmon,+net_admin", dir.path()).expect("runs without SYS_PTRACE");
+    let no_ptrace = agent_with_caps("-all,+bpf,+perfmon,+net_admin", dir.path()).served("without SYS_PTRACE");
     let without_ptrace = metric_value(&no_ptrace, "netprobe_agent_map_entries{map=\"pod_by_netns\"}").unwrap_or(0.0);
     println!(
         "capabilities: BPF+PERFMON+NET_ADMIN+SYS_PTRACE: {loaded} programs, {with_ptrace} namespaces; without SYS_PTRACE: {without_ptrace} namespaces"
@@ -967,13 +1003,21 @@ fn the_agent_needs_bpf_perfmon_net_admin_and_sys_ptrace_and_nothing_else() {
     );
     let no_bpf = agent_with_caps("-all,+perfmon,+net_admin,+sys_ptrace", dir.path());
     assert!(
-        no_bpf.is_none_or(|m| metric_value(&m, "netprobe_agent_programs_loaded").unwrap_or(0.0) == 0.0),
-        "nothing loads without BPF"
+        match &no_bpf {
+            CapsRun::Exited(_) => true,
+            CapsRun::Served(m) => metric_value(m, "netprobe_agent_programs_loaded").unwrap_or(0.0) == 0.0,
+            CapsRun::Silent(_) => false,
+        },
+        "nothing loads without BPF: {no_bpf:?}"
     );
     let no_perfmon = agent_with_caps("-all,+bpf,+net_admin,+sys_ptrace", dir.path());
     assert!(
-        no_perfmon.is_none_or(|m| metric_value(&m, "netprobe_agent_programs_loaded").unwrap_or(0.0) < loaded),
-        "tracing programs need PERFMON"
+        match &no_perfmon {
+            CapsRun::Exited(_) => true,
+            CapsRun::Served(m) => metric_value(m, "netprobe_agent_programs_loaded").unwrap_or(0.0) < loaded,
+            CapsRun::Silent(_) => false,
+        },
+        "tracing programs need PERFMON: {no_perfmon:?}"
     );
     let _ = nobody.kill();
     let _ = nobody.wait();
