@@ -3,12 +3,18 @@
 //! and the agent's footprint at 250 pods. Prints figures; asserts nothing
 //! about speed (a slow machine is not a failure). Run with `make bench`.
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
+mod footprint;
+mod measure;
+mod references;
+
+use measure::{ab_switch, agent_run_time, median, program_share};
+use references::{Bpftrace, References};
+
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use netprobe_agent::agent::Agent;
 use netprobe_agent::pipeline::desired::{Desired, Owner, Target};
@@ -106,185 +112,6 @@ fn workloads(pod: &Pod) -> Vec<(&'static str, String)> {
             ),
         ),
     ]
-}
-
-/// The first and third quartile, to show the spread a median hides.
-fn quartiles(v: &[f64]) -> String {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() {
-        return "-".into();
-    }
-    format!("{:.3e}–{:.3e}", v[v.len() / 4], v[(3 * v.len()) / 4])
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
-}
-
-/// Reference programs from the same object, attached beside ours for the
-/// same workload passes: an empty program on every tracepoint we use (the
-/// floor of a `tp_btf` program for exactly those events on this machine),
-/// and on `kfree_skb` one that updates a per-CPU array and one that updates
-/// a per-CPU hash (the usual reference points).
-struct References {
-    /// (label, tracepoint, object holding the program, program name)
-    progs: Vec<(String, &'static str, aya::Ebpf, &'static str)>,
-}
-
-const REFERENCE_TRACEPOINTS: [&str; 5] = [
-    "tcp_retransmit_skb",
-    "tcp_send_reset",
-    "tcp_receive_reset",
-    "inet_sock_set_state",
-    "kfree_skb",
-];
-
-impl References {
-    fn attach() -> Self {
-        Self::attach_some(true)
-    }
-
-    /// Only the empty programs: a connection's floor.
-    fn attach_empty() -> Self {
-        Self::attach_some(false)
-    }
-
-    fn attach_some(with_map_updates: bool) -> Self {
-        use aya::programs::{BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType};
-        let btf = aya::Btf::from_sys_fs().expect("kernel BTF");
-        let mut progs = Vec::new();
-        // Traffic's floor: empty cgroup_skb programs on the same root.
-        let root =
-            netprobe_agent::cgroups::cgroup2_mount(std::path::Path::new("/proc/self/mountinfo")).expect("cgroup2");
-        let dir = std::fs::File::open(&root).expect("cgroup root");
-        for (name, hook, kind) in [
-            ("np_calib_skb_egress", "cgroup_skb/egress", CgroupSkbAttachType::Egress),
-            (
-                "np_calib_skb_ingress",
-                "cgroup_skb/ingress",
-                CgroupSkbAttachType::Ingress,
-            ),
-        ] {
-            let mut ebpf = aya::EbpfLoader::new()
-                .load(netprobe_ebpf::TESTING_OBJECT)
-                .expect("object");
-            let p: &mut CgroupSkb = ebpf.program_mut(name).expect(name).try_into().expect("cgroup_skb");
-            p.load().expect("load reference program");
-            p.attach(&dir, kind, CgroupAttachMode::Single)
-                .expect("attach reference program");
-            progs.push((format!("ref: empty on {hook}"), hook, ebpf, name));
-        }
-        for tp in REFERENCE_TRACEPOINTS {
-            let names: &[&'static str] = if tp == "kfree_skb" && with_map_updates {
-                &["np_calib_empty", "np_calib_map", "np_calib_hash"]
-            } else {
-                &["np_calib_empty"]
-            };
-            for name in names {
-                // One object per program: a program loads for one tracepoint.
-                let mut ebpf = aya::EbpfLoader::new()
-                    .btf(Some(&btf))
-                    .load(netprobe_ebpf::TESTING_OBJECT)
-                    .expect("object");
-                let p: &mut BtfTracePoint = ebpf.program_mut(name).expect(name).try_into().expect("tp_btf");
-                p.load(tp, &btf).expect("load reference program");
-                p.attach().expect("attach reference program");
-                let label = match *name {
-                    "np_calib_map" => "ref: per-CPU array update".to_string(),
-                    "np_calib_hash" => "ref: per-CPU hash update".to_string(),
-                    _ => format!("ref: empty on {tp}"),
-                };
-                progs.push((label, tp, ebpf, *name));
-            }
-        }
-        References { progs }
-    }
-
-    /// (label, run_time_ns, run_count) of every reference program.
-    fn stats(&self) -> Vec<(String, u64, u64)> {
-        self.progs
-            .iter()
-            .map(|(label, _, ebpf, name)| {
-                let i = ebpf.program(name).expect(name).info().expect("info");
-                (label.clone(), i.run_time().as_nanos() as u64, i.run_count())
-            })
-            .collect()
-    }
-}
-
-/// The bpftrace equivalent (#20): per-cgroup counters on the same
-/// tracepoints and a per-cgroup connect-latency histogram, run by Debian's
-/// bpftrace beside ours for the same passes. Its programs are found by
-/// the ids that appear when it starts; each is labelled by its tracepoint
-/// (the two on `inet_sock_set_state` are summed: both run on each event).
-struct Bpftrace {
-    child: std::process::Child,
-    ids: Vec<(u32, String)>,
-}
-
-const BPFTRACE_SCRIPT: &str = r#"
-tracepoint:sock:inet_sock_set_state /args->newstate == 2/ { @start[args->skaddr] = nsecs; }
-tracepoint:sock:inet_sock_set_state /args->oldstate == 2 && @start[args->skaddr]/ { @connect[cgroup] = hist(nsecs - @start[args->skaddr]); delete(@start[args->skaddr]); }
-tracepoint:tcp:tcp_retransmit_skb { @retrans[cgroup] = count(); }
-tracepoint:tcp:tcp_send_reset { @rst_sent[cgroup] = count(); }
-tracepoint:tcp:tcp_receive_reset { @rst_recv[cgroup] = count(); }
-tracepoint:skb:kfree_skb { @drops[cgroup, args->reason] = count(); }
-"#;
-
-impl Bpftrace {
-    fn start() -> Option<Self> {
-        let ids = || -> std::collections::BTreeSet<u32> {
-            aya::programs::loaded_programs()
-                .filter_map(Result::ok)
-                .map(|p| p.id())
-                .collect()
-        };
-        let before = ids();
-        let child = std::process::Command::new("bpftrace")
-            .args(["-e", BPFTRACE_SCRIPT])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .ok()?;
-        let started = Instant::now();
-        let mut ids_new = Vec::new();
-        while started.elapsed() < Duration::from_secs(20) && ids_new.len() < 6 {
-            std::thread::sleep(Duration::from_millis(200));
-            ids_new = aya::programs::loaded_programs()
-                .filter_map(Result::ok)
-                .filter(|p| !before.contains(&p.id()))
-                .filter_map(|p| {
-                    let name = p.name_as_str()?.to_string();
-                    let tp = REFERENCE_TRACEPOINTS.iter().find(|t| t.starts_with(name.as_str()))?;
-                    Some((p.id(), format!("ref: bpftrace on {tp}")))
-                })
-                .collect();
-        }
-        Some(Bpftrace { child, ids: ids_new })
-    }
-
-    /// (label, run_time_ns, run_count): per tracepoint, run time summed
-    /// over its programs, runs of one of them.
-    fn stats(&self) -> Vec<(String, u64, u64)> {
-        let mut by: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-        for p in aya::programs::loaded_programs().filter_map(Result::ok) {
-            if let Some((_, label)) = self.ids.iter().find(|(id, _)| *id == p.id()) {
-                let e = by.entry(label.clone()).or_default();
-                e.0 += p.run_time().as_nanos() as u64;
-                e.1 = e.1.max(p.run_count());
-            }
-        }
-        by.into_iter().map(|(l, (t, c))| (l, t, c)).collect()
-    }
-}
-
-impl Drop for Bpftrace {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The tracepoint a program of ours runs on (for its floor).
@@ -462,181 +289,6 @@ fn ab_over(
         },
         f,
     )
-}
-
-/// `f` with `set(true)` against `set(false)`, ABBA, `per_arm` runs each.
-fn ab_switch(name: &str, per_arm: usize, mut set: impl FnMut(bool), f: impl Fn() -> f64) {
-    let (mut without, mut with) = (Vec::new(), Vec::new());
-    // A B B A A B …: neither side always runs first after a switch.
-    for i in 0..2 * per_arm {
-        let attached = i % 4 == 1 || i % 4 == 2;
-        set(attached);
-        if attached {
-            with.push(f());
-        } else {
-            without.push(f());
-        }
-    }
-    set(false);
-    // Medians: one disturbed run on a shared machine should not decide.
-    let (w, wo) = (median(with.clone()), median(without.clone()));
-    let runs = |v: &[f64]| v.iter().map(|x| format!("{x:.3e}")).collect::<Vec<_>>().join(" ");
-    println!(
-        "{name}: median without {wo:.3e} (quartiles {}), with {w:.3e} (quartiles {}) -> ratio {:.3}\n    runs without [{}]\n    runs with    [{}]",
-        quartiles(&without),
-        quartiles(&with),
-        w / wo,
-        runs(&without),
-        runs(&with),
-    );
-}
-
-/// The machine's busy CPU time so far, ns: user, nice, system, irq and
-/// softirq of every CPU (not idle, iowait or steal), from /proc/stat.
-fn cpu_busy_ns() -> u64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let ticks: Vec<u64> = stat
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    let busy: u64 = [0, 1, 2, 5, 6].iter().filter_map(|i| ticks.get(*i)).sum();
-    // SAFETY: sysconf reads a constant of the running system.
-    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
-        .unwrap_or(100)
-        .max(1);
-    busy * 1_000_000_000 / hz
-}
-
-/// Share of the CPU a workload burns that runs inside the programs
-/// `run_time` sums (their `bpf_stats` run time, ns): `windows` runs of `f`,
-/// which returns how many units (connections, bytes) it did, with bpf_stats
-/// on. Numerator and denominator come from the same windows, so the
-/// machine's drift between windows, which moves an A/B rate ratio by ±10%
-/// here, divides out. It leaves out each run's dispatch (the trampoline,
-/// the cgroup program array), which the empty programs' rate ratio shows.
-fn program_share(name: &str, unit: &str, windows: usize, run_time: impl Fn() -> u64, f: impl Fn() -> f64) {
-    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
-    let (t0, c0) = (run_time(), cpu_busy_ns());
-    let units: f64 = (0..windows).map(|_| f()).sum();
-    let (t1, c1) = (run_time(), cpu_busy_ns());
-    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
-    let (prog, cpu) = (t1.saturating_sub(t0) as f64, c1.saturating_sub(c0) as f64);
-    println!(
-        "{name}: programs {:.0} ns per {unit} of {:.1} us CPU per {unit} -> {:.2}% of the CPU ({windows} windows)",
-        prog / units.max(1.0),
-        cpu / units.max(1.0) / 1000.0,
-        100.0 * prog / cpu.max(1.0)
-    );
-}
-
-/// Run time (ns, bpf_stats) of every program the agent attached, summed.
-fn agent_run_time(agent: &Agent) -> u64 {
-    agent.program_stats().iter().map(|s| s.run_time_ns).sum()
-}
-
-fn proc_stat(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss_kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    (rss_kb, ticks)
-}
-
-fn scrape(addr: &str) -> (Duration, usize) {
-    let started = Instant::now();
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to agent");
-    use std::io::Write;
-    let _ = write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
-    let mut body = Vec::new();
-    let _ = s.read_to_end(&mut body);
-    (started.elapsed(), body.len())
-}
-
-fn footprint() {
-    println!("\n== 4. agent footprint: 250 selected cgroups x every probe type (standalone binary) ==");
-    let root = netprobe_agent::cgroups::cgroup2_mount(std::path::Path::new("/proc/self/mountinfo")).expect("cgroup2");
-    let base = root.join(format!("npbench{}", std::process::id()));
-    std::fs::create_dir_all(&base).expect("bench cgroup root");
-    for i in 0..250 {
-        let _ = std::fs::create_dir(base.join(format!("pod{i:03}")));
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        dir.path().join("all.yaml"),
-        "apiVersion: netprobe.dev/v1alpha1\nkind: NetworkProbe\nmetadata: {name: all, namespace: bench}\nspec:\n  metrics: {maxSeriesPerNode: 100000}\n  probes:\n  - type: TcpRetransmits\n  - type: TcpResets\n  - type: TcpConnectLatency\n  - type: TcpRtt\n  - type: PacketDrops\n",
-    )
-    .expect("manifest");
-    let addr = "127.0.0.1:19991";
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_netprobe-agent"))
-        .args([
-            "--standalone",
-            &dir.path().display().to_string(),
-            "--metrics-addr",
-            addr,
-            "--cgroup-root",
-            &base.display().to_string(),
-            "--standalone-depth",
-            "1",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("agent");
-    std::thread::sleep(Duration::from_secs(3));
-    let hz = 100.0;
-    let (_, t0) = proc_stat(child.id());
-    std::thread::sleep(Duration::from_secs(10));
-    let (rss_idle, t1) = proc_stat(child.id());
-    println!(
-        "idle: RSS {:.1} MiB, CPU {:.2}% of a core over 10 s",
-        rss_idle as f64 / 1024.0,
-        (t1 - t0) as f64 / hz / 10.0 * 100.0
-    );
-    // Load: one process visits every cgroup and makes events there.
-    let load = format!(
-        "import socket, os\nsrv = socket.socket(); srv.bind(('127.0.0.1', 0)); srv.listen(4096); port = srv.getsockname()[1]\nfor i in range(250):\n    open('{}/pod%03d/cgroup.procs' % i, 'w').write(str(os.getpid()))\n    for p in (port, 1):\n        s = socket.socket()\n        try:\n            s.connect(('127.0.0.1', p))\n        except OSError:\n            pass\n        s.close()\n    c, _ = srv.accept(); c.close()\nopen('{}/cgroup.procs', 'w').write(str(os.getpid()))\n",
-        base.display(),
-        root.display()
-    );
-    let started = Instant::now();
-    sh(&format!("python3 -c \"{load}\""));
-    let (_, t2) = proc_stat(child.id());
-    let (s_time, s_size) = scrape(addr);
-    let (rss_load, t3) = proc_stat(child.id());
-    let wall = started.elapsed().as_secs_f64();
-    println!(
-        "under load ({wall:.1} s of events in 250 cgroups): RSS {:.1} MiB, CPU {:.2}% of a core",
-        rss_load as f64 / 1024.0,
-        (t3 - t1) as f64 / hz / wall * 100.0
-    );
-    let _ = t2;
-    let mut times = Vec::new();
-    for _ in 0..5 {
-        times.push(scrape(addr).0.as_secs_f64() * 1000.0);
-    }
-    println!(
-        "scrape: first {:.1} ms, median {:.1} ms, {} bytes",
-        s_time.as_secs_f64() * 1000.0,
-        median(times),
-        s_size
-    );
-    let _ = child.kill();
-    let _ = child.wait();
-    for i in 0..250 {
-        let _ = std::fs::remove_dir(base.join(format!("pod{i:03}")));
-    }
-    let _ = std::fs::remove_dir(&base);
 }
 
 fn main() {
@@ -838,7 +490,7 @@ fn main() {
     drop(pod);
     drop(agent);
     if only.is_empty() {
-        footprint();
+        footprint::footprint();
     }
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", stats_before.trim());
 }
