@@ -8,6 +8,7 @@
 pub mod cluster;
 pub mod procs;
 pub mod prom;
+pub mod scenario;
 pub mod testpod;
 pub mod world;
 
