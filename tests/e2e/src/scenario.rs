@@ -48,6 +48,18 @@ pub fn world(test: &str, opts: WorldOptions) -> Option<World> {
     World::start(test, WorldOptions { pods: pods(), ..opts })
 }
 
+/// A world whose `shop` namespace carries the label the cluster sample's
+/// namespaceSelector matches, and `other` does not.
+pub fn world_observing_shop(test: &str) -> Option<World> {
+    world(
+        test,
+        WorldOptions {
+            namespaces: vec![("shop", &[("netprobe.dev/observe", "true")]), ("other", &[])],
+            ..WorldOptions::default()
+        },
+    )
+}
+
 /// A world where redis-a's path to its peer is lossy and the sample probe
 /// runs on both nodes.
 pub fn world_with_sample(test: &str) -> Option<World> {
@@ -240,4 +252,17 @@ pub fn pods_with_series(w: &World, metric: &str) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// `kubectl wait --for=condition=Ready` on the sample probe, as a user (or a
+/// GitOps health check) waits for it.
+pub fn wait_sample_ready(w: &World) {
+    w.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        &format!("networkprobe/{PROBE}"),
+        "-n",
+        "shop",
+        "--timeout=60s",
+    ]);
 }

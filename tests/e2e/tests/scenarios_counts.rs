@@ -80,11 +80,9 @@ fn s2_retransmits_in_prometheus_equal_the_kernel_and_stay_in_their_namespace() {
 /// count an event once when two probes select the pod.
 #[test]
 fn s9_every_dashboard_query_returns_data() {
-    let opts = WorldOptions {
-        namespaces: vec![("shop", &[("netprobe.dev/observe", "true")]), ("other", &[])],
-        ..WorldOptions::default()
+    let Some(mut w) = world_observing_shop("s9") else {
+        return;
     };
-    let Some(mut w) = world("s9", opts) else { return };
     make_lossy(&mut w, "shop", "redis-a");
     // Every probe type (the cluster sample) and, over redis-a, a second
     // probe: the namespaced retransmits sample.

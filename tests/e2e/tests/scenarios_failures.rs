@@ -125,14 +125,7 @@ fn s6_an_api_outage_keeps_metrics_flowing_and_status_converges_after() {
     // A change made after the outage converges, with no duplicated program.
     let p = update_sample(&w);
     assert_eq!(p["metadata"]["generation"], 2);
-    w.kubectl_ok(&[
-        "wait",
-        "--for=condition=Ready",
-        &format!("networkprobe/{PROBE}"),
-        "-n",
-        "shop",
-        "--timeout=60s",
-    ]);
+    wait_sample_ready(&w);
     for (node, before) in w.nodes().iter().zip(programs) {
         let now = w.programs_of(node);
         assert_eq!(now, before, "{node}: programs changed or were duplicated by the outage");

@@ -6,24 +6,31 @@
 use std::time::{Duration, Instant};
 
 use netprobe_e2e::scenario::*;
-use netprobe_e2e::{WorldOptions, wait_for};
+use netprobe_e2e::{World, WorldOptions, wait_for};
 
-#[test]
-fn s8_a_standby_operator_takes_over_within_the_lease() {
-    let lease = 6;
-    let Some(mut w) = world(
-        "s8",
+/// A world with two operators electing a leader over a Lease of `lease`
+/// seconds, and the first leader.
+fn two_operators(test: &str, lease: u64) -> Option<(World, String)> {
+    let w = world(
+        test,
         WorldOptions {
             operators: 2,
             lease_secs: lease,
             ..WorldOptions::default()
         },
-    ) else {
-        return;
-    };
+    )?;
     let leader = wait_for("a leader", 30, || {
         lease_holder(&w).and_then(|h| if h.is_empty() { Err("none".into()) } else { Ok(h) })
     });
+    Some((w, leader))
+}
+
+#[test]
+fn s8_a_standby_operator_takes_over_within_the_lease() {
+    let lease = 6;
+    let Some((mut w, leader)) = two_operators("s8", lease) else {
+        return;
+    };
     let leading = |id: &str| {
         w.prom.value(
             "netprobe_operator_leader",
@@ -75,19 +82,9 @@ fn s8_a_standby_operator_takes_over_within_the_lease() {
 #[test]
 fn s11_sigterm_hands_the_lease_over_within_5_s() {
     let lease = 15;
-    let Some(mut w) = world(
-        "s11",
-        WorldOptions {
-            operators: 2,
-            lease_secs: lease,
-            ..WorldOptions::default()
-        },
-    ) else {
+    let Some((mut w, leader)) = two_operators("s11", lease) else {
         return;
     };
-    let leader = wait_for("a leader", 30, || {
-        lease_holder(&w).and_then(|h| if h.is_empty() { Err("none".into()) } else { Ok(h) })
-    });
     let stopped = Instant::now();
     let took = w.stop_operator(&leader);
     println!("leader {leader} exited {took:?} after SIGTERM");

@@ -23,14 +23,7 @@ fn s1_apply_a_sample_and_see_it_ready_on_both_nodes() {
         w.kubectl(&["get", "configmap", &cm, "-n", SYSTEM_NS])
     });
     wait_nodes(&w, "networkprobe", Some("shop"), PROBE, "Running");
-    w.kubectl_ok(&[
-        "wait",
-        "--for=condition=Ready",
-        &format!("networkprobe/{PROBE}"),
-        "-n",
-        "shop",
-        "--timeout=60s",
-    ]);
+    wait_sample_ready(&w);
     wait_pods_matched(&w, "networkprobe", Some("shop"), PROBE, 2);
     let table = w.kubectl_ok(&["get", "networkprobes", "-n", "shop"]);
     println!("{table}");
@@ -148,11 +141,9 @@ fn s5_delete_removes_the_plan_detaches_and_drops_the_series() {
 
 #[test]
 fn s7_a_cluster_probe_selects_only_matching_namespaces() {
-    let opts = WorldOptions {
-        namespaces: vec![("shop", &[("netprobe.dev/observe", "true")]), ("other", &[])],
-        ..WorldOptions::default()
+    let Some(mut w) = world_observing_shop("s7") else {
+        return;
     };
-    let Some(mut w) = world("s7", opts) else { return };
     make_lossy(&mut w, "shop", "redis-a");
     make_lossy(&mut w, "other", "redis-x");
     w.kubectl_ok(&["apply", "-f", &sample("config/samples/cluster-network-probe.yaml")]);
