@@ -212,10 +212,16 @@ impl ProbeManager {
         catalog::of(t).partial(&self.facts)
     }
 
-    fn attach_type(&mut self, t: ProbeType) -> Result<Vec<&'static str>, String> {
+    /// `btf` is the kernel's BTF, parsed by the first attach of an apply
+    /// and shared by the others (dropped with the apply: it is tens of MiB in
+    /// memory, and a parse per type made a start with every type parse it
+    /// seven times).
+    fn attach_type(&mut self, t: ProbeType, btf: &mut Option<aya::Btf>) -> Result<Vec<&'static str>, String> {
         let progs = self.programs_for(t)?;
-        // Parsed only while attaching: the kernel's BTF is tens of MiB in memory.
-        let btf = aya::Btf::from_sys_fs().map_err(|e| format!("reading kernel BTF: {e}"))?;
+        let btf = match btf {
+            Some(b) => b,
+            None => btf.insert(aya::Btf::from_sys_fs().map_err(|e| format!("reading kernel BTF: {e}"))?),
+        };
         let mut names = Vec::new();
         for (name, hook) in progs {
             if let Some((_, users)) = self.links.get_mut(name) {
@@ -223,7 +229,7 @@ impl ProbeManager {
                 names.push(name);
                 continue;
             }
-            match self.attach_one(name, hook, &btf) {
+            match self.attach_one(name, hook, btf) {
                 Ok(a) => {
                     self.links.insert(name, (a.link, BTreeSet::from([t])));
                     names.push(name);
@@ -348,6 +354,7 @@ impl ProbeManager {
         let ops = diff(&self.current, desired);
         let mut targets_changed = false;
         let mut detached = Vec::new();
+        let mut btf = None;
         for op in ops {
             match op {
                 Op::SetBounds { index, bounds } => self.set_bounds(index, &bounds)?,
@@ -370,7 +377,7 @@ impl ProbeManager {
                     self.remove_target(&key)?;
                 }
                 Op::Attach(t) => {
-                    match self.attach_type(t) {
+                    match self.attach_type(t, &mut btf) {
                         Ok(list) => {
                             info!(probe = %t, programs = ?list, "attached");
                             self.report.unsupported.remove(&t);
