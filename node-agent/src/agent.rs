@@ -4,6 +4,7 @@
 //! `render`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -92,6 +93,10 @@ pub struct Agent {
     /// Plans whose series budget is exhausted, as last admitted: status
     /// listens here instead of asking after a scrape.
     budget_tx: Arc<watch::Sender<BTreeSet<String>>>,
+    /// Set by the first apply that succeeded: `/readyz` answers 200 from
+    /// then on, so a DaemonSet rollout waits until a node's new agent has
+    /// its probes in the kernel, and a test knows the metrics are current.
+    applied: Arc<AtomicBool>,
 }
 
 impl Agent {
@@ -119,6 +124,7 @@ impl Agent {
             reasons,
             standalone,
             budget_tx: Arc::new(watch::Sender::new(BTreeSet::new())),
+            applied: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -219,7 +225,14 @@ impl Agent {
         }
         g.desired = desired;
         g.kernel = kernel;
+        self.applied.store(true, Ordering::Relaxed);
         Ok(report)
+    }
+
+    /// The readiness flag of the metrics endpoint: true once a desired
+    /// state (possibly empty) is in the kernel.
+    pub fn applied_flag(&self) -> Arc<AtomicBool> {
+        self.applied.clone()
     }
 
     /// Plans whose series budget overflowed at the last admission.

@@ -145,7 +145,7 @@ async fn main() -> anyhow::Result<()> {
             let agent = agent.clone();
             move || agent.exposition()
         }),
-        ready: None,
+        ready: Some(agent.applied_flag()),
     };
     tokio::spawn({
         let addr = cli.metrics_addr;

@@ -7,6 +7,7 @@
 
 mod support;
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use netprobe_agent::agent::Agent;
@@ -544,6 +545,29 @@ fn drop_reasons_the_kernel_does_not_have_are_reported() {
         Some(&vec!["NOT_A_REAL_REASON".to_string()]),
         "{report:?}"
     );
+    agent.set_desired(Desired::default()).expect("apply");
+}
+
+/// `/readyz` follows the first apply: a DaemonSet rollout moves on only
+/// once the new agent's probes are in the kernel.
+#[test]
+fn the_agent_is_ready_once_an_apply_succeeded() {
+    if !kernel_available("readiness") {
+        return;
+    }
+    let _s = serial();
+    let agent = Agent::new(true).expect("agent loads");
+    let ready = agent.applied_flag();
+    assert!(!ready.load(Ordering::Relaxed), "not ready before anything is applied");
+    let pod = Pod::new(Driver::Systemd);
+    agent
+        .set_desired(desired(
+            plan("r", vec![Probe::new(ProbeType::TcpRetransmits)]),
+            &[pod.target("shop", "r")],
+            &[],
+        ))
+        .expect("apply");
+    assert!(ready.load(Ordering::Relaxed), "ready after the first apply");
     agent.set_desired(Desired::default()).expect("apply");
 }
 

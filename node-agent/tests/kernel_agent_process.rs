@@ -217,7 +217,7 @@ fn recursion_misses_are_read_from_the_kernel() {
 
 /// How an agent run under a reduced bounding set ended.
 enum CapsRun {
-    /// Its /metrics, read once the first rescan assigned namespaces.
+    /// Its /metrics, read once `/readyz` said the first apply is done.
     Served(String),
     /// It exited before serving (stderr's tail).
     Exited(String),
@@ -275,9 +275,10 @@ fn agent_with_caps(caps: &str, manifests: &std::path::Path) -> CapsRun {
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
     };
-    let get = || -> Option<String> {
+    // One GET of `path`: the response, head and body.
+    let get = |path: &str| -> Option<String> {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-        write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
         let mut text = String::new();
         s.read_to_string(&mut text).ok()?;
         Some(text)
@@ -288,10 +289,11 @@ fn agent_with_caps(caps: &str, manifests: &std::path::Path) -> CapsRun {
         if let Ok(Some(status)) = child.try_wait() {
             break CapsRun::Exited(format!("{status}: {}", tail()));
         }
-        if get().is_some_and(|t| t.contains("netprobe_agent_map_entries{map=\"pod_by_netns\"}")) {
-            // One more rescan, so namespaces are assigned.
-            std::thread::sleep(Duration::from_secs(1));
-            break match get() {
+        // Ready once the first apply is in the kernel (the manifest, the
+        // cgroups and their namespaces as the first rescan found them):
+        // its metrics are that apply's, not a start's still loading.
+        if get("/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200")) {
+            break match get("/metrics") {
                 Some(m) => CapsRun::Served(m),
                 None => CapsRun::Silent(format!("stopped serving: {}", tail())),
             };

@@ -83,6 +83,10 @@ fn metrics_are_served_over_https_to_reviewed_tokens_only() {
         let c = container(&docs, kind, name);
         assert!(has_arg(&c, "--metrics-auth=kubernetes"), "{c}");
         assert_eq!(c["livenessProbe"]["httpGet"]["scheme"], "HTTPS", "{name}");
+        // Ready once serving its work: the operator's cache, the agent's
+        // first apply (a rollout waits for a node's probes to be attached).
+        assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz", "{name}");
+        assert_eq!(c["readinessProbe"]["httpGet"]["scheme"], "HTTPS", "{name}");
         let rules = object(&docs, "ClusterRole", name)["rules"].to_string();
         assert!(
             rules.contains("tokenreviews") && rules.contains("subjectaccessreviews"),
@@ -133,11 +137,13 @@ fn metrics_are_served_over_https_to_reviewed_tokens_only() {
     let off = json!({"metrics": {"auth": "none"}, "monitoring": {"assumeOperatorApi": true}, "serviceMonitor": {"enabled": true}});
     let docs = render_json(&py, &off, "obs");
     for (kind, name) in workloads {
-        assert_eq!(
-            container(&docs, kind, name)["livenessProbe"]["httpGet"]["scheme"],
-            "HTTP",
-            "{name}"
-        );
+        for probe in ["livenessProbe", "readinessProbe"] {
+            assert_eq!(
+                container(&docs, kind, name)[probe]["httpGet"]["scheme"],
+                "HTTP",
+                "{name} {probe}"
+            );
+        }
         let sm = &object(&docs, "ServiceMonitor", name)["spec"]["endpoints"][0];
         assert!(
             sm.get("scheme").is_none() && sm.get("bearerTokenFile").is_none(),
