@@ -17,7 +17,9 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cache=${NETPROBE_KERNEL_CACHE:-$root/target/kernels}
 kernels=${NETPROBE_KERNELS:-6.1 6.12}
 work=$(mktemp -d /tmp/netprobe-matrix.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+# A matrix stopped early (timeout, ^C) stops its VMs too: every process of
+# a VM (timeout, vng, qemu) names the work directory on its command line.
+trap 'pkill -f -- "$work/" 2>/dev/null; rm -rf "$work"' EXIT
 
 skip() {
   echo
@@ -86,13 +88,22 @@ run_host() {
   sh "$root/tests/kernels/guest.sh" "$out" $bins
   columns+=("host")
 }
-run_vm() {
-  local series=$1 pkg got vmlinuz rel out="$work/$1"
+# Resolve and fetch a series' kernel into $work/<series>/ (its package in
+# "package", "<vmlinuz> <release>" in "image"), or say why not in "error".
+prepare_vm() {
+  local series=$1 pkg got out="$work/$1"
   mkdir -p "$out"
   pkg=$(package_of "$series")
   if [ -z "$pkg" ]; then echo "kernel matrix: no Debian package for $series (apt-get update?)" > "$out/error"; return; fi
   if ! got=$(fetch "$pkg"); then echo "kernel matrix: fetching $pkg failed" > "$out/error"; return; fi
-  read -r vmlinuz rel <<< "$got"
+  echo "$pkg" > "$out/package"
+  echo "$got" > "$out/image"
+}
+run_vm() {
+  local series=$1 pkg vmlinuz rel out="$work/$1"
+  [ -e "$out/image" ] || return
+  pkg=$(cat "$out/package")
+  read -r vmlinuz rel < "$out/image"
   echo "kernel matrix: $series ($pkg) in a VM"
   local start=$SECONDS
   # A VM under TCG runs the tier 6-8x slower than the host, and this VM's
@@ -124,10 +135,7 @@ fi
 # tests time real traffic.
 # Kernels are fetched one after the other (one apt-get at a time), then
 # booted together.
-for k in $kernels; do
-  pkg=$(package_of "$k")
-  [ -n "$pkg" ] && fetch "$pkg" > /dev/null
-done
+for k in $kernels; do prepare_vm "$k"; done
 vm_pids=()
 for k in $kernels; do
   columns+=("$k")
