@@ -12,6 +12,15 @@ use netprobe_agent::agent::Agent;
 use netprobe_api::{Probe, ProbeType};
 use support::{Driver, Pod, kernel_available, serial};
 
+/// The probe types whose programs are tracing programs (no cgroup_skb).
+const TRACING_TYPES: [ProbeType; 5] = [
+    ProbeType::TcpRetransmits,
+    ProbeType::TcpResets,
+    ProbeType::TcpConnectLatency,
+    ProbeType::TcpRtt,
+    ProbeType::PacketDrops,
+];
+
 fn np_programs() -> BTreeSet<u64> {
     support::np_programs().into_keys().collect()
 }
@@ -25,7 +34,7 @@ fn nothing_remains_in_the_kernel_after_stop_or_sigkill() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(
         dir.path().join("p.yaml"),
-        "apiVersion: netprobe.dev/v1alpha1\nkind: NetworkProbe\nmetadata: {name: all, namespace: x}\nspec:\n  probes:\n  - type: TcpRetransmits\n  - type: TcpResets\n  - type: TcpConnectLatency\n  - type: TcpRtt\n  - type: PacketDrops\n",
+        support::standalone_manifest("x", &TRACING_TYPES, ""),
     )
     .expect("write manifest");
     // A user's program too (a Program probe, its object by path).
@@ -329,7 +338,7 @@ fn the_agent_needs_bpf_perfmon_net_admin_and_sys_ptrace_and_nothing_else() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(
         dir.path().join("p.yaml"),
-        "apiVersion: netprobe.dev/v1alpha1\nkind: NetworkProbe\nmetadata: {name: all, namespace: x}\nspec:\n  probes:\n  - type: TcpRetransmits\n  - type: TcpResets\n  - type: TcpConnectLatency\n  - type: TcpRtt\n  - type: PacketDrops\n  - type: Traffic\n  - type: Dns\n",
+        support::standalone_manifest("x", &ProbeType::BUILT_IN, ""),
     )
     .expect("write manifest");
     // A pod whose only process runs as nobody in the pod's namespace.

@@ -3,6 +3,8 @@
 use std::io::Read;
 use std::time::{Duration, Instant};
 
+use netprobe_api::ProbeType;
+
 use crate::measure::median;
 use crate::support::sh;
 
@@ -44,7 +46,17 @@ pub fn footprint() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(
         dir.path().join("all.yaml"),
-        "apiVersion: netprobe.dev/v1alpha1\nkind: NetworkProbe\nmetadata: {name: all, namespace: bench}\nspec:\n  metrics: {maxSeriesPerNode: 100000}\n  probes:\n  - type: TcpRetransmits\n  - type: TcpResets\n  - type: TcpConnectLatency\n  - type: TcpRtt\n  - type: PacketDrops\n",
+        netprobe_pods::standalone_manifest(
+            "bench",
+            &[
+                ProbeType::TcpRetransmits,
+                ProbeType::TcpResets,
+                ProbeType::TcpConnectLatency,
+                ProbeType::TcpRtt,
+                ProbeType::PacketDrops,
+            ],
+            "  metrics: {maxSeriesPerNode: 100000}\n",
+        ),
     )
     .expect("manifest");
     let addr = "127.0.0.1:19991";

@@ -312,7 +312,7 @@ fn main() {
         "table inet nptest2 {\n chain output {\n type filter hook output priority 0;\n udp dport 9998 drop\n }\n}",
     );
     let target = pod.target("bench", "pod");
-    // NETPROBE_BENCH_ONLY=kernel|throughput|dns|conn (or several, comma-separated): those sections only.
+    // NETPROBE_BENCH_ONLY=kernel|throughput|dns|conn|footprint (or several, comma-separated): those sections only.
     let only = std::env::var("NETPROBE_BENCH_ONLY").unwrap_or_default();
     let want = |section: &str| only.is_empty() || only.split(',').any(|s| s == section);
     if want("kernel") {
@@ -489,7 +489,7 @@ fn main() {
     }
     drop(pod);
     drop(agent);
-    if only.is_empty() {
+    if want("footprint") {
         footprint::footprint();
     }
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", stats_before.trim());

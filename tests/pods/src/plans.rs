@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use netprobe_agent::pipeline::desired::{Desired, PlanTargets, Target};
-use netprobe_api::ProbePlan;
+use netprobe_api::{ProbePlan, ProbeType};
 
 use crate::Pod;
 
@@ -92,4 +92,17 @@ pub fn apply_one_type(
         .expect("apply");
     assert!(report.unsupported.is_empty(), "{report:?}");
     report
+}
+
+/// A NetworkProbe manifest `namespace/all` of `types`, for a standalone
+/// agent (`--standalone DIR`); `spec_extra` is more of `spec`, one YAML
+/// line indented by two spaces each (for example a series limit).
+pub fn standalone_manifest(namespace: &str, types: &[ProbeType], spec_extra: &str) -> String {
+    let mut m = format!(
+        "apiVersion: netprobe.dev/v1alpha1\nkind: NetworkProbe\nmetadata: {{name: all, namespace: {namespace}}}\nspec:\n{spec_extra}  probes:\n"
+    );
+    for t in types {
+        m.push_str(&format!("  - type: {t}\n"));
+    }
+    m
 }
