@@ -265,7 +265,6 @@ const CAPS_DEADLINE: Duration = Duration::from_secs(180);
 /// bounding set (`setpriv`, as a container's capabilities bound a root
 /// process): what each capability the DaemonSet requests is for, measured.
 fn agent_with_caps(caps: &str, manifests: &std::path::Path) -> CapsRun {
-    use std::io::{Read, Write};
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -286,14 +285,7 @@ fn agent_with_caps(caps: &str, manifests: &std::path::Path) -> CapsRun {
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
     };
-    // One GET of `path`: the response, head and body.
-    let get = |path: &str| -> Option<String> {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).ok()?;
-        Some(text)
-    };
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let start = std::time::Instant::now();
     let run = loop {
         std::thread::sleep(Duration::from_millis(250));
@@ -303,10 +295,10 @@ fn agent_with_caps(caps: &str, manifests: &std::path::Path) -> CapsRun {
         // Ready once the first apply is in the kernel (the manifest, the
         // cgroups and their namespaces as the first rescan found them):
         // its metrics are that apply's, not a start's still loading.
-        if get("/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200")) {
-            break match get("/metrics") {
-                Some(m) => CapsRun::Served(m),
-                None => CapsRun::Silent(format!("stopped serving: {}", tail())),
+        if netprobe_testutil::http_get(addr, "/readyz").is_ok_and(|(code, _)| code == 200) {
+            break match netprobe_testutil::http_get(addr, "/metrics") {
+                Ok((200, m)) => CapsRun::Served(m),
+                other => CapsRun::Silent(format!("stopped serving ({other:?}): {}", tail())),
             };
         }
         if start.elapsed() > CAPS_DEADLINE {

@@ -100,18 +100,16 @@ prepare_vm() {
   echo "$got" > "$out/image"
 }
 run_vm() {
-  local series=$1 pkg vmlinuz rel out="$work/$1"
+  local series=$1 pkg vmlinuz out="$work/$1"
   [ -e "$out/image" ] || return
   pkg=$(cat "$out/package")
-  read -r vmlinuz rel < "$out/image"
+  read -r vmlinuz _ < "$out/image"
   echo "kernel matrix: $series ($pkg) in a VM"
   local start=$SECONDS
-  # A VM under TCG runs the tier 6-8x slower than the host, and this VM's
-  # speed varies between boots: Debian 6.1 alone took 741 s on one and
-  # passed 1,200 s on another; side by side on the slower one, 6.1 and
-  # 6.12 took 1,899 and 1,916 s (2026-12-02). 50
-  # minutes leaves a slow boot room and still stops a hung guest within
-  # CI's 90.
+  # A VM under TCG runs the tier 6-8x slower than the host, and this
+  # machine's speed varies between boots: side by side, 6.1 and 6.12 have
+  # taken from 1,245 s to 1,916 s (2026-12-02). 50 minutes leaves a slow
+  # boot room and still stops a hung guest within CI's 90.
   timeout 3000 vng --run "$vmlinuz" --disable-kvm --force-9p --disable-microvm --memory 4G --cpus 2 \
     --rwdir "$out" --cwd "$root" --exec "sh $root/tests/kernels/guest.sh $out $bins" \
     > "$out/console.log" 2>&1

@@ -1,6 +1,5 @@
 //! The agent's footprint: the real binary, standalone, over 250 cgroups.
 
-use std::io::Read;
 use std::time::{Duration, Instant};
 
 use netprobe_api::ProbeType;
@@ -23,14 +22,14 @@ fn proc_stat(pid: u32) -> (u64, u64) {
     (rss_kb, ticks)
 }
 
+/// One scrape of /metrics: how long it took and the body's size.
 fn scrape(addr: &str) -> (Duration, usize) {
     let started = Instant::now();
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to agent");
-    use std::io::Write;
-    let _ = write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
-    let mut body = Vec::new();
-    let _ = s.read_to_end(&mut body);
-    (started.elapsed(), body.len())
+    let addr = addr.parse().expect("agent address");
+    let body = netprobe_testutil::http_get(addr, "/metrics")
+        .map(|(_, b)| b.len())
+        .unwrap_or(0);
+    (started.elapsed(), body)
 }
 
 /// Section 4: the standalone agent's memory, CPU and scrape time with

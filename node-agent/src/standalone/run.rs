@@ -58,7 +58,12 @@ pub async fn run(cfg: Config, agent: Agent) {
                 }
                 info!(plans = plans.len(), programs = ?report.attached, "probes applied");
             }
-            Err(e) => error!(error = %e, "applying probes failed"),
+            Err(e) => {
+                // Retried at the next rescan: the agent stays unready
+                // (`/readyz`) until an apply succeeds.
+                error!(error = %e, "applying probes failed; retrying at the next rescan");
+                continue;
+            }
         }
         last = Some(fingerprint);
     }
