@@ -134,9 +134,17 @@ impl Agent {
         self.lock().world = world;
     }
 
-    /// The host's cgroup2 root, where cgroup_skb programs (Traffic) attach.
+    /// The host's cgroup2 root, where users' cgroup_skb programs attach
+    /// (and Traffic's and Dns's, unless `set_skb_cgroup` narrowed them).
     pub fn set_cgroup_root(&self, root: std::path::PathBuf) {
         self.lock().manager.set_cgroup_root(root);
+    }
+
+    /// The cgroup every pod is below, where Traffic's and Dns's
+    /// cgroup_skb programs attach instead of the root (before the first
+    /// apply): the host's own packets then run none of them.
+    pub fn set_skb_cgroup(&self, dir: std::path::PathBuf) {
+        self.lock().manager.set_skb_cgroup(dir);
     }
 
     /// The DNS server ports Dns watches and its timeout (the agent's

@@ -130,6 +130,42 @@ pub fn find_pod_cgroup(root: &Path, uid: &str) -> Option<PathBuf> {
     walk(root, uid, MAX_DEPTH, false)
 }
 
+/// The kubelet's pods cgroup under `root`: the one outermost directory of
+/// the top two levels whose name contains `kubepods` (`kubepods.slice`,
+/// `kubepods`, kind's `kubelet.slice/kubelet-kubepods.slice`, a kubelet's
+/// `--cgroup-root`), every pod below it. Traffic's and Dns's `cgroup_skb`
+/// programs attach there, so packets of the host's own processes (the
+/// kubelet, the runtime pulling images) run no program at all: they are no
+/// pod's. `Err` lists what was found when there is not exactly one (no
+/// kubepods cgroup: `--cgroups-per-qos=false`; several kubelets).
+pub fn pods_subtree(root: &Path) -> Result<PathBuf, Vec<PathBuf>> {
+    fn subdirs(dir: &Path) -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        let mut out: Vec<PathBuf> = entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .collect();
+        out.sort();
+        out
+    }
+    let is_kubepods = |d: &Path| d.file_name().is_some_and(|n| n.to_string_lossy().contains("kubepods"));
+    let mut found = Vec::new();
+    for top in subdirs(root) {
+        if is_kubepods(&top) {
+            found.push(top);
+            continue;
+        }
+        found.extend(subdirs(&top).into_iter().filter(|d| is_kubepods(d)));
+    }
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        _ => Err(found),
+    }
+}
+
 /// PIDs in a cgroup and its descendants.
 pub fn member_pids(dir: &Path) -> Vec<u32> {
     let mut out = Vec::new();
@@ -221,6 +257,32 @@ mod tests {
         assert_eq!(parse_cgroup2_mount(escaped), Some(PathBuf::from("/mnt/with space")));
         assert_eq!(parse_cgroup2_mount("27 25 0:24 / /x rw - cgroup cgroup rw\n"), None);
         assert_eq!(parse_cgroup2_mount("garbage\n\n"), None);
+    }
+
+    #[test]
+    fn the_pods_subtree_is_the_one_outermost_kubepods_cgroup() {
+        let systemd = tempfile::tempdir().unwrap();
+        let pods = systemd.path().join("kubepods.slice");
+        std::fs::create_dir_all(pods.join("kubepods-burstable.slice/kubepods-burstable-poda.slice")).unwrap();
+        std::fs::create_dir_all(systemd.path().join("system.slice/containerd.service")).unwrap();
+        assert_eq!(pods_subtree(systemd.path()), Ok(pods));
+        let kind = tempfile::tempdir().unwrap();
+        let pods = kind.path().join("kubelet.slice/kubelet-kubepods.slice");
+        std::fs::create_dir_all(pods.join("kubelet-kubepods-besteffort.slice")).unwrap();
+        assert_eq!(pods_subtree(kind.path()), Ok(pods));
+        let cgroupfs = tempfile::tempdir().unwrap();
+        let pods = cgroupfs.path().join("kubepods");
+        std::fs::create_dir_all(pods.join("besteffort/podx")).unwrap();
+        assert_eq!(pods_subtree(cgroupfs.path()), Ok(pods.clone()));
+        // Two kubelets' trees: no single subtree holds every pod.
+        std::fs::create_dir_all(cgroupfs.path().join("kubelet/kubepods")).unwrap();
+        assert_eq!(
+            pods_subtree(cgroupfs.path()),
+            Err(vec![cgroupfs.path().join("kubelet/kubepods"), pods])
+        );
+        let none = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(none.path().join("system.slice")).unwrap();
+        assert_eq!(pods_subtree(none.path()), Err(vec![]));
     }
 
     #[test]

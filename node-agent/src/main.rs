@@ -161,6 +161,20 @@ async fn main() -> anyhow::Result<()> {
         cli.service_cidrs.clone(),
     ));
     agent.set_cgroup_root(cgroup_root.clone());
+    if client.is_some() {
+        // Standalone targets may be any cgroup: there the root it is.
+        match cgroups::pods_subtree(&cgroup_root) {
+            Ok(dir) => {
+                info!(cgroup = %dir.display(), "Traffic and Dns attach to the kubelet's pods cgroup");
+                agent.set_skb_cgroup(dir);
+            }
+            Err(found) => warn!(
+                found = ?found,
+                "no single kubepods cgroup under the cgroup root: Traffic and Dns attach to the root, and every \
+                 host packet runs their programs"
+            ),
+        }
+    }
     if cli.dns_ports.is_empty() || cli.dns_ports.len() > 8 || cli.dns_ports.contains(&0) {
         anyhow::bail!("--dns-ports takes 1 to 8 ports, none of them 0");
     }

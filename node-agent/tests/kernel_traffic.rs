@@ -38,6 +38,78 @@ fn traffic_equals_netfilter_counters_per_direction_and_protocol() {
     for p in [&selected, &unselected] {
         p.run(&traffic_client(p, 50));
     }
+    traffic_matches_netfilter(&agent, &selected);
+}
+
+/// On a node the agent attaches Traffic's and Dns's programs to the
+/// kubelet's pods cgroup (`cgroups::pods_subtree`), not the root: a pod's
+/// traffic is as exact as before, and a cgroup outside that subtree (the
+/// host's services; here a kind-layout pod's) has none of them in effect,
+/// so its packets run nothing.
+#[test]
+fn attached_to_the_pods_cgroup_traffic_is_exact_and_other_cgroups_run_none() {
+    if !kernel_available("traffic on the pods cgroup") {
+        return;
+    }
+    let _s = serial();
+    let agent = Agent::new(false).expect("agent loads");
+    let mut selected = Pod::new(Driver::Systemd);
+    let mut outside = Pod::new(Driver::KindNested);
+    for p in [&mut selected, &mut outside] {
+        p.peer_spawn(&traffic_peer());
+    }
+    let subtree = selected.cgroup2.join("kubepods.slice");
+    agent.set_skb_cgroup(subtree.clone());
+    let report = support::apply_one_type(&agent, Probe::new(ProbeType::Traffic), &selected, &outside);
+    assert_eq!(
+        report.attached.get(&ProbeType::Traffic).map(Vec::len),
+        Some(2),
+        "{report:?}"
+    );
+    let ours = skb_programs(&subtree, false);
+    assert_eq!(ours.len(), 2, "both directions attached to {}", subtree.display());
+    assert!(
+        ours.is_subset(&skb_programs(&selected.container, true)),
+        "in effect for the pod's containers"
+    );
+    assert!(
+        ours.is_disjoint(&skb_programs(&outside.container, true)),
+        "not in effect outside the pods cgroup"
+    );
+    assert!(
+        ours.is_disjoint(&skb_programs(&selected.cgroup2, false)),
+        "nothing of ours on the root"
+    );
+    for p in [&selected, &outside] {
+        Pod::nft(&p.ns, NFT_TRAFFIC);
+    }
+    for p in [&selected, &outside] {
+        p.run(&traffic_client(p, 50));
+    }
+    traffic_matches_netfilter(&agent, &selected);
+}
+
+/// Ids of the `np_skb_*` programs attached to a cgroup, by bpftool; with
+/// `effective`, also those its ancestors' attachments put in effect.
+fn skb_programs(dir: &std::path::Path, effective: bool) -> BTreeSet<u64> {
+    let which = if effective { "effective" } else { "" };
+    let out = support::sh(&format!("bpftool -j cgroup show {} {which}", dir.display()));
+    if out.stdout.iter().all(u8::is_ascii_whitespace) {
+        return BTreeSet::new(); // bpftool prints nothing for no programs
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool json");
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["name"].as_str().is_some_and(|n| n.starts_with("np_skb_")))
+        .filter_map(|p| p["id"].as_u64())
+        .collect()
+}
+
+/// The selected pod's ("web-0") Traffic series equal netfilter's counters
+/// in its namespace (NFT_TRAFFIC) within 3 s, and no other pod has one;
+/// then the probe is removed and its series go.
+fn traffic_matches_netfilter(agent: &Agent, selected: &Pod) {
     let mut last = String::new();
     for _ in 0..15 {
         std::thread::sleep(Duration::from_millis(200));

@@ -151,7 +151,7 @@ fn kernel_cost(agent: &Agent, pod: &Pod, target: &Target) {
         }
         // After ours: programs on one tracepoint run in attach order, and
         // the first to touch a cold socket or cgroup pays the cache misses.
-        let refs = &*refs.get_or_insert_with(References::attach);
+        let refs = &*refs.get_or_insert_with(|| References::attach(&skb_cgroup(pod)));
         let bpftrace = &*bpftrace.get_or_insert_with(|| {
             let b = Bpftrace::start();
             if b.is_none() {
@@ -291,6 +291,11 @@ fn ab_over(
     )
 }
 
+/// The kubelet's pods cgroup of the bench's pod (systemd layout).
+fn skb_cgroup(pod: &Pod) -> std::path::PathBuf {
+    pod.cgroup2.join("kubepods.slice")
+}
+
 fn main() {
     if !kernel_available("bench") {
         return;
@@ -299,6 +304,9 @@ fn main() {
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
     let agent = Agent::new(false).expect("agent");
     let mut pod = Pod::new(Driver::Systemd);
+    // As in a cluster (main.rs): Traffic's and Dns's programs on the
+    // kubelet's pods cgroup; the peer's processes are outside it.
+    agent.set_skb_cgroup(skb_cgroup(&pod));
     pod.peer_spawn(&support::servers(&[
         (5001, support::Serve::Sink),
         (5002, support::Serve::AcceptClose),
@@ -441,7 +449,7 @@ fn main() {
             share_of(&format!("   {t} only"), &[t]);
         }
         {
-            let refs = References::attach_empty();
+            let refs = References::attach_empty(&skb_cgroup(&pod));
             program_share(
                 "   empty programs on every hook",
                 "connection",
@@ -470,7 +478,7 @@ fn main() {
         ab_switch(
             "connections/s, empty programs on every hook",
             CONN_RUNS,
-            |on| empty = on.then(References::attach_empty),
+            |on| empty = on.then(|| References::attach_empty(&skb_cgroup(&pod))),
             || conn_rate(&pod),
         );
         let mut bpftrace: Option<Bpftrace> = None;

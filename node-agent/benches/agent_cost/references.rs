@@ -24,23 +24,23 @@ const REFERENCE_TRACEPOINTS: [&str; 5] = [
 ];
 
 impl References {
-    pub fn attach() -> Self {
-        Self::attach_some(true)
+    /// `skb_cgroup`: where the agent's cgroup_skb programs are (the pods
+    /// cgroup), for the empty cgroup_skb programs beside them.
+    pub fn attach(skb_cgroup: &std::path::Path) -> Self {
+        Self::attach_some(true, skb_cgroup)
     }
 
     /// Only the empty programs: a connection's floor.
-    pub fn attach_empty() -> Self {
-        Self::attach_some(false)
+    pub fn attach_empty(skb_cgroup: &std::path::Path) -> Self {
+        Self::attach_some(false, skb_cgroup)
     }
 
-    fn attach_some(with_map_updates: bool) -> Self {
+    fn attach_some(with_map_updates: bool, skb_cgroup: &std::path::Path) -> Self {
         use aya::programs::{BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType};
         let btf = aya::Btf::from_sys_fs().expect("kernel BTF");
         let mut progs = Vec::new();
-        // Traffic's floor: empty cgroup_skb programs on the same root.
-        let root =
-            netprobe_agent::cgroups::cgroup2_mount(std::path::Path::new("/proc/self/mountinfo")).expect("cgroup2");
-        let dir = std::fs::File::open(&root).expect("cgroup root");
+        // Traffic's floor: empty cgroup_skb programs on the same cgroup.
+        let dir = std::fs::File::open(skb_cgroup).expect("the pods cgroup");
         for (name, hook, kind) in [
             ("np_calib_skb_egress", "cgroup_skb/egress", CgroupSkbAttachType::Egress),
             (

@@ -76,6 +76,9 @@ pub struct ProbeManager {
     /// The cgroup2 hierarchy cgroup_skb programs attach to (its root: every
     /// pod below it); None until set, then the mount this process sees.
     cgroup_root: Option<std::path::PathBuf>,
+    /// Where the built-in cgroup_skb programs (Traffic, Dns) attach: the
+    /// kubelet's pods cgroup when the agent found one, else the root.
+    skb_cgroup: Option<std::path::PathBuf>,
     /// DNS queries never answered, by slot, as the sweep found them.
     /// Queries the sweep found unanswered, by (slot, query type).
     dns_unanswered: BTreeMap<(u32, u32), u64>,
@@ -104,6 +107,7 @@ impl ProbeManager {
             connect_share: layout::CONNECTING_PER_POD,
             connect_max_age_s: layout::CONNECT_MAX_AGE_S,
             cgroup_root: None,
+            skb_cgroup: None,
             dns_unanswered: BTreeMap::new(),
             dns_timeout: std::time::Duration::from_secs(5),
             user: UserPrograms::default(),
@@ -198,6 +202,14 @@ impl ProbeManager {
         self.cgroup_root = Some(root);
     }
 
+    /// Where Traffic's and Dns's cgroup_skb programs attach, when not the
+    /// root: the cgroup every pod is below (`cgroups::pods_subtree`), so
+    /// packets of other cgroups run none of them. Takes effect when the
+    /// programs are next attached: set it before the first apply.
+    pub fn set_skb_cgroup(&mut self, dir: std::path::PathBuf) {
+        self.skb_cgroup = Some(dir);
+    }
+
     fn map_mut(&mut self, name: &'static str) -> Result<&mut Map, ManagerError> {
         map_mut(&mut self.ebpf, name)
     }
@@ -285,13 +297,13 @@ impl ProbeManager {
             }
             (Hook::CgroupSkb { egress }, Program::CgroupSkb(p)) => {
                 use aya::programs::{CgroupAttachMode, CgroupSkbAttachType};
-                let root = match &self.cgroup_root {
+                let root = match self.skb_cgroup.as_ref().or(self.cgroup_root.as_ref()) {
                     Some(r) => r.clone(),
                     None => crate::cgroups::cgroup2_mount(std::path::Path::new("/proc/self/mountinfo"))
                         .map_err(|e| format!("no cgroup2 root to attach {name} to: {e}"))?,
                 };
                 let dir = std::fs::File::open(&root)
-                    .map_err(|e| format!("opening the cgroup root {} for {name}: {e}", root.display()))?;
+                    .map_err(|e| format!("opening the cgroup {} for {name}: {e}", root.display()))?;
                 p.load().map_err(|e| verifier_reason(name, &e))?;
                 let (kind, side) = match egress {
                     true => (CgroupSkbAttachType::Egress, "egress"),
