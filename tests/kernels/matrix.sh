@@ -9,7 +9,7 @@
 # when NETPROBE_REQUIRE_KERNEL_TESTS=1 (CI).
 #
 # NETPROBE_KERNELS selects kernels (default "6.1 6.12"); the host column runs
-# unless NETPROBE_MATRIX_HOST=0.
+# unless NETPROBE_MATRIX_HOST=0; NETPROBE_MATRIX_TESTS picks test binaries.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 # Not under /var/cache or /tmp: the guest mounts tmpfs there, and virtme-ng
@@ -68,7 +68,13 @@ fetch() {
 echo "kernel matrix: building the kernel tier's test binaries"
 # Every node-agent/tests/kernel*.rs is a kernel-tier binary: a new one runs
 # on every kernel without being listed here.
-tests=$(cd "$root/node-agent/tests" && for f in kernel*.rs; do printf -- '--test %s ' "${f%.rs}"; done)
+# NETPROBE_MATRIX_TESTS="kernel_traffic kernel_dns" runs only those (a
+# developer's re-run of one binary; CI runs them all).
+if [ -n "${NETPROBE_MATRIX_TESTS:-}" ]; then
+  tests=$(for t in $NETPROBE_MATRIX_TESTS; do printf -- '--test %s ' "$t"; done)
+else
+  tests=$(cd "$root/node-agent/tests" && for f in kernel*.rs; do printf -- '--test %s ' "${f%.rs}"; done)
+fi
 bins=$(cd "$root" && cargo test --locked -p netprobe-agent $tests --no-run \
   --message-format=json 2>/dev/null | python3 -c '
 import json, sys
