@@ -21,23 +21,8 @@ fn traffic_equals_netfilter_counters_per_direction_and_protocol() {
     }
     let _s = serial();
     let agent = Agent::new(false).expect("agent loads");
-    let mut selected = Pod::new(Driver::Systemd);
-    let mut unselected = Pod::new(Driver::KindNested);
-    for p in [&mut selected, &mut unselected] {
-        p.peer_spawn(&traffic_peer());
-    }
-    let report = support::apply_one_type(&agent, Probe::new(ProbeType::Traffic), &selected, &unselected);
-    assert_eq!(
-        report.attached.get(&ProbeType::Traffic).map(Vec::len),
-        Some(2),
-        "{report:?}"
-    );
-    for p in [&selected, &unselected] {
-        Pod::nft(&p.ns, NFT_TRAFFIC);
-    }
-    for p in [&selected, &unselected] {
-        p.run(&traffic_client(p, 50));
-    }
+    let (selected, unselected) = pods_with_traffic(&agent);
+    exchange_traffic(&[&selected, &unselected]);
     traffic_matches_netfilter(&agent, &selected);
 }
 
@@ -53,19 +38,11 @@ fn attached_to_the_pods_cgroup_traffic_is_exact_and_other_cgroups_run_none() {
     }
     let _s = serial();
     let agent = Agent::new(false).expect("agent loads");
-    let mut selected = Pod::new(Driver::Systemd);
-    let mut outside = Pod::new(Driver::KindNested);
-    for p in [&mut selected, &mut outside] {
-        p.peer_spawn(&traffic_peer());
-    }
-    let subtree = selected.cgroup2.join("kubepods.slice");
+    let subtree = netprobe_agent::cgroups::cgroup2_mount(std::path::Path::new("/proc/self/mountinfo"))
+        .expect("cgroup2")
+        .join("kubepods.slice");
     agent.set_skb_cgroup(subtree.clone());
-    let report = support::apply_one_type(&agent, Probe::new(ProbeType::Traffic), &selected, &outside);
-    assert_eq!(
-        report.attached.get(&ProbeType::Traffic).map(Vec::len),
-        Some(2),
-        "{report:?}"
-    );
+    let (selected, outside) = pods_with_traffic(&agent);
     let ours = skb_programs(&subtree, false);
     assert_eq!(ours.len(), 2, "both directions attached to {}", subtree.display());
     assert!(
@@ -80,13 +57,37 @@ fn attached_to_the_pods_cgroup_traffic_is_exact_and_other_cgroups_run_none() {
         ours.is_disjoint(&skb_programs(&selected.cgroup2, false)),
         "nothing of ours on the root"
     );
-    for p in [&selected, &outside] {
+    exchange_traffic(&[&selected, &outside]);
+    traffic_matches_netfilter(&agent, &selected);
+}
+
+/// A pod with the systemd layout ("web-0", selected) and one with kind's
+/// (unselected, outside `kubepods.slice`), each with a traffic peer, and
+/// Traffic applied: both directions' programs attached.
+fn pods_with_traffic(agent: &Agent) -> (Pod, Pod) {
+    let mut selected = Pod::new(Driver::Systemd);
+    let mut unselected = Pod::new(Driver::KindNested);
+    for p in [&mut selected, &mut unselected] {
+        p.peer_spawn(&traffic_peer());
+    }
+    let report = support::apply_one_type(agent, Probe::new(ProbeType::Traffic), &selected, &unselected);
+    assert_eq!(
+        report.attached.get(&ProbeType::Traffic).map(Vec::len),
+        Some(2),
+        "{report:?}"
+    );
+    (selected, unselected)
+}
+
+/// Each pod's client exchanges TCP bulk and UDP with its peer, counted by
+/// netfilter in the pod's namespace (NFT_TRAFFIC).
+fn exchange_traffic(pods: &[&Pod]) {
+    for p in pods {
         Pod::nft(&p.ns, NFT_TRAFFIC);
     }
-    for p in [&selected, &outside] {
+    for p in pods {
         p.run(&traffic_client(p, 50));
     }
-    traffic_matches_netfilter(&agent, &selected);
 }
 
 /// Ids of the `np_skb_*` programs attached to a cgroup, by bpftool; with
