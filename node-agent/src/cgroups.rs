@@ -119,7 +119,7 @@ pub fn find_pod_cgroup(root: &Path, uid: &str) -> Option<PathBuf> {
             if is_pod_dir(&name, uid) {
                 return Some(e.path());
             }
-            let kubelet = inside || name.contains("kubepods");
+            let kubelet = inside || is_kubelet_dir(&name);
             if kubelet || depth > MAX_DEPTH - 2 {
                 subdirs.push((e.path(), kubelet));
             }
@@ -139,31 +139,22 @@ pub fn find_pod_cgroup(root: &Path, uid: &str) -> Option<PathBuf> {
 /// pod's. `Err` lists what was found when there is not exactly one (no
 /// kubepods cgroup: `--cgroups-per-qos=false`; several kubelets).
 pub fn pods_subtree(root: &Path) -> Result<PathBuf, Vec<PathBuf>> {
-    fn subdirs(dir: &Path) -> Vec<PathBuf> {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return Vec::new();
-        };
-        let mut out: Vec<PathBuf> = entries
-            .flatten()
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-            .map(|e| e.path())
-            .collect();
-        out.sort();
-        out
-    }
-    let is_kubepods = |d: &Path| d.file_name().is_some_and(|n| n.to_string_lossy().contains("kubepods"));
-    let mut found = Vec::new();
-    for top in subdirs(root) {
-        if is_kubepods(&top) {
-            found.push(top);
-            continue;
-        }
-        found.extend(subdirs(&top).into_iter().filter(|d| is_kubepods(d)));
-    }
+    let named = |d: &Path| d.file_name().is_some_and(|n| is_kubelet_dir(&n.to_string_lossy()));
+    let mut found: Vec<PathBuf> = cgroups_to_depth(root, 2)
+        .into_iter()
+        .filter(|d| named(d) && !d.parent().is_some_and(named))
+        .map(|d| root.join(d))
+        .collect();
     match found.len() {
         1 => Ok(found.remove(0)),
         _ => Err(found),
     }
+}
+
+/// The kubelet's part of the tree: a directory whose name contains
+/// `kubepods` (every QoS class and pod of both drivers is inside one).
+fn is_kubelet_dir(name: &str) -> bool {
+    name.contains("kubepods")
 }
 
 /// PIDs in a cgroup and its descendants.

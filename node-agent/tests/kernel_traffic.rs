@@ -21,7 +21,7 @@ fn traffic_equals_netfilter_counters_per_direction_and_protocol() {
     }
     let _s = serial();
     let agent = Agent::new(false).expect("agent loads");
-    let (selected, unselected) = pods_with_traffic(&agent);
+    let (selected, unselected) = pods_with_traffic(&agent, false);
     exchange_traffic(&[&selected, &unselected]);
     traffic_matches_netfilter(&agent, &selected);
 }
@@ -38,11 +38,8 @@ fn attached_to_the_pods_cgroup_traffic_is_exact_and_other_cgroups_run_none() {
     }
     let _s = serial();
     let agent = Agent::new(false).expect("agent loads");
-    let subtree = netprobe_agent::cgroups::cgroup2_mount(std::path::Path::new("/proc/self/mountinfo"))
-        .expect("cgroup2")
-        .join("kubepods.slice");
-    agent.set_skb_cgroup(subtree.clone());
-    let (selected, outside) = pods_with_traffic(&agent);
+    let (selected, outside) = pods_with_traffic(&agent, true);
+    let subtree = selected.kubepods_cgroup();
     let ours = skb_programs(&subtree, false);
     assert_eq!(ours.len(), 2, "both directions attached to {}", subtree.display());
     assert!(
@@ -63,12 +60,16 @@ fn attached_to_the_pods_cgroup_traffic_is_exact_and_other_cgroups_run_none() {
 
 /// A pod with the systemd layout ("web-0", selected) and one with kind's
 /// (unselected, outside `kubepods.slice`), each with a traffic peer, and
-/// Traffic applied: both directions' programs attached.
-fn pods_with_traffic(agent: &Agent) -> (Pod, Pod) {
+/// Traffic applied, on the selected pod's `kubepods` cgroup or on the root:
+/// both directions' programs attached.
+fn pods_with_traffic(agent: &Agent, on_kubepods: bool) -> (Pod, Pod) {
     let mut selected = Pod::new(Driver::Systemd);
     let mut unselected = Pod::new(Driver::KindNested);
     for p in [&mut selected, &mut unselected] {
         p.peer_spawn(&traffic_peer());
+    }
+    if on_kubepods {
+        agent.set_skb_cgroup(selected.kubepods_cgroup());
     }
     let report = support::apply_one_type(agent, Probe::new(ProbeType::Traffic), &selected, &unselected);
     assert_eq!(

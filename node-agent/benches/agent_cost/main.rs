@@ -151,7 +151,7 @@ fn kernel_cost(agent: &Agent, pod: &Pod, target: &Target) {
         }
         // After ours: programs on one tracepoint run in attach order, and
         // the first to touch a cold socket or cgroup pays the cache misses.
-        let refs = &*refs.get_or_insert_with(|| References::attach(&skb_cgroup(pod)));
+        let refs = &*refs.get_or_insert_with(|| References::attach(&pod.kubepods_cgroup()));
         let bpftrace = &*bpftrace.get_or_insert_with(|| {
             let b = Bpftrace::start();
             if b.is_none() {
@@ -291,11 +291,6 @@ fn ab_over(
     )
 }
 
-/// The kubelet's pods cgroup of the bench's pod (systemd layout).
-fn skb_cgroup(pod: &Pod) -> std::path::PathBuf {
-    pod.cgroup2.join("kubepods.slice")
-}
-
 fn main() {
     if !kernel_available("bench") {
         return;
@@ -306,7 +301,7 @@ fn main() {
     let mut pod = Pod::new(Driver::Systemd);
     // As in a cluster (main.rs): Traffic's and Dns's programs on the
     // kubelet's pods cgroup; the peer's processes are outside it.
-    agent.set_skb_cgroup(skb_cgroup(&pod));
+    agent.set_skb_cgroup(pod.kubepods_cgroup());
     pod.peer_spawn(&support::servers(&[
         (5001, support::Serve::Sink),
         (5002, support::Serve::AcceptClose),
@@ -449,7 +444,7 @@ fn main() {
             share_of(&format!("   {t} only"), &[t]);
         }
         {
-            let refs = References::attach_empty(&skb_cgroup(&pod));
+            let refs = References::attach_empty(&pod.kubepods_cgroup());
             program_share(
                 "   empty programs on every hook",
                 "connection",
@@ -478,7 +473,7 @@ fn main() {
         ab_switch(
             "connections/s, empty programs on every hook",
             CONN_RUNS,
-            |on| empty = on.then(|| References::attach_empty(&skb_cgroup(&pod))),
+            |on| empty = on.then(|| References::attach_empty(&pod.kubepods_cgroup())),
             || conn_rate(&pod),
         );
         let mut bpftrace: Option<Bpftrace> = None;

@@ -255,6 +255,19 @@ impl Pod {
         pod
     }
 
+    /// The kubelet's pods cgroup this pod is below (its outermost
+    /// `kubepods` ancestor), where a cluster agent attaches Traffic's and
+    /// Dns's programs (`cgroups::pods_subtree`).
+    pub fn kubepods_cgroup(&self) -> PathBuf {
+        self.pod_cgroup
+            .ancestors()
+            .take_while(|a| *a != self.cgroup2)
+            .filter(|a| a.file_name().is_some_and(|n| n.to_string_lossy().contains("kubepods")))
+            .last()
+            .unwrap_or(&self.cgroup2)
+            .to_path_buf()
+    }
+
     /// The agent's view of this pod.
     pub fn target(&self, namespace: &str, name: &str) -> Target {
         Target {
