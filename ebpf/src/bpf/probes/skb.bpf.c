@@ -1,15 +1,17 @@
 // SPDX-License-Identifier: (MIT OR GPL-2.0)
 /* The cgroup_skb programs Traffic and Dns share (np_config.types says which
- * run), on the root of the cgroup2 hierarchy through BPF links: they run
- * beside other tools' programs there, never replacing them, and always let
- * the packet pass. Attribution: the packet's socket's cgroup. */
+ * run), attached through BPF links to the kubelet's pods cgroup in a cluster
+ * (the cgroup2 root in standalone mode, or where no single pods cgroup is
+ * found: docs/probes.md): they run beside other tools' programs there, never
+ * replacing them, and always let the packet pass. Attribution: the packet's
+ * socket's cgroup. */
 
 #include "common.h"
 
-/* Runs for every packet of every socket on the node (the programs are on the
- * root), so the pod comes first: a packet of no selected pod (the host's
- * processes, unselected pods) costs the config and leaf-cache lookups and
- * nothing else. A DNS response needs no pod of its own (it is attributed by
+/* Runs for every packet of every socket under the attach point (every pod's,
+ * or every socket's on the root), so the pod comes first: a packet of no
+ * selected pod (unselected pods; the host's processes on the root) costs the
+ * config and leaf-cache lookups and nothing else. A DNS response needs no pod of its own (it is attributed by
  * its query) but arrives at the socket that sent the query, whose cgroup is
  * that pod's. */
 static __always_inline void on_packet(struct __sk_buff *skb, __u32 dir)
