@@ -447,7 +447,27 @@ fn main() {
         let _ = std::fs::remove_file(&queries);
     }
 
-    if want("conn") {
+    // `NETPROBE_BENCH_ALONE=TcpRtt,...`: section 3 runs only these types'
+    // own A/B arms (a quick check of one type's change).
+    let alone = std::env::var("NETPROBE_BENCH_ALONE").unwrap_or_default();
+    if want("conn") && !alone.is_empty() {
+        println!(
+            "\n== 3. short-lived connections per second, ABBA order, {CONN_RUNS} runs of {CONN_WINDOW_S} s each side: {alone} alone =="
+        );
+        for t in ProbeType::BUILT_IN {
+            if alone.split(',').any(|a| a == t.to_string()) {
+                ab_over(
+                    &format!("   connections/s, {t} only"),
+                    &agent,
+                    &target,
+                    &[],
+                    &[t],
+                    CONN_RUNS,
+                    || conn_rate(&pod),
+                );
+            }
+        }
+    } else if want("conn") {
         println!(
             "\n== 3. short-lived connections per second, ABBA order, {CONN_RUNS} runs of {CONN_WINDOW_S} s each side =="
         );
