@@ -29,6 +29,20 @@ pub fn cgroup2_mount(mountinfo: &Path) -> Result<PathBuf, CgroupError> {
         .ok_or_else(|| CgroupError::NoCgroup2(format!("no cgroup2 mount in {}", mountinfo.display())))
 }
 
+/// The cgroup a `cgroup_skb` program attaches to, opened: `dir` when the
+/// agent was told one, else the cgroup2 mount this process sees. The error
+/// names the program, for its status.
+pub fn open_skb_cgroup(dir: Option<&Path>, program: &str) -> Result<(PathBuf, std::fs::File), String> {
+    let dir = match dir {
+        Some(d) => d.to_path_buf(),
+        None => cgroup2_mount(Path::new("/proc/self/mountinfo"))
+            .map_err(|e| format!("no cgroup2 root to attach {program} to: {e}"))?,
+    };
+    let file =
+        std::fs::File::open(&dir).map_err(|e| format!("opening the cgroup {} for {program}: {e}", dir.display()))?;
+    Ok((dir, file))
+}
+
 /// The cgroup2 hierarchy at or under `root`: `root` itself when it is a
 /// cgroup2 mount (it has `cgroup.controllers`), else `root/unified` (hybrid
 /// hosts mount cgroup2 there, and a DaemonSet mounts the host's

@@ -24,7 +24,12 @@ use support::{Driver, Pod, kernel_available, sh};
 /// The pod plus `extra` registered pods that never see traffic (the filter
 /// map holding 1 or 1,000 pods).
 fn desired(types: &[ProbeType], pod: &Target, extra: usize) -> Desired {
-    desired_probes(types.iter().map(|t| Probe::new(*t)).collect(), pod, extra)
+    desired_probes(probes_of(types), pod, extra)
+}
+
+/// One probe of each type, with its defaults.
+fn probes_of(types: &[ProbeType]) -> Vec<Probe> {
+    types.iter().map(|t| Probe::new(*t)).collect()
 }
 
 /// The types #20's bpftrace script covers (references.rs): like for like
@@ -79,10 +84,6 @@ fn with_peers() -> Vec<Probe> {
             p
         })
         .collect()
-}
-
-fn every_type() -> Vec<Probe> {
-    ProbeType::BUILT_IN.iter().map(|t| Probe::new(*t)).collect()
 }
 
 fn desired_probes(probes: Vec<Probe>, pod: &Target, extra: usize) -> Desired {
@@ -156,11 +157,11 @@ fn kernel_cost(agent: &Agent, pod: &Pod, target: &Target) {
     // Column 4 attaches only the types the script does: on the state-change
     // hook, every type also runs TcpRtt's marking, which the script lacks.
     for (col, extra, probes) in [
-        (0, 0usize, Some(every_type())),
-        (1, 999, Some(every_type())),
+        (0, 0usize, Some(probes_of(&ProbeType::BUILT_IN))),
+        (1, 999, Some(probes_of(&ProbeType::BUILT_IN))),
         (2, 999, Some(with_peers())),
         (3, 0, None),
-        (4, 999, Some(SCRIPT_TYPES.iter().map(|t| Probe::new(*t)).collect())),
+        (4, 999, Some(probes_of(&SCRIPT_TYPES))),
     ] {
         let desired = match probes {
             None => Desired::default(),
@@ -450,30 +451,22 @@ fn main() {
     // `NETPROBE_BENCH_ALONE=TcpRtt,...`: section 3 runs only these types'
     // own A/B arms (a quick check of one type's change).
     let alone = std::env::var("NETPROBE_BENCH_ALONE").unwrap_or_default();
+    let conn = |name: &str, types: &[ProbeType]| {
+        ab_over(name, &agent, &target, &[], types, CONN_RUNS, || conn_rate(&pod));
+    };
     if want("conn") && !alone.is_empty() {
         println!(
             "\n== 3. short-lived connections per second, ABBA order, {CONN_RUNS} runs of {CONN_WINDOW_S} s each side: {alone} alone =="
         );
         for t in ProbeType::BUILT_IN {
             if alone.split(',').any(|a| a == t.to_string()) {
-                ab_over(
-                    &format!("   connections/s, {t} only"),
-                    &agent,
-                    &target,
-                    &[],
-                    &[t],
-                    CONN_RUNS,
-                    || conn_rate(&pod),
-                );
+                conn(&format!("   connections/s, {t} only"), &[t]);
             }
         }
     } else if want("conn") {
         println!(
             "\n== 3. short-lived connections per second, ABBA order, {CONN_RUNS} runs of {CONN_WINDOW_S} s each side =="
         );
-        let conn = |name: &str, types: &[ProbeType]| {
-            ab_over(name, &agent, &target, &[], types, CONN_RUNS, || conn_rate(&pod));
-        };
         conn("connections/s, every type", &ProbeType::BUILT_IN);
         // Where a connection's CPU goes, from the same windows (the ratios
         // above move with the machine between windows; this does not).

@@ -297,13 +297,8 @@ impl ProbeManager {
             }
             (Hook::CgroupSkb { egress }, Program::CgroupSkb(p)) => {
                 use aya::programs::{CgroupAttachMode, CgroupSkbAttachType};
-                let root = match self.skb_cgroup.as_ref().or(self.cgroup_root.as_ref()) {
-                    Some(r) => r.clone(),
-                    None => crate::cgroups::cgroup2_mount(std::path::Path::new("/proc/self/mountinfo"))
-                        .map_err(|e| format!("no cgroup2 root to attach {name} to: {e}"))?,
-                };
-                let dir = std::fs::File::open(&root)
-                    .map_err(|e| format!("opening the cgroup {} for {name}: {e}", root.display()))?;
+                let (root, dir) =
+                    crate::cgroups::open_skb_cgroup(self.skb_cgroup.as_deref().or(self.cgroup_root.as_deref()), name)?;
                 p.load().map_err(|e| verifier_reason(name, &e))?;
                 let (kind, side) = match egress {
                     true => (CgroupSkbAttachType::Egress, "egress"),

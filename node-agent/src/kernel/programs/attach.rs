@@ -2,7 +2,7 @@
 //! `tracepoint/`, `raw_tp/`, `cgroup_skb/` (on the cgroup root, beside
 //! other programs there). Links live in the object: dropping it detaches.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use aya::programs::Program;
 
@@ -54,12 +54,7 @@ pub(super) fn attach(l: &mut Loaded, cgroup_root: Option<&Path>) -> Result<(), S
                     "ingress" => CgroupSkbAttachType::Ingress,
                     other => return Err(format!("program {name}: cgroup_skb/{other} is not ingress or egress")),
                 };
-                let root: PathBuf = match cgroup_root {
-                    Some(r) => r.to_path_buf(),
-                    None => crate::cgroups::cgroup2_mount(Path::new("/proc/self/mountinfo"))
-                        .map_err(|e| format!("no cgroup2 root to attach {name} to: {e}"))?,
-                };
-                let dir = std::fs::File::open(&root).map_err(|e| format!("opening {}: {e}", root.display()))?;
+                let (_, dir) = crate::cgroups::open_skb_cgroup(cgroup_root, &name)?;
                 p.load().map_err(|e| refused(&e))?;
                 p.attach(&dir, kind, CgroupAttachMode::Single)
                     .map_err(|e| format!("attaching {name} to {section}: {}", chain(&e)))?;
